@@ -1,0 +1,25 @@
+"""Test helpers that ship with the package, in the spirit of ``ophyd_async.testing``.
+
+- :func:`free_port`, :func:`random_prefix`: pick loopback ports and PV prefixes.
+- :class:`CAPortPool`, :func:`ca_env`: keep every IOC and client on loopback ports the
+  test chose, so nothing reaches another IOC on the machine.
+- :class:`Subprocess`, :class:`SubprocessIOC`: run emulators and IOCs as real
+  subprocesses, wait for them to come up with a deadline, and always clean them up.
+- :func:`wait_until`: poll a condition with a deadline instead of sleeping.
+"""
+
+from trainstamp.testing._ca import CAPortPool, ca_env, random_prefix
+from trainstamp.testing._ports import free_port, wait_for_tcp
+from trainstamp.testing._process import Subprocess, SubprocessIOC
+from trainstamp.testing._wait import wait_until
+
+__all__ = [
+    "CAPortPool",
+    "Subprocess",
+    "SubprocessIOC",
+    "ca_env",
+    "free_port",
+    "random_prefix",
+    "wait_for_tcp",
+    "wait_until",
+]

@@ -1,0 +1,72 @@
+"""Channel Access environments confined to loopback ports chosen by the test.
+
+Client-side ``EPICS_CA_*`` variables are read when a client context is created, so a test
+session must fix its address list before the first ophyd signal exists. A
+:class:`CAPortPool` reserves a handful of ports up front, puts them all in
+``EPICS_CA_ADDR_LIST`` and hands them to IOC subprocesses one by one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterable, MutableMapping
+
+from trainstamp.testing._ports import free_port
+
+
+def random_prefix(stem: str = "TST") -> str:
+    """A PV prefix no other test will use, such as ``TST3f9a1c:``."""
+    return f"{stem}{uuid.uuid4().hex[:6]}:"
+
+
+def ca_env(
+    server_ports: Iterable[int],
+    repeater_port: int | None = None,
+    base: MutableMapping[str, str] | None = None,
+    server_port: int | None = None,
+) -> dict[str, str]:
+    """Environment for a CA client (and optionally a server) confined to loopback.
+
+    ``server_ports`` are every UDP search port a client should reach.
+    ``server_port``, if given, is the port a server started with this environment binds.
+    """
+    env = dict(os.environ if base is None else base)
+    ports = list(server_ports)
+    env.update(
+        EPICS_CA_AUTO_ADDR_LIST="NO",
+        EPICS_CA_ADDR_LIST=" ".join(f"127.0.0.1:{p}" for p in ports),
+        EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
+        EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
+        EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
+        OPHYD_CONTROL_LAYER="caproto",
+    )
+    if repeater_port is not None:
+        env["EPICS_CA_REPEATER_PORT"] = str(repeater_port)
+    if server_port is not None:
+        env["EPICS_CA_SERVER_PORT"] = str(server_port)
+    return env
+
+
+class CAPortPool:
+    """A fixed set of CA server ports for one test session.
+
+    ``install()`` writes the client environment into ``os.environ``; call it before any
+    CA client context is created. ``next_port()`` hands out the ports round-robin, so
+    concurrent IOCs in one session never share a search port.
+    """
+
+    def __init__(self, size: int = 12) -> None:
+        self.ports = [free_port("both") for _ in range(size)]
+        self.repeater_port = free_port("both")
+        self._cycle = itertools.cycle(self.ports)
+
+    def next_port(self) -> int:
+        return next(self._cycle)
+
+    def env(self, server_port: int | None = None) -> dict[str, str]:
+        return ca_env(self.ports, self.repeater_port, server_port=server_port)
+
+    def install(self) -> None:
+        os.environ.update(self.env())

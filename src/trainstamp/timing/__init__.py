@@ -1,0 +1,1 @@
+"""The TimeServer: the single source of train IDs for everything in trainstamp."""

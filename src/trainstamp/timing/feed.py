@@ -1,0 +1,136 @@
+"""A blocking train-ID feed consumer, for emulators and other hardware-side programs.
+
+The detector and tagger emulators take their triggers from the TimeServer's broadcaster
+(or any facility train-ID TCP server) with :class:`TrainFeed`: a daemon thread that
+connects, splits and parses messages with :mod:`trainstamp.timing._protocol`, stamps
+each ID with the wall clock at receive time, and reconnects with capped exponential
+backoff. Bad messages are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from trainstamp.timing._protocol import BadMessage, MessageSplitter, parse_train_id
+
+log = logging.getLogger(__name__)
+
+
+def parse_tcp_uri(uri: str) -> tuple[str, int]:
+    """``tcp://host:port`` -> ``(host, port)``; ``ValueError`` quoting the URI otherwise."""
+    parts = urlsplit(uri)
+    if parts.scheme != "tcp" or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"expected tcp://host:port, got {uri!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {uri!r}: {exc}") from None
+    if port is None:
+        raise ValueError(f"no port in {uri!r}")
+    return parts.hostname, port
+
+
+@dataclass
+class FeedStats:
+    """What a :class:`TrainFeed` has seen so far."""
+
+    received: int = 0
+    bad_messages: int = 0
+    connects: int = 0
+    last_train_id: int | None = None
+    last_recv_ns: int | None = None
+
+
+class TrainFeed:
+    """Consume ``tcp://host:port`` train IDs on a daemon thread.
+
+    ``on_train(train_id, recv_ns)`` is called from the feed thread for every good
+    message; ``recv_ns`` is ``time.time_ns()`` when it arrived.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        on_train: Callable[[int, int], None],
+        *,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        name: str = "train-feed",
+    ) -> None:
+        self.host, self.port = parse_tcp_uri(uri)
+        self.uri = uri
+        self.on_train = on_train
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stats = FeedStats()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> TrainFeed:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def __enter__(self) -> TrainFeed:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        delay = self.backoff_initial
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2.0) as sock:
+                    sock.settimeout(0.2)
+                    self.stats.connects += 1
+                    self._connected.set()
+                    delay = self.backoff_initial
+                    self._read(sock)
+            except OSError as exc:
+                log.debug("train feed %s: %s", self.uri, exc)
+            finally:
+                self._connected.clear()
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.backoff_max)
+
+    def _read(self, sock: socket.socket) -> None:
+        splitter = MessageSplitter()
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            now = time.time_ns()
+            if not data:
+                if splitter.reset():
+                    self.stats.bad_messages += 1  # cut off in the middle of a message
+                return
+            for msg in splitter.feed(data):
+                try:
+                    if isinstance(msg, BadMessage):
+                        raise msg
+                    train_id = parse_train_id(msg)
+                except BadMessage as exc:
+                    self.stats.bad_messages += 1
+                    log.warning("train feed %s: bad message: %s", self.uri, exc)
+                    continue
+                self.stats.received += 1
+                self.stats.last_train_id = train_id
+                self.stats.last_recv_ns = now
+                self.on_train(train_id, now)
