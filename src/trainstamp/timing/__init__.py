@@ -1,1 +1,62 @@
-"""The TimeServer: the single source of train IDs for everything in trainstamp."""
+"""The TimeServer: the single source of train IDs for everything in trainstamp.
+
+- :mod:`._core`: ticks, interpolation, averaging, discontinuities, the state machine and
+  source URIs (pure, no I/O).
+- :mod:`._protocol`: the decimal-ASCII train-ID TCP protocol (pure).
+- :mod:`.feed`: a blocking consumer of that protocol for hardware-side programs.
+"""
+
+from trainstamp.timing._core import (
+    AS_PER_NS,
+    MAX_PERIOD_MS,
+    MIN_PERIOD_MS,
+    P_GAIN,
+    PeriodAverager,
+    PeriodLoop,
+    Source,
+    Stamp,
+    StampStatus,
+    State,
+    Tick,
+    TickBuilder,
+    TimerModel,
+    check_period_ms,
+    first_internal_id,
+    interpolate_train_id,
+    parse_source,
+)
+from trainstamp.timing._protocol import MAX_TRAIN_ID, BadMessage, encode_train_id, parse_train_id
+from trainstamp.timing._pvnames import (
+    DEFAULT_BROADCAST_PORT,
+    DEFAULT_PREFIX,
+    PV,
+    STATE_STRINGS,
+)
+
+__all__ = [
+    "DEFAULT_BROADCAST_PORT",
+    "DEFAULT_PREFIX",
+    "PV",
+    "STATE_STRINGS",
+    "AS_PER_NS",
+    "MAX_PERIOD_MS",
+    "MAX_TRAIN_ID",
+    "MIN_PERIOD_MS",
+    "P_GAIN",
+    "BadMessage",
+    "PeriodAverager",
+    "PeriodLoop",
+    "Source",
+    "Stamp",
+    "StampStatus",
+    "State",
+    "Tick",
+    "TickBuilder",
+    "TimerModel",
+    "check_period_ms",
+    "encode_train_id",
+    "first_internal_id",
+    "interpolate_train_id",
+    "parse_source",
+    "parse_train_id",
+]

@@ -15,25 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from trainstamp.timing._core import parse_tcp_uri
 from trainstamp.timing._protocol import BadMessage, MessageSplitter, parse_train_id
 
 log = logging.getLogger(__name__)
-
-
-def parse_tcp_uri(uri: str) -> tuple[str, int]:
-    """``tcp://host:port`` -> ``(host, port)``; ``ValueError`` quoting the URI otherwise."""
-    parts = urlsplit(uri)
-    if parts.scheme != "tcp" or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"expected tcp://host:port, got {uri!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad port in {uri!r}: {exc}") from None
-    if port is None:
-        raise ValueError(f"no port in {uri!r}")
-    return parts.hostname, port
 
 
 @dataclass
