@@ -1,0 +1,159 @@
+"""Pair marker tags (tagger clock) with train IDs (TimeServer feed, wall clock).
+
+The tagger sees one marker tag per train, stamped on its own picosecond clock; the
+server receives the same train's ID from the TimeServer feed, stamped with its wall
+clock on arrival. :class:`MarkerMapper` keeps an estimate of the offset between the
+two clocks (``wall_ns ≈ tagger_ps / 1000 + offset``) and gives each marker the train
+ID whose tick is nearest to the marker's predicted wall time.
+
+- **Bootstrap.** Before the first pairing the offset comes from the block that carried
+  the marker: its arrival wall time minus how far the marker lies before the block's
+  last tag. The error is the block latency.
+- **Tracking.** Every pairing refines the offset (first one directly, then an
+  exponential average with weight ``alpha``), which removes the constant latency
+  difference between the tag link and the feed and follows slow clock drift.
+- **Exactness.** A marker is paired with the tick within ±period/2 of its predicted
+  time; so pairing is exact while the jitter of (feed latency − tag-link latency)
+  stays below half a train period.
+- **Waiting.** A marker is decided only once a tick later than ``predicted +
+  period/2`` has arrived (no nearer tick can come) or ``max_wait_ns`` has passed.
+  Blocks wait for their markers to be decided (see the stream client), so results keep
+  stream order.
+- **Misses and ambiguity.** With no tick in the window, the ID is inferred from the
+  last pairing by counting periods on the tagger clock (``inferred``); with no pairing
+  yet it is unknown (:data:`UNKNOWN_TRAIN_ID`, counted ``unmatched``). Two ticks in one
+  window count as ``ambiguous`` (the nearest wins); a tick used twice counts as
+  ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
+  means the tagger clock restarted: the anchor is dropped (``reanchors``).
+
+Pure: wall times are passed in, nothing reads a clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Train ID given to a marker that cannot be paired and has no anchor to count from.
+UNKNOWN_TRAIN_ID = -1
+
+
+@dataclass
+class MarkerStats:
+    markers: int = 0
+    paired: int = 0
+    inferred: int = 0
+    unmatched: int = 0
+    ambiguous: int = 0
+    duplicate: int = 0
+    reanchors: int = 0
+    ticks: int = 0
+
+
+class MarkerMapper:
+    """Marker tag times in, ``(time_ps, train_id)`` pairs out, in order."""
+
+    def __init__(self, period_hint_ns: int = 100_000_000, max_wait_ns: int = 1_000_000_000,
+                 alpha: float = 0.2, reanchor_ns: int = 5_000_000_000) -> None:
+        self.period_hint_ns = period_hint_ns
+        self.max_wait_ns = max_wait_ns
+        self.alpha = alpha
+        self.reanchor_ns = reanchor_ns
+        self.offset_ns: float | None = None
+        self.stats = MarkerStats()
+        self._tick_wall: list[int] = []  # sorted by arrival
+        self._tick_id: list[int] = []
+        self._pending: collections.deque[tuple[int, float]] = collections.deque()
+        self._last_pair: tuple[int, int] | None = None  # (tagger ps, train id)
+        self._last_tick_used: tuple[int, int] | None = None
+
+    # -- inputs ------------------------------------------------------------------------
+    def add_tick(self, train_id: int, wall_ns: int) -> None:
+        self.stats.ticks += 1
+        if self._tick_wall and wall_ns < self._tick_wall[-1]:
+            wall_ns = self._tick_wall[-1]  # arrival order is the truth; keep the list sorted
+        self._tick_wall.append(int(wall_ns))
+        self._tick_id.append(int(train_id))
+        if len(self._tick_wall) > 4096:
+            del self._tick_wall[:2048], self._tick_id[:2048]
+
+    def add_markers(self, times_ps: np.ndarray, arrival_wall_ns: int, block_end_ps: int) -> None:
+        """Queue the markers of one block (``block_end_ps``: its last tag's time)."""
+        for t in np.asarray(times_ps, np.int64).tolist():
+            self.stats.markers += 1
+            guess = arrival_wall_ns - (block_end_ps - t) / 1000.0
+            self._pending.append((int(t), guess))
+
+    def reset_anchor(self) -> None:
+        """Forget the clock offset (the tag link reconnected; the tagger may have restarted)."""
+        self.offset_ns = None
+        self._last_pair = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def period_ns(self) -> float:
+        if len(self._tick_wall) >= 3:
+            w = np.diff(self._tick_wall[-33:])
+            d = np.diff(self._tick_id[-33:])
+            good = w[d == 1]
+            if len(good):
+                return float(np.median(good))
+        return float(self.period_hint_ns)
+
+    # -- pairing -----------------------------------------------------------------------
+    def resolve(self, now_wall_ns: int) -> list[tuple[int, int]]:
+        """Decide every pending marker that can be decided; return them in order."""
+        out: list[tuple[int, int]] = []
+        half = self.period_ns / 2
+        walls = self._tick_wall
+        while self._pending:
+            t, guess = self._pending[0]
+            predicted = guess if self.offset_ns is None else t / 1000.0 + self.offset_ns
+            if self.offset_ns is not None and walls and self._far_from_ticks(predicted):
+                self.stats.reanchors += 1
+                self.reset_anchor()
+                predicted = guess
+            later = bool(walls) and walls[-1] >= predicted + half
+            if not later and now_wall_ns < predicted + self.max_wait_ns:
+                break
+            self._pending.popleft()
+            out.append((t, self._decide(t, predicted, half)))
+        return out
+
+    def _far_from_ticks(self, predicted: float) -> bool:
+        i = bisect.bisect_left(self._tick_wall, predicted)
+        near = [abs(self._tick_wall[j] - predicted) for j in (i - 1, i)
+                if 0 <= j < len(self._tick_wall)]
+        return min(near) > self.reanchor_ns
+
+    def _decide(self, t: int, predicted: float, half: float) -> int:
+        walls = self._tick_wall
+        lo = bisect.bisect_left(walls, predicted - half)
+        hi = bisect.bisect_right(walls, predicted + half)
+        if hi - lo > 1:
+            self.stats.ambiguous += 1
+        if hi > lo:
+            best = min(range(lo, hi), key=lambda i: abs(walls[i] - predicted))
+            tick = (walls[best], self._tick_id[best])
+            if tick == self._last_tick_used:
+                self.stats.duplicate += 1
+            self._last_tick_used = tick
+            if self.offset_ns is None:
+                self.offset_ns = walls[best] - t / 1000.0
+            else:
+                self.offset_ns += self.alpha * (walls[best] - predicted)
+            self._last_pair = (t, tick[1])
+            self.stats.paired += 1
+            return tick[1]
+        if self._last_pair is not None:
+            t0, id0 = self._last_pair
+            self.stats.inferred += 1
+            return id0 + round((t - t0) / (2 * half * 1000.0))
+        self.stats.unmatched += 1
+        return UNKNOWN_TRAIN_ID

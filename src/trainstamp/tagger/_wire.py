@@ -1,0 +1,243 @@
+"""The tag-stream wire protocol between a time tagger (or its emulator) and the server.
+
+One TCP connection carries everything. The tagger listens (port 41101 by default, as
+Swabian's network time tagger does) and the server connects. Both directions carry
+*frames*: a fixed 40-byte little-endian header followed by a payload.
+
+=======  ======  ==========================================================
+offset   type    field
+=======  ======  ==========================================================
+0        4s      magic ``b"TTSB"``
+4        u16     version (1)
+6        u16     kind: 1 tags, 2 control request, 3 control reply, 4 hello
+8        u64     sequence number (tags: per block, starting at 0)
+16       u32     count: tags in a TAGS frame, payload bytes otherwise
+20       u32     flags (TAGS: bit 0 = the tagger was overflowing in this block)
+24       u32     payload length in bytes
+28       u32     CRC-32 of the payload (``zlib.crc32``)
+32       u32     CRC-32 of header bytes 0..31
+36       u32     reserved, 0
+=======  ======  ==========================================================
+
+A TAGS payload is ``count`` records of :data:`TAG_DTYPE` (16 bytes each: type u1,
+reserved u1, missed_events u2, channel i4, time i8 ps), sorted by time. Control,
+reply and hello payloads are UTF-8 JSON objects.
+
+Reading is defensive (:class:`FrameReader`): a header that fails its magic, version,
+kind, size limits or CRC makes the reader skip to the next magic and count the bytes
+skipped; a payload that fails its CRC or shape is dropped whole and counted, so a
+corrupted block never reaches the engine. Sequence gaps count lost blocks.
+
+Pure code: no sockets, no clocks.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+MAGIC = b"TTSB"
+VERSION = 1
+HEADER = struct.Struct("<4sHHQIIIIII")
+HEADER_SIZE = HEADER.size  # pinned to 40 by a test
+#: Largest TAGS block accepted (tags); 4 Mi tags = 64 MiB.
+MAX_TAGS_PER_BLOCK = 1 << 22
+#: Largest control/hello payload accepted (bytes).
+MAX_CONTROL_BYTES = 1 << 16
+FLAG_OVERFLOW = 1
+
+#: Swabian's Tag layout (16 bytes).
+TAG_DTYPE = np.dtype(
+    [("type", "u1"), ("reserved", "u1"), ("missed_events", "<u2"),
+     ("channel", "<i4"), ("time", "<i8")]
+)
+assert TAG_DTYPE.itemsize == 16
+
+
+class Kind(IntEnum):
+    TAGS = 1
+    CONTROL = 2
+    REPLY = 3
+    HELLO = 4
+
+
+class TagType(IntEnum):
+    """Swabian's tag types."""
+
+    TimeTag = 0
+    Error = 1
+    OverflowBegin = 2
+    OverflowEnd = 3
+    MissedEvents = 4
+
+
+class BadFrame(ValueError):
+    """A frame that cannot be trusted; the text says why."""
+
+
+@dataclass
+class Frame:
+    """One decoded frame. ``tags`` is set for TAGS, ``message`` for the JSON kinds."""
+
+    kind: Kind
+    seq: int
+    flags: int = 0
+    tags: np.ndarray | None = None
+    message: dict | None = None
+
+
+def _header(kind: Kind, seq: int, count: int, flags: int, payload: bytes | memoryview) -> bytes:
+    crc = zlib.crc32(payload)
+    head = HEADER.pack(MAGIC, VERSION, int(kind), seq, count, flags, len(payload), crc, 0, 0)
+    hcrc = zlib.crc32(head[:32])
+    return head[:32] + struct.pack("<II", hcrc, 0)
+
+
+def encode_tags(tags: np.ndarray, seq: int, flags: int = 0) -> list[bytes | memoryview]:
+    """Header and payload for one TAGS block (two buffers, so the tags are not copied)."""
+    tags = np.ascontiguousarray(tags, dtype=TAG_DTYPE)
+    if len(tags) > MAX_TAGS_PER_BLOCK:
+        raise ValueError(f"block of {len(tags)} tags exceeds {MAX_TAGS_PER_BLOCK}")
+    payload = memoryview(tags).cast("B")
+    return [_header(Kind.TAGS, seq, len(tags), flags, payload), payload]
+
+
+def encode_message(kind: Kind, message: dict, seq: int = 0) -> bytes:
+    """One JSON frame (control request, reply or hello)."""
+    if kind == Kind.TAGS:
+        raise ValueError("TAGS frames carry tags, not JSON")
+    payload = json.dumps(message, separators=(",", ":")).encode()
+    if len(payload) > MAX_CONTROL_BYTES:
+        raise ValueError(f"control message of {len(payload)} bytes exceeds {MAX_CONTROL_BYTES}")
+    return _header(kind, seq, len(payload), 0, payload) + payload
+
+
+def check_header(head: bytes | memoryview) -> tuple[Kind, int, int, int, int, int]:
+    """Validate a 40-byte header; return (kind, seq, count, flags, length, crc)."""
+    magic, version, kind, seq, count, flags, length, crc, hcrc, _ = HEADER.unpack(head)
+    if magic != MAGIC:
+        raise BadFrame(f"bad magic {magic!r}, expected {MAGIC!r}")
+    if zlib.crc32(bytes(head[:32])) != hcrc:
+        raise BadFrame("header CRC mismatch")
+    if version != VERSION:
+        raise BadFrame(f"unsupported version {version}, expected {VERSION}")
+    try:
+        kind = Kind(kind)
+    except ValueError:
+        raise BadFrame(f"unknown frame kind {kind}") from None
+    if kind == Kind.TAGS:
+        if count > MAX_TAGS_PER_BLOCK:
+            raise BadFrame(f"block of {count} tags exceeds {MAX_TAGS_PER_BLOCK}")
+        if length != count * TAG_DTYPE.itemsize:
+            raise BadFrame(f"payload of {length} bytes does not hold {count} tags")
+    elif length > MAX_CONTROL_BYTES or length != count:
+        raise BadFrame(f"control payload of {length} bytes (limit {MAX_CONTROL_BYTES})")
+    return kind, seq, count, flags, length, crc
+
+
+@dataclass
+class ReaderStats:
+    """What a :class:`FrameReader` has refused or noticed, for PVs and logs."""
+
+    frames: int = 0
+    tag_blocks: int = 0
+    tags: int = 0
+    bad_headers: int = 0
+    bad_payloads: int = 0
+    skipped_bytes: int = 0
+    lost_blocks: int = 0
+    overflow_blocks: int = 0
+    last_error: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.last_error = text
+        self.errors.append(text)
+        del self.errors[:-20]
+
+
+class FrameReader:
+    """Split a byte stream into validated frames, resynchronising on garbage.
+
+    ``feed(data)`` returns the complete good frames found so far. Memory stays bounded:
+    at most one maximal frame is buffered. ``reset()`` forgets a partial frame after a
+    reconnect (the partial frame is counted as a bad payload).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._next_seq: int | None = None
+        self.stats = ReaderStats()
+
+    def reset(self) -> None:
+        if self._buf:
+            self.stats.bad_payloads += 1
+            self.stats.note(f"connection lost with {len(self._buf)} bytes of a partial frame")
+        self._buf.clear()
+        self._next_seq = None
+
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= HEADER_SIZE:
+            try:
+                kind, seq, count, flags, length, crc = check_header(
+                    memoryview(buf)[pos:pos + HEADER_SIZE])
+            except BadFrame as exc:
+                self.stats.bad_headers += 1
+                self.stats.note(str(exc))
+                nxt = buf.find(MAGIC, pos + 1)
+                nxt = len(buf) - len(MAGIC) + 1 if nxt < 0 else nxt
+                nxt = max(nxt, pos + 1)
+                self.stats.skipped_bytes += nxt - pos
+                pos = nxt
+                continue
+            end = pos + HEADER_SIZE + length
+            if len(buf) < end:
+                break
+            payload = bytes(buf[pos + HEADER_SIZE:end])
+            pos = end
+            if zlib.crc32(payload) != crc:
+                self.stats.bad_payloads += 1
+                self.stats.note(f"payload CRC mismatch in {kind.name} frame {seq}")
+                continue
+            try:
+                frames.append(self._decode(kind, seq, count, flags, payload))
+            except BadFrame as exc:
+                self.stats.bad_payloads += 1
+                self.stats.note(str(exc))
+        del buf[:pos]
+        return frames
+
+    def _decode(self, kind: Kind, seq: int, count: int, flags: int, payload: bytes) -> Frame:
+        self.stats.frames += 1
+        if kind != Kind.TAGS:
+            try:
+                message = json.loads(payload)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BadFrame(f"{kind.name} frame {seq} is not JSON: {exc}") from None
+            if not isinstance(message, dict):
+                raise BadFrame(f"{kind.name} frame {seq} is not a JSON object")
+            return Frame(kind, seq, flags, message=message)
+        tags = np.frombuffer(payload, dtype=TAG_DTYPE)
+        if len(tags) > 1 and bool(np.any(np.diff(tags["time"]) < 0)):
+            raise BadFrame(f"tags of block {seq} are not sorted by time")
+        if self._next_seq is not None and seq != self._next_seq:
+            if seq > self._next_seq:
+                self.stats.lost_blocks += seq - self._next_seq
+                self.stats.note(f"blocks {self._next_seq}..{seq - 1} missing")
+            else:
+                self.stats.note(f"block sequence went back from {self._next_seq} to {seq}")
+        self._next_seq = seq + 1
+        self.stats.tag_blocks += 1
+        self.stats.tags += count
+        if flags & FLAG_OVERFLOW:
+            self.stats.overflow_blocks += 1
+        return Frame(kind, seq, flags, tags=tags)
