@@ -61,3 +61,18 @@ def test_oversize_line_is_one_bad_message_and_bounded():
         assert len(splitter._buf) <= splitter.max_len + 1
     out += list(splitter.feed(b"\n123\n"))
     assert len(out) == 2 and isinstance(out[0], BadMessage) and out[1] == b"123"
+
+
+@given(st.binary(max_size=3000), st.integers(0, MAX_TRAIN_ID), st.data())
+def test_noise_never_swallows_the_next_good_message(noise, value, data):
+    # Whatever garbage arrives (binary noise, overlong lines, stray terminators), once a
+    # terminator has passed, the next clean message parses, however the stream is cut.
+    stream = noise + b"\n" + encode_train_id(value)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    splitter = MessageSplitter()
+    out = []
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        out += list(splitter.feed(stream[a:b]))
+    assert out and out[-1] == encode_train_id(value)[:-1]
+    assert all(isinstance(m, BadMessage) or len(m) <= splitter.max_len for m in out)
+    assert len(splitter._buf) == 0
