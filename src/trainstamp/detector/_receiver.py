@@ -1,0 +1,271 @@
+"""The acquisition process: UDP data port -> shared-memory ring of frame slots.
+
+As in team1k's acquisition subprocess and slsDetector's Listener, the receive loop runs
+in its own process so nothing in the IOC (asyncio, HDF5, Channel Access) can stall it.
+One shared-memory block holds:
+
+- ``ring``: ``n_slots`` frame slots of 2 MiB; payloads are copied straight into place;
+- ``meta``: per slot, publication sequence, frame number, train ID, timestamp, packets
+  received and the complete flag (see ``_frames.M_*``);
+- ``masks``: per slot, one byte per packet (the packet mask);
+- ``counters``: frame and packet counters (see ``_frames.C_*``), written only by the
+  receiver;
+- ``control``: requests from the parent (stop, register, re-anchor).
+
+A consumer follows ``counters[C_HEAD]`` and reads slot ``(seq - 1) % n_slots``; the slot's
+``M_SEQ`` equals ``seq`` while its contents are valid, so a consumer that fell more than
+``n_slots`` frames behind detects the overwrite instead of reading torn data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+from trainstamp.detector import _frames as F
+from trainstamp.detector import _protocol as P
+from trainstamp.detector._fastio import receive_batch, request_buffer, set_recv_timeout
+
+log = logging.getLogger(__name__)
+
+K_STOP = 0
+K_REGISTER = 1
+K_REANCHOR = 2
+N_CONTROL = 4
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Where the detector is and how its frames are cut."""
+
+    detector_ip: str = "127.0.0.1"
+    data_port: int = 41000
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 0
+    payload_size: int = P.JUMBO_PAYLOAD
+    n_slots: int = 64
+    rcvbuf: int = 128 * 1024 * 1024
+    #: an open frame with no packet for this long is published incomplete
+    frame_timeout: float = 0.1
+    check_source_port: bool = True
+
+    def __post_init__(self) -> None:
+        P.packets_per_frame(self.payload_size)
+        if self.n_slots < 2:
+            raise ValueError(f"n_slots {self.n_slots} must be at least 2")
+        if not 0 < self.frame_timeout <= 10:
+            raise ValueError(f"frame_timeout {self.frame_timeout} s outside (0, 10]")
+
+
+class SharedRing:
+    """The arrays of one receiver, laid out in one shared-memory block."""
+
+    def __init__(self, cfg: ReceiverConfig, name: str | None = None) -> None:
+        ppf = P.packets_per_frame(cfg.payload_size)
+        self.shapes = [
+            ("ring", (cfg.n_slots, P.FRAME_BYTES), np.uint8),
+            ("meta", (cfg.n_slots, F.META_FIELDS), np.int64),
+            ("masks", (cfg.n_slots, ppf), np.uint8),
+            ("counters", (F.N_COUNTERS,), np.int64),
+            ("control", (N_CONTROL,), np.int64),
+            ("state", (F.N_STATE,), np.int64),
+        ]
+        size = sum(int(np.prod(s)) * np.dtype(t).itemsize for _, s, t in self.shapes)
+        if name is None:
+            self.shm = shared_memory.SharedMemory(create=True, size=size)
+            self.owner = True
+        else:
+            self.shm = shared_memory.SharedMemory(name=name)
+            # the parent owns the block; keep this process's tracker from unlinking it
+            resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
+            self.owner = False
+        off = 0
+        for key, shape, dtype in self.shapes:
+            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            setattr(self, key, np.ndarray(shape, dtype, buffer=self.shm.buf, offset=off))
+            off += n
+        if self.owner:
+            self.ring[:] = 0
+            self.meta[:] = 0
+            self.counters[:] = 0
+            self.control[:] = 0
+            self.state[:] = 0
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def close(self) -> None:
+        for key, _, _ in self.shapes:
+            setattr(self, key, None)
+        # BufferError: a view is still alive somewhere; the mapping goes with the process
+        with contextlib.suppress(BufferError):
+            self.shm.close()
+        if self.owner:
+            with contextlib.suppress(FileNotFoundError):
+                self.shm.unlink()
+
+
+def _receiver_main(cfg: ReceiverConfig, shm_name: str) -> None:
+    """Body of the receiver process."""
+    ring = SharedRing(cfg, shm_name)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((cfg.bind_host, cfg.bind_port))
+    granted = request_buffer(sock, socket.SO_RCVBUF, cfg.rcvbuf)
+    set_recv_timeout(sock, min(cfg.frame_timeout, 0.05))
+    ppf = P.packets_per_frame(cfg.payload_size)
+    pkt = np.zeros(65536, np.uint8)  # bigger than any valid packet, so oversize is seen
+    addr = np.zeros(16, np.uint8)
+    addrlen = np.zeros(1, np.uint32)
+    src_ip = np.frombuffer(socket.inet_aton(socket.gethostbyname(cfg.detector_ip)), np.uint8).copy()
+    src_port = cfg.data_port if cfg.check_source_port else 0
+    fd = sock.fileno()
+    dest = (socket.gethostbyname(cfg.detector_ip), cfg.data_port)
+    c, ctl = ring.counters, ring.control
+    # compile the kernel before announcing readiness
+    receive_batch(fd, 0, pkt, addr, addrlen, src_ip, src_port, cfg.payload_size, ppf,
+                  ring.ring, ring.meta, ring.masks, c, ring.state)
+    c[F.C_RCVBUF] = granted
+    c[F.C_LOCAL_PORT] = sock.getsockname()[1]
+    c[F.C_READY] = 1
+    quiet_since = time.monotonic()
+    try:
+        while not ctl[K_STOP]:
+            if ctl[K_REGISTER]:
+                ctl[K_REGISTER] = 0
+                try:
+                    sock.sendto(P.encode_registration(), dest)
+                except OSError as exc:
+                    log.warning("registration to %s failed: %s", dest, exc)
+            if ctl[K_REANCHOR]:
+                ctl[K_REANCHOR] = 0
+                F.publish_open_frame(cfg.payload_size, ppf, ring.ring, ring.meta, ring.masks,
+                                     c, ring.state)
+                ring.state[F.S_HAVE_LAST] = 0
+            got, _, timed_out = receive_batch(fd, 4096, pkt, addr, addrlen, src_ip, src_port,
+                                              cfg.payload_size, ppf, ring.ring, ring.meta,
+                                              ring.masks, c, ring.state)
+            now = time.monotonic()
+            if got:
+                quiet_since = now
+            if timed_out and ring.state[F.S_OPEN] and now - quiet_since >= cfg.frame_timeout:
+                # the detector stopped in the middle of a frame: publish what we have
+                F.publish_open_frame(cfg.payload_size, ppf, ring.ring, ring.meta, ring.masks,
+                                     c, ring.state)
+    finally:
+        sock.close()
+        ring.close()
+
+
+class Receiver:
+    """Parent-side handle of the receiver process and its shared ring.
+
+    ``start()`` spawns the process and waits until its socket is bound; ``register()``
+    sends the loopback registration; ``counters()`` reads the loss counters; frames are
+    read with :meth:`frame_view` / :meth:`valid`.
+    """
+
+    def __init__(self, cfg: ReceiverConfig) -> None:
+        self.cfg = cfg
+        self.ppf = P.packets_per_frame(cfg.payload_size)
+        self.shared = SharedRing(cfg)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> Receiver:
+        # A plain child interpreter (not multiprocessing): no re-import of __main__, no
+        # fork of a threaded IOC.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "trainstamp.detector._receiver", self.shared.name,
+             json.dumps(asdict(self.cfg))],
+            stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while not self.shared.counters[F.C_READY]:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"receiver process exited with {self._proc.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"receiver process not ready after {timeout} s")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def local_port(self) -> int:
+        return int(self.shared.counters[F.C_LOCAL_PORT])
+
+    @property
+    def rcvbuf_granted(self) -> int:
+        return int(self.shared.counters[F.C_RCVBUF])
+
+    def register(self) -> None:
+        """Send the data-port registration from the receive socket."""
+        self.shared.control[K_REGISTER] = 1
+
+    def reanchor(self) -> None:
+        """Forget the last frame number (after a detector reset restarts the count)."""
+        self.shared.control[K_REANCHOR] = 1
+
+    @property
+    def head(self) -> int:
+        return int(self.shared.counters[F.C_HEAD])
+
+    def counters(self) -> dict[str, int]:
+        c = self.shared.counters.copy()
+        return {name: int(c[i]) for name, i in F.COUNTER_NAMES.items()}
+
+    def slot(self, seq: int) -> int:
+        return (seq - 1) % self.cfg.n_slots
+
+    def valid(self, seq: int) -> bool:
+        """True while frame ``seq`` is still in its slot (check after reading it)."""
+        return int(self.shared.meta[self.slot(seq), F.M_SEQ]) == seq
+
+    def frame_raw(self, seq: int) -> np.ndarray:
+        """The 2 MiB of frame ``seq`` as uint8, a view into shared memory (no copy)."""
+        return self.shared.ring[self.slot(seq)]
+
+    def frame_view(self, seq: int) -> np.ndarray:
+        return self.frame_raw(seq).view("<u2").reshape(P.FRAME_ROWS, P.FRAME_COLS)
+
+    def frame_info(self, seq: int) -> tuple[int, int, int, bool]:
+        """(frame number, train ID, timestamp ns, complete) of frame ``seq``."""
+        m = self.shared.meta[self.slot(seq)].copy()
+        train = int(np.int64(m[F.M_TRAIN_ID]).view(np.uint64))
+        return int(m[F.M_FRAME_NUMBER]), train, int(m[F.M_TIMESTAMP]), bool(m[F.M_COMPLETE])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.shared.control is not None:
+            self.shared.control[K_STOP] = 1
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout)
+            self._proc = None
+        self.shared.close()
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s receiver %(levelname)s %(message)s")
+    _receiver_main(ReceiverConfig(**json.loads(sys.argv[2])), sys.argv[1])
