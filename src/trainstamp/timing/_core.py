@@ -287,7 +287,7 @@ def check_period_ms(period_ms: float) -> float:
     except (TypeError, ValueError):
         raise ValueError(f"period {period_ms!r} is not a number") from None
     if not MIN_PERIOD_MS <= value <= MAX_PERIOD_MS:  # also false for NaN
-        raise ValueError(f"period {period_ms!r} ms outside {MIN_PERIOD_MS:g}..{MAX_PERIOD_MS:g} ms")
+        raise ValueError(f"period {value!r} ms outside {MIN_PERIOD_MS:g}..{MAX_PERIOD_MS:g} ms")
     return value
 
 
