@@ -12,7 +12,7 @@
 No I/O happens here; see ``docs/tagger-engine.md`` for conventions and limits.
 """
 
-from trainstamp.tagger.engine._counting import Counter, CountBetweenMarkers, Countrate
+from trainstamp.tagger.engine._counting import CountBetweenMarkers, Counter, Countrate
 from trainstamp.tagger.engine._histograms import Correlation, Histogram, StartStop
 from trainstamp.tagger.engine._measurement import Measurement, SynchronizedMeasurements
 from trainstamp.tagger.engine._tagger import DEFAULT_CHANNELS, TimeTaggerVirtual

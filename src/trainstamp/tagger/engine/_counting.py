@@ -64,7 +64,9 @@ class Countrate(Measurement):
         K.count_channels(chans, self._lut, self._lo, self._counts)
         if seg.missed_chans.shape[0]:
             sel = (seg.missed_times >= lo) & (seg.missed_times < hi)
-            for c, n in zip(seg.missed_chans[sel].tolist(), seg.missed_counts[sel].tolist(), strict=True):
+            for c, n in zip(
+                seg.missed_chans[sel].tolist(), seg.missed_counts[sel].tolist(), strict=True
+            ):
                 k = c - self._lo
                 if 0 <= k < self._lut.shape[0] and self._lut[k] >= 0:
                     self._counts[self._lut[k]] += n
@@ -185,7 +187,9 @@ class CountBetweenMarkers(Measurement):
     this counts per train.
     """
 
-    def __init__(self, tagger, click_channel, begin_channel, end_channel=CHANNEL_UNUSED, n_values=1000):
+    def __init__(
+        self, tagger, click_channel, begin_channel, end_channel=CHANNEL_UNUSED, n_values=1000
+    ):
         t = tagger_of(tagger)
         super().__init__(tagger)
         self._click = t._check_channel(click_channel, "click_channel")
@@ -237,4 +241,3 @@ class CountBetweenMarkers(Measurement):
         """Tag time (ps) of the begin marker of each bin (int64); unfilled bins are 0."""
         with self._lock():
             return self._starts.copy()
-

@@ -127,7 +127,9 @@ class Histogram(_PairHistogram):
     unused the click channel is its own start channel (pairs of distinct tags).
     """
 
-    def __init__(self, tagger, click_channel, start_channel=CHANNEL_UNUSED, binwidth=1000, n_bins=1000):
+    def __init__(
+        self, tagger, click_channel, start_channel=CHANNEL_UNUSED, binwidth=1000, n_bins=1000
+    ):
         t = tagger_of(tagger)
         click = t._check_channel(click_channel, "click_channel")
         start = t._check_channel(start_channel, "start_channel", allow_unused=True)

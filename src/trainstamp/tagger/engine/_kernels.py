@@ -276,14 +276,13 @@ def between_markers(times, chans, click, begin, end, state, data, widths, starts
             is_open = 1
             t_open = t
             cnt = 0
-        elif separate_end and c == end:
-            if is_open == 1:
-                data[filled] = cnt
-                widths[filled] = t - t_open
-                starts[filled] = t_open
-                filled += 1
-                is_open = 0
-                cnt = 0
+        elif separate_end and c == end and is_open == 1:
+            data[filled] = cnt
+            widths[filled] = t - t_open
+            starts[filled] = t_open
+            filled += 1
+            is_open = 0
+            cnt = 0
         if c == click and is_open == 1:
             cnt += 1
     state[0] = filled

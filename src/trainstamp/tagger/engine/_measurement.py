@@ -96,7 +96,9 @@ class Measurement:
             raise ValueError(f"n_trains must be in 1..{1 << 31}, got {n}")
         with self._lock():
             if self._tagger.getMarkerChannel() is None:
-                raise ValueError("startForTrains needs a tagger with a marker_channel; this one has none")
+                raise ValueError(
+                    "startForTrains needs a tagger with a marker_channel; this one has none"
+                )
             if clear:
                 self._clear_all()
             self._start()
@@ -170,7 +172,12 @@ class Measurement:
         return self._tagger._lock
 
     def _start(self) -> None:
-        if self._running and self._t_stop is None and not self._waiting_marker and self._duration is None:
+        if (
+            self._running
+            and self._t_stop is None
+            and not self._waiting_marker
+            and self._duration is None
+        ):
             return
         self._running = True
         self._done.clear()

@@ -123,7 +123,7 @@ class TimeTaggerVirtual:
         self._check_alive()
         return self._serial
 
-    def getChannelList(self, type=ChannelEdge.All) -> list[int]:  # noqa: A002 (Swabian name)
+    def getChannelList(self, type=ChannelEdge.All) -> list[int]:
         """The physical channels, optionally only rising (>0) or falling (<0) edges."""
         self._check_alive()
         edge = ChannelEdge(as_int(type, "type"))
@@ -217,7 +217,9 @@ class TimeTaggerVirtual:
             return ch
         if ch in self._channels or ch in self._virtual_out:
             return ch
-        raise ValueError(f"{name} {ch} is not a channel of this tagger; valid: {self._valid_channels()}")
+        raise ValueError(
+            f"{name} {ch} is not a channel of this tagger; valid: {self._valid_channels()}"
+        )
 
     def _register_virtual(self, vc, n_outputs: int) -> list[int]:
         with self._lock:
@@ -279,7 +281,9 @@ class TimeTaggerVirtual:
             types = tags["type"]
             n = times.shape[0]
             prev = _INT64_MIN if self._now is None else self._now
-            bad, n_unknown, n_special = K.check_block(times, chans, types, prev, self._lut, self._lut_lo)
+            bad, n_unknown, n_special = K.check_block(
+                times, chans, types, prev, self._lut, self._lut_lo
+            )
             if bad >= 0:
                 before = prev if bad == 0 else int(times[bad - 1])
                 raise ValueError(
@@ -294,13 +298,14 @@ class TimeTaggerVirtual:
                 last = end_time
             if last == _INT64_MIN:
                 return  # nothing at all yet
-            if n_special:
-                tmask = types == TagType.TimeTag
-            else:
-                tmask = None
+            tmask = types == TagType.TimeTag if n_special else None
             mtimes, mids = self._markers(times, chans, tmask, marker_train_ids)
             # Everything is valid: from here on the block is committed.
-            t_begin = int(times[0]) if self._now is None and n else (prev if self._now is not None else last)
+            t_begin = (
+                int(times[0])
+                if self._now is None and n
+                else (prev if self._now is not None else last)
+            )
             st = self._stats
             st["blocks"] += 1
             st["tags"] += n

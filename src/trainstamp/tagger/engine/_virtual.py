@@ -153,13 +153,17 @@ class Coincidences(_VirtualChannel):
     (``CoincidenceTimestamp.Last``, the only timestamp supported).
     """
 
-    def __init__(self, tagger, coincidenceGroups, coincidenceWindow=1000, timestamp=CoincidenceTimestamp.Last):
+    def __init__(
+        self, tagger, coincidenceGroups, coincidenceWindow=1000, timestamp=CoincidenceTimestamp.Last
+    ):
         super().__init__(tagger)
         t = self._tagger
         try:
             groups = [list(g) for g in coincidenceGroups]
         except TypeError:
-            raise ValueError(f"coincidenceGroups must be a list of channel lists, got {coincidenceGroups!r}") from None
+            raise ValueError(
+                f"coincidenceGroups must be a list of channel lists, got {coincidenceGroups!r}"
+            ) from None
         if not groups or len(groups) > 1024:
             raise ValueError(f"coincidenceGroups must have 1..1024 groups, got {len(groups)}")
         slots: dict[int, int] = {}
@@ -176,7 +180,9 @@ class Coincidences(_VirtualChannel):
             raise ValueError(f"coincidenceWindow must be in 0..{MAX_SPAN_PS} ps, got {w}")
         ts = as_int(timestamp, "timestamp")
         if ts != CoincidenceTimestamp.Last:
-            raise ValueError(f"only CoincidenceTimestamp.Last ({int(CoincidenceTimestamp.Last)}) is supported, got {ts}")
+            raise ValueError(
+                f"only CoincidenceTimestamp.Last ({int(CoincidenceTimestamp.Last)}) is supported, got {ts}"
+            )
         self._window = w
         width = max(len(r) for r in rows)
         self._groups = np.full((len(rows), width), -1, np.int64)
@@ -197,14 +203,18 @@ class Coincidences(_VirtualChannel):
         self._latest[:] = _NEVER
 
     def _compute(self, times, chans):
-        t, g = K.coincidences(times, chans, self._lut, self._lo, self._groups, self._glen, self._window, self._latest)
+        t, g = K.coincidences(
+            times, chans, self._lut, self._lo, self._groups, self._glen, self._window, self._latest
+        )
         return t, self._out_arr[g]
 
 
 class Coincidence(Coincidences):
     """A single coincidence group on one virtual channel (see :class:`Coincidences`)."""
 
-    def __init__(self, tagger, channels, coincidenceWindow=1000, timestamp=CoincidenceTimestamp.Last):
+    def __init__(
+        self, tagger, channels, coincidenceWindow=1000, timestamp=CoincidenceTimestamp.Last
+    ):
         try:
             group = list(channels)
         except TypeError:
@@ -223,7 +233,9 @@ class Combiner(_VirtualChannel):
             raise ValueError(f"channels must be a list of channels, got {channels!r}") from None
         if not chs or len(chs) > 4096:
             raise ValueError(f"channels must list 1..4096 channels, got {len(chs)}")
-        self._in = np.array([self._tagger._check_channel(c, "channels entry") for c in chs], np.int32)
+        self._in = np.array(
+            [self._tagger._check_channel(c, "channels entry") for c in chs], np.int32
+        )
         self._register()
 
     def _compute(self, times, chans):
