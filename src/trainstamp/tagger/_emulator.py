@@ -201,15 +201,12 @@ class TaggerEmulator:
                                              {int(k): int(v) for k, v in overflow["missed"].items()})
                         self.stats["overflows"] += 1
                         self.stats["missed_events"] += sum(overflow["missed"].values())
-                        for part in encode_tags(tags, seq, FLAG_OVERFLOW):
-                            frames.append(memoryview(part).cast("B"))
-                            queued += len(part)
+                        end = max(overflow["last"], self.generator.complete_to)
+                        queued += self._queue(frames, tags, seq, FLAG_OVERFLOW, end)
                         seq += 1
                         overflow = None
-                elif len(tags):
-                    for part in encode_tags(tags, seq):
-                        frames.append(memoryview(part).cast("B"))
-                        queued += len(part)
+                else:
+                    queued += self._queue(frames, tags, seq, 0, self.generator.complete_to)
                     seq += 1
                     self.stats["tags"] += len(tags)
                     self.stats["blocks"] += 1
@@ -230,6 +227,16 @@ class TaggerEmulator:
                     return
                 current = current[n:] if n < len(current) else None
             queued = sum(len(f) for f in frames) + (len(current) if current else 0)
+
+    @staticmethod
+    def _queue(frames: collections.deque, tags: np.ndarray, seq: int, flags: int,
+               end: int) -> int:
+        n = 0
+        for part in encode_tags(tags, seq, flags, max(end, 0)):
+            if len(part):  # an empty block has no payload buffer to send
+                frames.append(memoryview(part).cast("B"))
+                n += len(part)
+        return n
 
     def _next_block(self) -> tuple[np.ndarray, tuple[int, int, dict] | None]:
         now = self.now_ps()

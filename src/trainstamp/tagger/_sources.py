@@ -219,6 +219,8 @@ class TagGenerator:
         self.settings = settings
         self.rng = np.random.default_rng(seed)
         self.t0 = int(t0_ps)
+        #: Stream time up to which every tag has been emitted (no later tag precedes it).
+        self.complete_to = int(t0_ps) - 1
         chans = settings.channel_list()
         self._index = np.full(max(chans) + 1, -1, dtype=np.int64)
         for i, c in enumerate(chans):
@@ -334,6 +336,7 @@ class TagGenerator:
         ready = all_t < watermark
         self._pending_t, self._pending_c = all_t[~ready], all_c[~ready]
         t, c = all_t[ready], all_c[ready]
+        self.complete_to = max(self.complete_to, watermark - 1)
         order = np.argsort(t, kind="stable")
         t, c = t[order], c[order]
         return self._finish(t, c)

@@ -2,7 +2,7 @@
 
 One TCP connection carries everything. The tagger listens (port 41101 by default, as
 Swabian's network time tagger does) and the server connects. Both directions carry
-*frames*: a fixed 40-byte little-endian header followed by a payload.
+*frames*: a fixed 48-byte little-endian header followed by a payload.
 
 =======  ======  ==========================================================
 offset   type    field
@@ -15,11 +15,14 @@ offset   type    field
 20       u32     flags (TAGS: bit 0 = the tagger was overflowing in this block)
 24       u32     payload length in bytes
 28       u32     CRC-32 of the payload (``zlib.crc32``)
-32       u32     CRC-32 of header bytes 0..31
-36       u32     reserved, 0
+32       i64     TAGS: stream time (ps) the block is complete up to; the next
+                 block holds no tag before it. 0 for the JSON kinds.
+40       u32     CRC-32 of header bytes 0..39
+44       u32     reserved, 0
 =======  ======  ==========================================================
 
-A TAGS payload is ``count`` records of :data:`TAG_DTYPE` (16 bytes each: type u1,
+A TAGS block may be empty: it then only advances stream time. A TAGS payload is
+``count`` records of :data:`TAG_DTYPE` (16 bytes each: type u1,
 reserved u1, missed_events u2, channel i4, time i8 ps), sorted by time. Control,
 reply and hello payloads are UTF-8 JSON objects.
 
@@ -43,8 +46,8 @@ import numpy as np
 
 MAGIC = b"TTSB"
 VERSION = 1
-HEADER = struct.Struct("<4sHHQIIIIII")
-HEADER_SIZE = HEADER.size  # pinned to 40 by a test
+HEADER = struct.Struct("<4sHHQIIIIqII")
+HEADER_SIZE = HEADER.size  # pinned to 48 by a test
 #: Largest TAGS block accepted (tags); 4 Mi tags = 64 MiB.
 MAX_TAGS_PER_BLOCK = 1 << 22
 #: Largest control/hello payload accepted (bytes).
@@ -89,40 +92,58 @@ class Frame:
     flags: int = 0
     tags: np.ndarray | None = None
     message: dict | None = None
+    end_time: int = 0
 
 
-def _header(kind: Kind, seq: int, count: int, flags: int, payload: bytes | memoryview) -> bytes:
+def _header(kind: Kind, seq: int, count: int, flags: int, payload: bytes | memoryview,
+            end_time: int = 0) -> bytes:
     crc = zlib.crc32(payload)
-    head = HEADER.pack(MAGIC, VERSION, int(kind), seq, count, flags, len(payload), crc, 0, 0)
-    hcrc = zlib.crc32(head[:32])
-    return head[:32] + struct.pack("<II", hcrc, 0)
+    head = HEADER.pack(MAGIC, VERSION, int(kind), seq, count, flags, len(payload), crc,
+                       end_time, 0, 0)
+    return head[:40] + struct.pack("<II", zlib.crc32(head[:40]), 0)
 
 
-def encode_tags(tags: np.ndarray, seq: int, flags: int = 0) -> list[bytes | memoryview]:
-    """Header and payload for one TAGS block (two buffers, so the tags are not copied)."""
+def encode_tags(tags: np.ndarray, seq: int, flags: int = 0,
+                end_time: int | None = None) -> list[bytes | memoryview]:
+    """Header and payload for one TAGS block (two buffers, so the tags are not copied).
+
+    ``end_time`` defaults to the last tag's time (or 0 for an empty block).
+    """
     tags = np.ascontiguousarray(tags, dtype=TAG_DTYPE)
     if len(tags) > MAX_TAGS_PER_BLOCK:
         raise ValueError(f"block of {len(tags)} tags exceeds {MAX_TAGS_PER_BLOCK}")
-    payload = memoryview(tags).cast("B")
-    return [_header(Kind.TAGS, seq, len(tags), flags, payload), payload]
+    last = int(tags["time"][-1]) if len(tags) else 0
+    end = last if end_time is None else int(end_time)
+    if len(tags) and end < last:
+        raise ValueError(f"end_time {end} ps is before the last tag at {last} ps")
+    payload = memoryview(tags.view(np.uint8))
+    return [_header(Kind.TAGS, seq, len(tags), flags, payload, end), payload]
 
 
 def encode_message(kind: Kind, message: dict, seq: int = 0) -> bytes:
     """One JSON frame (control request, reply or hello)."""
     if kind == Kind.TAGS:
         raise ValueError("TAGS frames carry tags, not JSON")
-    payload = json.dumps(message, separators=(",", ":")).encode()
+    payload = json.dumps(message, separators=(",", ":"), default=_jsonable).encode()
     if len(payload) > MAX_CONTROL_BYTES:
         raise ValueError(f"control message of {len(payload)} bytes exceeds {MAX_CONTROL_BYTES}")
     return _header(kind, seq, len(payload), 0, payload) + payload
 
 
-def check_header(head: bytes | memoryview) -> tuple[Kind, int, int, int, int, int]:
-    """Validate a 40-byte header; return (kind, seq, count, flags, length, crc)."""
-    magic, version, kind, seq, count, flags, length, crc, hcrc, _ = HEADER.unpack(head)
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def check_header(head: bytes | memoryview) -> tuple[Kind, int, int, int, int, int, int]:
+    """Validate a header; return (kind, seq, count, flags, length, crc, end_time)."""
+    magic, version, kind, seq, count, flags, length, crc, end, hcrc, _ = HEADER.unpack(head)
     if magic != MAGIC:
         raise BadFrame(f"bad magic {magic!r}, expected {MAGIC!r}")
-    if zlib.crc32(bytes(head[:32])) != hcrc:
+    if zlib.crc32(bytes(head[:40])) != hcrc:
         raise BadFrame("header CRC mismatch")
     if version != VERSION:
         raise BadFrame(f"unsupported version {version}, expected {VERSION}")
@@ -137,7 +158,7 @@ def check_header(head: bytes | memoryview) -> tuple[Kind, int, int, int, int, in
             raise BadFrame(f"payload of {length} bytes does not hold {count} tags")
     elif length > MAX_CONTROL_BYTES or length != count:
         raise BadFrame(f"control payload of {length} bytes (limit {MAX_CONTROL_BYTES})")
-    return kind, seq, count, flags, length, crc
+    return kind, seq, count, flags, length, crc, end
 
 
 @dataclass
@@ -172,6 +193,7 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._next_seq: int | None = None
+        self._last_end: int | None = None
         self.stats = ReaderStats()
 
     def reset(self) -> None:
@@ -180,6 +202,7 @@ class FrameReader:
             self.stats.note(f"connection lost with {len(self._buf)} bytes of a partial frame")
         self._buf.clear()
         self._next_seq = None
+        self._last_end = None
 
     def feed(self, data: bytes | memoryview) -> list[Frame]:
         self._buf += data
@@ -188,7 +211,7 @@ class FrameReader:
         pos = 0
         while len(buf) - pos >= HEADER_SIZE:
             try:
-                kind, seq, count, flags, length, crc = check_header(
+                kind, seq, count, flags, length, crc, end_time = check_header(
                     memoryview(buf)[pos:pos + HEADER_SIZE])
             except BadFrame as exc:
                 self.stats.bad_headers += 1
@@ -209,14 +232,15 @@ class FrameReader:
                 self.stats.note(f"payload CRC mismatch in {kind.name} frame {seq}")
                 continue
             try:
-                frames.append(self._decode(kind, seq, count, flags, payload))
+                frames.append(self._decode(kind, seq, count, flags, payload, end_time))
             except BadFrame as exc:
                 self.stats.bad_payloads += 1
                 self.stats.note(str(exc))
         del buf[:pos]
         return frames
 
-    def _decode(self, kind: Kind, seq: int, count: int, flags: int, payload: bytes) -> Frame:
+    def _decode(self, kind: Kind, seq: int, count: int, flags: int, payload: bytes,
+                end: int) -> Frame:
         self.stats.frames += 1
         if kind != Kind.TAGS:
             try:
@@ -229,6 +253,12 @@ class FrameReader:
         tags = np.frombuffer(payload, dtype=TAG_DTYPE)
         if len(tags) > 1 and bool(np.any(np.diff(tags["time"]) < 0)):
             raise BadFrame(f"tags of block {seq} are not sorted by time")
+        if len(tags) and end < tags["time"][-1]:
+            raise BadFrame(f"block {seq} ends at {end} ps, before its last tag")
+        if self._last_end is not None and len(tags) and tags["time"][0] < self._last_end:
+            raise BadFrame(f"block {seq} starts at {int(tags['time'][0])} ps, before the "
+                           f"previous block's end {self._last_end} ps")
+        self._last_end = max(end, self._last_end or end)
         if self._next_seq is not None and seq != self._next_seq:
             if seq > self._next_seq:
                 self.stats.lost_blocks += seq - self._next_seq
@@ -240,4 +270,4 @@ class FrameReader:
         self.stats.tags += count
         if flags & FLAG_OVERFLOW:
             self.stats.overflow_blocks += 1
-        return Frame(kind, seq, flags, tags=tags)
+        return Frame(kind, seq, flags, tags=tags, end_time=end)

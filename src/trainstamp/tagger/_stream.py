@@ -1,0 +1,315 @@
+"""The server's side of the tag link: a receiver thread and a processor thread.
+
+:class:`TaggerLink` (the *listener*) connects to ``tcp://host:port``, splits the byte
+stream with :class:`~trainstamp.tagger._wire.FrameReader`, hands tag blocks to a bounded
+queue and answers control requests (:meth:`TaggerLink.request`), reconnecting with
+capped backoff. When the queue is full it stops reading, so TCP pushes back and the
+tagger's own overflow marking takes over: nothing is dropped silently here.
+
+:class:`TagService` (the *processor*) owns the marker mapper and the set of engine
+taggers (one per Pyro client tagger plus the IOC's). It takes blocks and train ticks
+from one queue, pairs markers with train IDs, and calls ``process(tags,
+marker_train_ids)`` on every registered tagger, in stream order, on one thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainstamp.tagger._markers import MarkerMapper
+from trainstamp.tagger._wire import FrameReader, Kind, TagType, encode_message
+from trainstamp.timing.feed import parse_tcp_uri
+
+log = logging.getLogger(__name__)
+
+
+class TaggerLink:
+    """Receive tag blocks from a tagger and send it control requests."""
+
+    def __init__(self, uri: str, on_block: Callable[[np.ndarray, int, int, int], None], *,
+                 backoff_initial: float = 0.1, backoff_max: float = 2.0,
+                 request_timeout: float = 3.0) -> None:
+        self.uri = uri
+        self.host, self.port = parse_tcp_uri(uri)
+        self.on_block = on_block
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.request_timeout = request_timeout
+        self.reader = FrameReader()
+        self.hello: dict | None = None
+        self.connects = 0
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[threading.Event, list]] = {}
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tagger-link", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> TaggerLink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def request(self, op: str, *args: object) -> object:
+        """Run one control operation on the tagger; ValueError if it refuses."""
+        sock = self._sock
+        if sock is None or not self.connected:
+            raise ConnectionError(f"tagger at {self.uri} is not connected")
+        req_id = next(self._ids)
+        done, box = threading.Event(), []
+        self._waiting[req_id] = (done, box)
+        try:
+            data = encode_message(Kind.CONTROL, {"id": req_id, "op": op, "args": list(args)})
+            with self._send_lock:
+                sock.sendall(data)
+            if not done.wait(self.request_timeout):
+                raise TimeoutError(f"tagger did not answer {op} within {self.request_timeout} s")
+        except OSError as exc:
+            raise ConnectionError(f"tagger at {self.uri}: {exc}") from None
+        finally:
+            self._waiting.pop(req_id, None)
+        reply = box[0]
+        if not reply.get("ok"):
+            raise ValueError(str(reply.get("error", "tagger refused the request")))
+        return reply.get("result")
+
+    def _run(self) -> None:
+        delay = self.backoff_initial
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2.0) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                    sock.settimeout(0.2)
+                    self._sock = sock
+                    self.connects += 1
+                    self._connected.set()
+                    delay = self.backoff_initial
+                    self._read(sock)
+            except OSError as exc:
+                log.debug("tagger link %s: %s", self.uri, exc)
+            finally:
+                self._connected.clear()
+                self._sock = None
+                self.reader.reset()
+                for done, box in list(self._waiting.values()):
+                    box.append({"ok": False, "error": "tagger connection lost"})
+                    done.set()
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.backoff_max)
+
+    def _read(self, sock: socket.socket) -> None:
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        while not self._stop.is_set():
+            try:
+                n = sock.recv_into(view)
+            except TimeoutError:
+                continue
+            if n == 0:
+                return
+            now = time.time_ns()
+            for frame in self.reader.feed(view[:n]):
+                if frame.kind == Kind.TAGS:
+                    self.on_block(frame.tags, frame.flags, frame.end_time, now)
+                elif frame.kind == Kind.REPLY and frame.message is not None:
+                    waiter = self._waiting.get(frame.message.get("id"))
+                    if waiter is not None:
+                        waiter[1].append(frame.message)
+                        waiter[0].set()
+                elif frame.kind == Kind.HELLO:
+                    self.hello = frame.message
+                    self.on_hello(frame.message)
+
+    def on_hello(self, message: dict | None) -> None:
+        """Hook: the tagger (re)introduced itself (serial, channels, settings)."""
+
+
+@dataclass
+class ServiceStats:
+    blocks: int = 0
+    tags: int = 0
+    overflows: int = 0
+    missed_events: int = 0
+    errors: int = 0
+    process_errors: int = 0
+    last_tag_ps: int = 0
+    last_end_ps: int = 0
+    last_train_id: int = -1
+
+
+class TagService:
+    """Pair markers with train IDs and feed every registered engine tagger in order."""
+
+    def __init__(self, tagger_uri: str, trains_uri: str | None = None,
+                 marker_channel: int | None = None, queue_blocks: int = 512) -> None:
+        self.mapper = MarkerMapper()
+        self.marker_channel_override = marker_channel
+        self.stats = ServiceStats()
+        self.counts = np.zeros(0, np.int64)  # per channel index, rising edges only
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
+        self._waiting: list[tuple[np.ndarray, int, int]] = []  # blocks waiting for markers
+        self._resolved: list[tuple[int, int]] = []
+        self._sinks: list = []
+        self._sink_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tagger-processor", daemon=True)
+        self.link = TaggerLink(tagger_uri, self._on_block)
+        self.link.on_hello = self._on_hello
+        self.hello_event = threading.Event()
+        self.feed = None
+        if trains_uri:
+            from trainstamp.timing.feed import TrainFeed
+
+            self.feed = TrainFeed(trains_uri, self._on_tick, name="tagger-server-trains")
+
+    # -- configuration learned from the tagger -----------------------------------------
+    @property
+    def marker_channel(self) -> int | None:
+        if self.marker_channel_override is not None:
+            return self.marker_channel_override
+        return None if self.link.hello is None else self.link.hello.get("marker_channel")
+
+    @property
+    def channels(self) -> list[int]:
+        return [] if self.link.hello is None else list(self.link.hello.get("channels", []))
+
+    def _on_hello(self, message: dict | None) -> None:
+        chans = self.channels
+        if chans and len(self.counts) < max(chans) + 1:
+            self.counts = np.zeros(max(chans) + 1, np.int64)
+        self._queue.put(("hello", None, 0))
+        self.hello_event.set()
+
+    # -- sinks -------------------------------------------------------------------------
+    def add_sink(self, tagger) -> None:
+        with self._sink_lock:
+            self._sinks.append(tagger)
+
+    def remove_sink(self, tagger) -> None:
+        with self._sink_lock:
+            self._sinks = [s for s in self._sinks if s is not tagger]
+
+    @property
+    def n_sinks(self) -> int:
+        return len(self._sinks)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> TagService:
+        self._thread.start()
+        self.link.start()
+        if self.feed is not None:
+            self.feed.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.link.stop()
+        if self.feed is not None:
+            self.feed.stop()
+        self._thread.join(5)
+
+    # -- producers (other threads) -----------------------------------------------------
+    def _on_block(self, tags: np.ndarray, flags: int, end_time: int, arrival_ns: int) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(("block", (tags, end_time), arrival_ns), timeout=0.2)
+                return
+            except queue.Full:
+                continue  # back-pressure: the tagger's overflow marking takes over
+
+    def _on_tick(self, train_id: int, recv_ns: int) -> None:
+        try:
+            self._queue.put_nowait(("tick", train_id, recv_ns))
+        except queue.Full:
+            self.stats.errors += 1
+
+    # -- the processor thread ----------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, payload, when = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                self._flush(time.time_ns())
+                continue
+            if kind == "tick":
+                self.mapper.add_tick(payload, when)
+            elif kind == "hello":
+                self._flush(time.time_ns(), force=True)
+                self.mapper.reset_anchor()
+            else:
+                self._accept(*payload, when)
+            self._flush(time.time_ns())
+
+    def _accept(self, tags: np.ndarray, end_time: int, arrival_ns: int) -> None:
+        mc = self.marker_channel
+        is_marker = np.zeros(len(tags), bool)
+        if mc is not None and len(tags):
+            is_marker = (tags["channel"] == mc) & (tags["type"] == TagType.TimeTag)
+            if is_marker.any():
+                self.mapper.add_markers(tags["time"][is_marker], arrival_ns,
+                                        int(tags["time"][-1]))
+        self._waiting.append((tags, int(np.count_nonzero(is_marker)), end_time))
+
+    def _flush(self, now_ns: int, force: bool = False) -> None:
+        if not self._waiting:
+            return
+        resolved = self.mapper.resolve(now_ns + (10**15 if force else 0))
+        self._resolved += resolved
+        while self._waiting and len(self._resolved) >= self._waiting[0][1]:
+            tags, n, end_time = self._waiting.pop(0)
+            ids = np.array([i for _, i in self._resolved[:n]], np.int64)
+            del self._resolved[:n]
+            self._deliver(tags, ids, end_time)
+
+    def _deliver(self, tags: np.ndarray, train_ids: np.ndarray, end_time: int) -> None:
+        st = self.stats
+        st.blocks += 1
+        st.tags += len(tags)
+        if len(tags):
+            st.last_tag_ps = int(tags["time"][-1])
+            special = tags["type"] != TagType.TimeTag
+            if special.any():
+                types = tags["type"][special]
+                st.overflows += int(np.count_nonzero(types == TagType.OverflowBegin))
+                st.errors += int(np.count_nonzero(types == TagType.Error))
+                st.missed_events += int(tags["missed_events"][special][
+                    types == TagType.MissedEvents].sum())
+            ch = tags["channel"][~special]
+            ch = ch[(ch > 0) & (ch < len(self.counts))]
+            if len(ch):
+                self.counts += np.bincount(ch, minlength=len(self.counts))[:len(self.counts)]
+        if len(train_ids):
+            st.last_train_id = int(train_ids[-1])
+        # the engine's convention: 0 is "unknown train"
+        engine_ids = np.where(train_ids < 0, 0, train_ids)
+        end = max(end_time, st.last_tag_ps)
+        st.last_end_ps = end
+        with self._sink_lock:
+            sinks = list(self._sinks)
+        for sink in sinks:
+            try:
+                sink.process(tags, engine_ids, end_time=end)
+            except Exception:  # one broken consumer must not stop the others
+                st.process_errors += 1
+                log.exception("engine tagger %r failed on a block", sink)
+
