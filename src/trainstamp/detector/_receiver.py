@@ -139,8 +139,9 @@ def _receiver_main(cfg: ReceiverConfig, shm_name: str) -> None:
     c[F.C_LOCAL_PORT] = sock.getsockname()[1]
     c[F.C_READY] = 1
     quiet_since = time.monotonic()
+    parent = os.getppid()
     try:
-        while not ctl[K_STOP]:
+        while not ctl[K_STOP] and os.getppid() == parent:  # also stop if the parent died
             if ctl[K_REGISTER]:
                 ctl[K_REGISTER] = 0
                 try:

@@ -225,6 +225,7 @@ class DetectorCommands:
 
 def check_exposure_mode(mode: int | str) -> ExposureModes:
     """An exposure mode from its number or team1k name; ``ValueError`` otherwise."""
+    mode = _plain(mode)
     if isinstance(mode, str):
         key = mode.strip().upper()
         if key in ExposureModes.__members__:
@@ -239,6 +240,7 @@ def check_exposure_mode(mode: int | str) -> ExposureModes:
 
 
 def check_trigger_mode(mode: int | str) -> TriggerModes:
+    mode = _plain(mode)
     if isinstance(mode, str):
         key = mode.strip().upper()
         if key in TriggerModes.__members__:
@@ -250,6 +252,11 @@ def check_trigger_mode(mode: int | str) -> TriggerModes:
     if int(mode) != mode or int(mode) not in TriggerModes._value2member_map_:
         raise ValueError(f"unknown trigger mode {mode!r}; valid: 0 (INTERNAL), 1 (EXTERNAL)")
     return TriggerModes(int(mode))
+
+
+def _plain(value):
+    """numpy scalars (as caproto hands them to putters) -> Python numbers, for clean messages."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def integration_us(ms: float) -> int:

@@ -1,0 +1,515 @@
+"""The TEAM1k detector IOC: team1k's PV table over Channel Access, served by caproto.
+
+PVs (prefix ``TEAM1K:`` by default; suffixes in :mod:`trainstamp.detector._pvs`):
+
+- team1k status: STATUS, ACQUIRING, FRAME_RATE, FRAME_COUNT, EXPOSURE_MODE,
+  TRIGGER_MODE, INTEGRATION_TIME, CAPTURE:STATUS, CAPTURE:PROGRESS, CAPTURE:TOTAL, IMAGE
+- team1k commands: CMD:EXPOSURE_MODE, CMD:TRIGGER_MODE, CMD:INTEGRATION_TIME,
+  CMD:START_DAQ, CMD:CAPTURE, CMD:ADC_CLOCK_FREQ, CMD:ADC_DATA_DELAY,
+  CMD:PARAMETER_FILE, CMD:RESET, CMD:TEST_MODE
+- capture file: CAPTURE:ROOT, DIR, NAME, NUMBER, FULL_PATH, OPEN, FILE_FRAMES,
+  FIRST_INDEX, FINISHED, MESSAGE, TRAIN_IDS, FRAME_NUMBERS, OVERRUNS, TIMEOUT
+- last frame: LAST:TRAIN_ID, LAST:FRAME_NUMBER, LAST:COMPLETE
+- loss counters: RX:COMPLETE, INCOMPLETE, DROPPED, LOST, DUPLICATE, MALFORMED, FOREIGN,
+  LATE, BACKWARDS, PACKETS, RCVBUF, ALIVE; REG:TIMEOUTS, RETRIES, ERRORS, STRAY;
+  ERR:BAD_PUTS, ERR:MESSAGE
+- preview: IMAGE:WIDTH, HEIGHT, BINNING, PERIOD, TRAIN_ID
+- peripherals: BELLOW:INSERT, POSITION, MOVING, STATUS; POWER:ON, STATUS, VOLTAGE, CURRENT
+
+Full frames never travel over CA: they go to HDF5. IMAGE is a binned preview posted at
+most every IMAGE:PERIOD (>= 0.5 s). Blocking register, serial and file work runs on a
+worker thread; a refused put raises (the client sees the error), is counted in
+ERR:BAD_PUTS and described in ERR:MESSAGE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from trainstamp.detector import _pvs as PV
+from trainstamp.detector._acquisition import CaptureState, Team1kServer, bin_image
+from trainstamp.detector._capture import confine
+from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
+from trainstamp.detector._regclient import check_exposure_mode, check_trigger_mode, integration_us
+from trainstamp.detector._si570 import solve
+
+log = logging.getLogger(__name__)
+MAX_IDS = 4096
+
+
+def _text(value: str = "", length: int = 1024, **kw):
+    return pvproperty(value=value, dtype=ChannelType.CHAR, max_length=length,
+                      string_encoding="utf-8", report_as_string=True, **kw)
+
+
+def _counter(name: str, doc: str):
+    return pvproperty(name=name, value=0.0, read_only=True, doc=doc, precision=0)
+
+
+class Team1kIOC(PVGroup):
+    __doc__ = __doc__
+
+    status = pvproperty(name=PV.STATUS, value="STARTING", dtype=ChannelType.STRING, read_only=True,
+                        doc="Server status")
+    acquiring = pvproperty(name=PV.ACQUIRING, value=0, read_only=True, doc="DAQ running (0/1)")
+    frame_rate = pvproperty(name=PV.FRAME_RATE, value=0.0, read_only=True, units="Hz", precision=2,
+                            doc="Frames received per second")
+    frame_count = pvproperty(name=PV.FRAME_COUNT, value=0, read_only=True, doc="Total frames acquired")
+    exposure_mode = pvproperty(name=PV.EXPOSURE_MODE, value=3, read_only=True, doc="Exposure mode 0-3")
+    trigger_mode = pvproperty(name=PV.TRIGGER_MODE, value=0, read_only=True,
+                              doc="Trigger mode: 0 internal, 1 external (one frame per train)")
+    integration_time = pvproperty(name=PV.INTEGRATION_TIME, value=6.0, read_only=True, units="ms",
+                                  precision=3, doc="Integration time")
+    capture_status = pvproperty(name=PV.CAPTURE_STATUS, value=CaptureState.IDLE, dtype=ChannelType.STRING,
+                                read_only=True, doc="IDLE / CAPTURING / READY / ERROR")
+    capture_progress = pvproperty(name=PV.CAPTURE_PROGRESS, value=0, read_only=True,
+                                  doc="Frames captured so far")
+    capture_total = pvproperty(name=PV.CAPTURE_TOTAL, value=0, read_only=True, doc="Frames requested")
+    image = pvproperty(name=PV.IMAGE, value=[0], dtype=ChannelType.LONG,
+                       max_length=FRAME_ROWS * FRAME_COLS, read_only=True,
+                       doc="Throttled, binned live preview (row-major IMAGE:HEIGHT x IMAGE:WIDTH)")
+
+    cmd_exposure_mode = pvproperty(name=PV.CMD_EXPOSURE_MODE, value=3, doc="Set exposure mode 0-3")
+    cmd_trigger_mode = pvproperty(name=PV.CMD_TRIGGER_MODE, value=0, doc="Set trigger mode 0/1")
+    cmd_integration_time = pvproperty(name=PV.CMD_INTEGRATION_TIME, value=6.0, units="ms", precision=3,
+                                      doc="Set integration time")
+    cmd_start_daq = pvproperty(name=PV.CMD_START_DAQ, value=0, doc="1=start, 0=stop")
+    cmd_capture = pvproperty(name=PV.CMD_CAPTURE, value=0, doc="Capture N frames to HDF5")
+    cmd_adc_clock_freq = pvproperty(name=PV.CMD_ADC_CLOCK_FREQ, value=100.0, units="MHz", precision=3,
+                                    doc="Set ADC clock (Si570)")
+    cmd_adc_data_delay = pvproperty(name=PV.CMD_ADC_DATA_DELAY, value=0x1A7, doc="Set ADC data delay")
+    cmd_parameter_file = _text(name=PV.CMD_PARAMETER_FILE, doc="Apply parameter file")
+    cmd_reset = pvproperty(name=PV.CMD_RESET, value=0, doc="1=reset connection")
+    cmd_test_mode = pvproperty(name=PV.CMD_TEST_MODE, value=0, doc="1=enable FPGA test data")
+
+    adc_clock_freq = pvproperty(name=PV.ADC_CLOCK_FREQ, value=0.0, read_only=True, units="MHz",
+                                precision=6, doc="ADC clock read back from the Si570 registers")
+    adc_data_delay = pvproperty(name=PV.ADC_DATA_DELAY, value=0, read_only=True, doc="ADC data delay")
+    test_mode = pvproperty(name=PV.TEST_MODE, value=0, read_only=True, doc="FPGA test data on")
+
+    capture_root = _text(name=PV.CAPTURE_ROOT, read_only=True, doc="Data directory (all files under it)")
+    capture_dir = _text(name=PV.CAPTURE_DIR, value=".", doc="Capture directory, relative to the root")
+    capture_name = _text(value="team1k", length=255, name=PV.CAPTURE_NAME, doc="Capture file stem")
+    capture_number = pvproperty(name=PV.CAPTURE_NUMBER, value=1, doc="Next file number")
+    capture_full_path = _text(name=PV.CAPTURE_FULL_PATH, read_only=True, doc="File being/last written")
+    capture_open = pvproperty(name=PV.CAPTURE_OPEN, value=0,
+                              doc="1=open a file that later captures append to, 0=close it")
+    capture_file_frames = pvproperty(name=PV.CAPTURE_FILE_FRAMES, value=0, read_only=True,
+                                     doc="Frames in the current file")
+    capture_first_index = pvproperty(name=PV.CAPTURE_FIRST_INDEX, value=0, read_only=True,
+                                     doc="Index in the file of the last capture's first frame")
+    capture_finished = pvproperty(name=PV.CAPTURE_FINISHED, value=0, read_only=True,
+                                  doc="Captures finished (READY or ERROR) since start")
+    capture_message = _text(name=PV.CAPTURE_MESSAGE, length=255, read_only=True, doc="Why a capture failed")
+    capture_train_ids = pvproperty(name=PV.CAPTURE_TRAIN_IDS, value=[0.0], max_length=MAX_IDS,
+                                   read_only=True, doc="Train IDs of the last capture (first 4096)")
+    capture_frame_numbers = pvproperty(name=PV.CAPTURE_FRAME_NUMBERS, value=[0.0], max_length=MAX_IDS,
+                                       read_only=True, doc="Frame numbers of the last capture")
+    capture_overruns = pvproperty(name=PV.CAPTURE_OVERRUNS, value=0, read_only=True,
+                                  doc="Frames the writer missed because it fell behind the ring")
+    capture_timeout = pvproperty(name=PV.CAPTURE_TIMEOUT, value=10.0, units="s",
+                                 doc="A capture fails after this long without a frame")
+
+    last_train_id = pvproperty(name=PV.LAST_TRAIN_ID, value=0.0, read_only=True, precision=0,
+                               doc="Train ID in the newest frame's header (exact below 2**53)")
+    last_frame_number = pvproperty(name=PV.LAST_FRAME_NUMBER, value=0.0, read_only=True, precision=0,
+                                   doc="Frame number of the newest frame")
+    last_complete = pvproperty(name=PV.LAST_COMPLETE, value=0, read_only=True,
+                               doc="Newest frame had every packet")
+
+    rx_complete = _counter("RX:COMPLETE", "Frames with every packet")
+    rx_incomplete = _counter("RX:INCOMPLETE", "Frames with missing packets (padded 0xFFFF)")
+    rx_dropped = _counter("RX:DROPPED", "Frames never seen (frame-number gaps)")
+    rx_lost = _counter("RX:LOST", "Packets missing from published frames")
+    rx_duplicate = _counter("RX:DUPLICATE", "Duplicate packets")
+    rx_malformed = _counter("RX:MALFORMED", "Truncated/oversized/bad magic/bad index packets")
+    rx_foreign = _counter("RX:FOREIGN", "Packets from an address other than the detector's")
+    rx_late = _counter("RX:LATE", "Packets for frames already published")
+    rx_backwards = _counter("RX:BACKWARDS", "Frame number jumped backwards (re-anchored)")
+    rx_packets = _counter("RX:PACKETS", "Good packets")
+    rx_rcvbuf = pvproperty(name=PV.RX_RCVBUF, value=0, read_only=True, units="B",
+                           doc="SO_RCVBUF the OS granted")
+    rx_alive = pvproperty(name=PV.RX_ALIVE, value=0, read_only=True, doc="Receiver process running")
+    reg_timeouts = _counter(PV.REG_TIMEOUTS, "Register requests that got no reply")
+    reg_retries = _counter(PV.REG_RETRIES, "Register requests resent")
+    reg_errors = _counter(PV.REG_ERRORS, "Register error replies")
+    reg_stray = _counter(PV.REG_STRAY, "Register replies with a wrong sequence number")
+    err_bad_puts = _counter(PV.ERR_BAD_PUTS, "Refused CA puts")
+    err_message = _text(name=PV.ERR_MESSAGE, length=255, read_only=True, doc="Last refused put or error")
+
+    image_width = pvproperty(name=PV.IMAGE_WIDTH, value=FRAME_COLS // 4, read_only=True, doc="Preview width")
+    image_height = pvproperty(name=PV.IMAGE_HEIGHT, value=FRAME_ROWS // 4, read_only=True, doc="Preview height")
+    image_binning = pvproperty(name=PV.IMAGE_BINNING, value=4, doc="Preview binning: 1, 2, 4 or 8")
+    image_period = pvproperty(name=PV.IMAGE_PERIOD, value=0.5, units="s", doc="Preview period (>= 0.5 s)")
+    image_train_id = pvproperty(name=PV.IMAGE_TRAIN_ID, value=0.0, read_only=True, precision=0,
+                                doc="Train ID of the frame in IMAGE")
+
+    bellow_insert = pvproperty(name=PV.BELLOW_INSERT, value=0, doc="1=insert detector, 0=retract")
+    bellow_position = pvproperty(name=PV.BELLOW_POSITION, value=0.0, read_only=True, units="mm", precision=3,
+                                 doc="Bellow stage position")
+    bellow_moving = pvproperty(name=PV.BELLOW_MOVING, value=0, read_only=True, doc="Bellow stage moving")
+    bellow_status = pvproperty(name=PV.BELLOW_STATUS, value="NOT CONFIGURED", dtype=ChannelType.STRING,
+                               read_only=True, doc="Bellow stage link")
+    power_on = pvproperty(name=PV.POWER_ON, value=0, doc="1=power on, 0=off")
+    power_status = pvproperty(name=PV.POWER_STATUS, value="NOT CONFIGURED", dtype=ChannelType.STRING,
+                              read_only=True, doc="ON / OFF / link state")
+    power_voltage = pvproperty(name=PV.POWER_VOLTAGE, value=0.0, read_only=True, units="V", precision=3,
+                               doc="Supply voltage")
+    power_current = pvproperty(name=PV.POWER_CURRENT, value=0.0, read_only=True, units="A", precision=3,
+                               doc="Supply current")
+
+    def __init__(self, *args, server: Team1kServer, config: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.server = server
+        self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="team1k-io")
+        self._reported_job = None
+
+    # ------------------------------------------------------------ helpers
+    async def _io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    async def _refuse(self, exc: BaseException) -> None:
+        await self.err_bad_puts.write(self.err_bad_puts.value + 1)
+        await self.err_message.write(f"{type(exc).__name__}: {exc}"[:250])
+        log.warning("refused: %s", exc)
+
+    async def _guard(self, coro):
+        """Run a put's work; count and describe any failure, then re-raise it to the client."""
+        try:
+            return await coro
+        except Exception as exc:
+            await self._refuse(exc)
+            raise
+
+    # ------------------------------------------------------------ commands
+    @cmd_exposure_mode.putter
+    async def cmd_exposure_mode(self, instance, value):
+        async def work():
+            mode = check_exposure_mode(value)
+            await self._io(self.server.cmd.set_exposure_mode, mode)
+            await self.exposure_mode.write(int(mode))
+            return int(mode)
+        return await self._guard(work())
+
+    @cmd_trigger_mode.putter
+    async def cmd_trigger_mode(self, instance, value):
+        async def work():
+            mode = check_trigger_mode(value)
+            await self._io(self.server.cmd.set_trigger_mode, mode)
+            await self.trigger_mode.write(int(mode))
+            return int(mode)
+        return await self._guard(work())
+
+    @cmd_integration_time.putter
+    async def cmd_integration_time(self, instance, value):
+        async def work():
+            integration_us(value)
+            await self._io(self.server.cmd.set_integration_time, value)
+            await self.integration_time.write(value)
+            return value
+        return await self._guard(work())
+
+    @cmd_start_daq.putter
+    async def cmd_start_daq(self, instance, value):
+        async def work():
+            if value not in (0, 1):
+                raise ValueError(f"CMD:START_DAQ {value} must be 1 (start) or 0 (stop)")
+            await self._io(self.server.start_daq if value else self.server.stop_daq)
+            await self.acquiring.write(int(value))
+            return value
+        return await self._guard(work())
+
+    @cmd_capture.putter
+    async def cmd_capture(self, instance, value):
+        async def work():
+            srv = self.server
+            srv.capture_timeout = float(self.capture_timeout.value)
+            path = None
+            if srv.file is None:
+                path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
+                                        self.capture_number.value)
+            job = await self._io(srv.capture, value, path)
+            if path is not None:
+                await self.capture_number.write(self.capture_number.value + 1)
+            await self.capture_full_path.write(str(job.path))
+            await self.capture_total.write(job.total)
+            await self.capture_progress.write(0)
+            await self.capture_first_index.write(job.first_index)
+            await self.capture_message.write("")
+            await self.capture_status.write(CaptureState.CAPTURING)
+            return value
+        return await self._guard(work())
+
+    @cmd_adc_clock_freq.putter
+    async def cmd_adc_clock_freq(self, instance, value):
+        async def work():
+            solve(value * 1e6)
+            await self._io(self.server.cmd.set_adc_clock_freq, value)
+            await self.adc_clock_freq.write(await self._io(self.server.cmd.get_adc_clock_freq))
+            return value
+        return await self._guard(work())
+
+    @cmd_adc_data_delay.putter
+    async def cmd_adc_data_delay(self, instance, value):
+        async def work():
+            await self._io(self.server.cmd.set_adc_data_delay, value)
+            await self.adc_data_delay.write(value)
+            return value
+        return await self._guard(work())
+
+    @cmd_parameter_file.putter
+    async def cmd_parameter_file(self, instance, value):
+        async def work():
+            await self._io(self.server.apply_parameter_file, value)
+            await self._sync_settings()
+            return value
+        return await self._guard(work())
+
+    @cmd_reset.putter
+    async def cmd_reset(self, instance, value):
+        async def work():
+            if value not in (0, 1):
+                raise ValueError(f"CMD:RESET {value} must be 1 (reset) or 0")
+            if value:
+                await self._io(self.server.reset)
+                await self.acquiring.write(0)
+                await self._sync_settings()
+            return 0
+        return await self._guard(work())
+
+    @cmd_test_mode.putter
+    async def cmd_test_mode(self, instance, value):
+        async def work():
+            if value not in (0, 1):
+                raise ValueError(f"CMD:TEST_MODE {value} must be 0 or 1")
+            await self._io(self.server.cmd.set_test_mode, bool(value))
+            await self.test_mode.write(value)
+            return value
+        return await self._guard(work())
+
+    @capture_dir.putter
+    async def capture_dir(self, instance, value):
+        async def work():
+            confine(self.server.data_dir, value, "probe")
+            return value
+        return await self._guard(work())
+
+    @capture_name.putter
+    async def capture_name(self, instance, value):
+        async def work():
+            confine(self.server.data_dir, self.capture_dir.value, f"{value}_00000.h5")
+            return value
+        return await self._guard(work())
+
+    @capture_number.putter
+    async def capture_number(self, instance, value):
+        async def work():
+            if not 0 <= value <= 99999:
+                raise ValueError(f"capture number {value} outside 0..99999")
+            return value
+        return await self._guard(work())
+
+    @capture_timeout.putter
+    async def capture_timeout(self, instance, value):
+        async def work():
+            if not 0.1 <= value <= 3600:
+                raise ValueError(f"capture timeout {value} s outside 0.1..3600 s")
+            return value
+        return await self._guard(work())
+
+    @capture_open.putter
+    async def capture_open(self, instance, value):
+        async def work():
+            srv = self.server
+            if value not in (0, 1):
+                raise ValueError(f"CAPTURE:OPEN {value} must be 0 or 1")
+            if value:
+                path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
+                                        self.capture_number.value)
+                await self._io(srv.open_file, path)
+                await self.capture_number.write(self.capture_number.value + 1)
+                await self.capture_full_path.write(str(path))
+                await self.capture_file_frames.write(0)
+            else:
+                if srv.busy:
+                    raise ValueError("a capture is in progress")
+                await self._io(srv.close_file)
+            return value
+        return await self._guard(work())
+
+    @image_binning.putter
+    async def image_binning(self, instance, value):
+        async def work():
+            if value not in (1, 2, 4, 8):
+                raise ValueError(f"IMAGE:BINNING {value} not one of 1, 2, 4, 8")
+            await self.image_width.write(FRAME_COLS // value)
+            await self.image_height.write(FRAME_ROWS // value)
+            return value
+        return await self._guard(work())
+
+    @image_period.putter
+    async def image_period(self, instance, value):
+        async def work():
+            if not 0.5 <= value <= 3600:
+                raise ValueError(f"IMAGE:PERIOD {value} s outside 0.5..3600 s")
+            return value
+        return await self._guard(work())
+
+    @bellow_insert.putter
+    async def bellow_insert(self, instance, value):
+        async def work():
+            if self.server.bellow is None:
+                raise ValueError("no bellow stage configured (--bellow-port)")
+            if value not in (0, 1):
+                raise ValueError(f"BELLOW:INSERT {value} must be 1 (insert) or 0 (retract)")
+            await self._io(self.server.bellow.insert if value else self.server.bellow.retract)
+            return value
+        return await self._guard(work())
+
+    @power_on.putter
+    async def power_on(self, instance, value):
+        async def work():
+            if self.server.power is None:
+                raise ValueError("no power supply configured (--power-port)")
+            if value not in (0, 1):
+                raise ValueError(f"POWER:ON {value} must be 1 or 0")
+            await self._io(self.server.power.set_output, bool(value))
+            return value
+        return await self._guard(work())
+
+    # ------------------------------------------------------------ background
+    async def _sync_settings(self) -> None:
+        """Read the detector's registers into the readback PVs."""
+        c = self.server.cmd
+        for pv, getter in ((self.exposure_mode, c.get_exposure_mode), (self.trigger_mode, c.get_trigger_mode),
+                           (self.integration_time, c.get_integration_time),
+                           (self.adc_data_delay, c.get_adc_data_delay), (self.test_mode, c.get_test_mode),
+                           (self.adc_clock_freq, c.get_adc_clock_freq), (self.acquiring, c.is_running)):
+            value = await self._io(getter)
+            await pv.write(type(pv.value)(value))
+
+    @status.startup
+    async def status(self, instance, async_lib):
+        srv = self.server
+        await self._io(srv.start)
+        await self.capture_root.write(str(srv.data_dir))
+        await self.rx_rcvbuf.write(srv.rx.rcvbuf_granted)
+        try:
+            await self._sync_settings()
+            if self.config:
+                await self._io(srv.apply_parameter_file, self.config)
+                await self._sync_settings()
+            await self.status.write("OK")
+        except Exception as exc:
+            log.error("detector start-up: %s", exc)
+            await self.err_message.write(f"start-up: {exc}"[:250])
+            await self.status.write("DETECTOR NOT RESPONDING" if isinstance(exc, TimeoutError) else "ERROR")
+        tick = 0
+        last = (time.monotonic(), srv.rx.head)
+        next_image = 0.0
+        while True:
+            await asyncio.sleep(0.1)
+            tick += 1
+            await self._update_capture()
+            if tick % 5 == 0:
+                last = await self._update_counters(last)
+            if tick % 20 == 0:
+                await self._poll_hardware()
+            now = time.monotonic()
+            if now >= next_image:
+                next_image = now + max(0.5, float(self.image_period.value))
+                await self._update_image()
+
+    async def _update_capture(self) -> None:
+        job = self.server.job
+        if job is None:
+            return
+        if job.progress != self.capture_progress.value:
+            await self.capture_progress.write(job.progress)
+        if job.done.is_set() and self._reported_job is not job:
+            self._reported_job = job
+            f = self.server.file
+            await self.capture_file_frames.write(job.first_index + job.progress if f is None else f.count)
+            await self.capture_train_ids.write([float(t) for t in job.train_ids[:MAX_IDS]] or [0.0])
+            await self.capture_frame_numbers.write([float(t) for t in job.frame_numbers[:MAX_IDS]] or [0.0])
+            await self.capture_overruns.write(self.capture_overruns.value + job.overruns)
+            await self.capture_message.write(job.message)
+            await self.capture_status.write(job.status)
+            await self.capture_finished.write(self.capture_finished.value + 1)
+
+    async def _update_counters(self, last):
+        rx, regs = self.server.rx, self.server.regs
+        counts = rx.counters()
+        for suffix, key in PV.RX_COUNTERS.items():
+            pv = self.pvdb[self.prefix + suffix]
+            if pv.value != counts[key]:
+                await pv.write(float(counts[key]))
+        head = counts["head"]
+        now = time.monotonic()
+        await self.frame_rate.write((head - last[1]) / max(now - last[0], 1e-3))
+        if head != self.frame_count.value:
+            await self.frame_count.write(head)
+            fn, train_id, _, complete = rx.frame_info(head)
+            await self.last_train_id.write(float(train_id))
+            await self.last_frame_number.write(float(fn))
+            await self.last_complete.write(int(complete))
+        await self.rx_alive.write(int(rx.alive))
+        s = regs.stats
+        for pv, v in ((self.reg_timeouts, s.timeouts), (self.reg_retries, s.retries),
+                      (self.reg_errors, s.errors), (self.reg_stray, s.stray_replies)):
+            if pv.value != v:
+                await pv.write(float(v))
+        return now, head
+
+    async def _poll_hardware(self) -> None:
+        srv = self.server
+        try:
+            running = await self._io(srv.cmd.is_running)
+            if running != self.acquiring.value:
+                await self.acquiring.write(int(running))
+            if self.status.value != "OK":
+                await self.status.write("OK")
+        except Exception as exc:
+            await self.status.write("DETECTOR NOT RESPONDING")
+            log.debug("status poll: %s", exc)
+        if not srv.rx.alive:
+            await self.status.write("RECEIVER DIED")
+        if srv.bellow is not None:
+            try:
+                await self.bellow_position.write(await self._io(srv.bellow.position))
+                moving = await self._io(srv.bellow.moving)
+                await self.bellow_moving.write(int(moving))
+                await self.bellow_status.write("MOVING" if moving else "IDLE")
+            except Exception as exc:
+                await self.bellow_status.write("NOT RESPONDING")
+                log.debug("bellow poll: %s", exc)
+        if srv.power is not None:
+            try:
+                on = await self._io(srv.power.output)
+                await self.power_status.write("ON" if on else "OFF")
+                await self.power_voltage.write(await self._io(srv.power.voltage))
+                await self.power_current.write(await self._io(srv.power.current))
+            except Exception as exc:
+                await self.power_status.write("NOT RESPONDING")
+                log.debug("power poll: %s", exc)
+
+    async def _update_image(self) -> None:
+        latest = self.server.latest_frame()
+        if latest is None:
+            return
+        frame, train_id, _ = latest
+        binning = int(self.image_binning.value)
+        img = await self._io(bin_image, frame, binning)
+        value = np.ascontiguousarray(img, dtype=np.int32).reshape(-1)
+        value.flags.writeable = False
+        await self.image_train_id.write(float(train_id))
+        await self.image.write(value)

@@ -1,0 +1,132 @@
+"""Command-line entry points: ``trainstamp ioc detector`` and ``trainstamp emulate detector``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from textwrap import dedent
+
+from trainstamp.detector._protocol import JUMBO_PAYLOAD, PAYLOAD_SIZES
+
+
+def ioc(argv: Sequence[str] | None = None) -> int:
+    """Run the detector IOC (team1k-server's options plus caproto's)."""
+    from caproto.server import run, template_arg_parser
+
+    from trainstamp.detector._acquisition import Team1kServer
+    from trainstamp.detector._ioc import Team1kIOC
+    from trainstamp.detector._receiver import ReceiverConfig
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, split_args = template_arg_parser(default_prefix="TEAM1K:", desc=dedent(Team1kIOC.__doc__ or ""),
+                                             argv=argv)
+    parser.add_argument("--detector-ip", default="10.0.0.32", help="detector IP address (default: 10.0.0.32)")
+    parser.add_argument("--register-port", type=int, default=42000, help="detector register port (default: 42000)")
+    parser.add_argument("--data-port", type=int, default=41000, help="detector data port (default: 41000)")
+    parser.add_argument("--config", help="parameter file to apply on startup")
+    parser.add_argument("--data-dir", default="./data/team1k", help="directory for capture files")
+    parser.add_argument("--bellow-port", help="bellow stage serial port (e.g. /dev/CameraBellowStage)")
+    parser.add_argument("--power-port", help="power supply serial port")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--payload-size", type=int, default=JUMBO_PAYLOAD, choices=PAYLOAD_SIZES,
+                        help="data packet payload bytes (must match the detector)")
+    parser.add_argument("--receive-host", default="0.0.0.0", help="local address of the data socket")
+    parser.add_argument("--receive-port", type=int, default=0, help="local port of the data socket (0 = any)")
+    parser.add_argument("--ring-slots", type=int, default=64, help="frame slots in the shared ring (2 MiB each)")
+    parser.add_argument("--rcvbuf", type=int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
+    parser.add_argument("--frame-timeout", type=float, default=0.1,
+                        help="publish a frame incomplete after this many seconds without its packets")
+    parser.add_argument("--register-timeout", type=float, default=0.2, help="seconds per register try")
+    parser.add_argument("--register-retries", type=int, default=3, help="register resends")
+    args = parser.parse_args(argv)
+    ioc_options, run_options = split_args(args)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        rx = ReceiverConfig(detector_ip=args.detector_ip, data_port=args.data_port, bind_host=args.receive_host,
+                            bind_port=args.receive_port, payload_size=args.payload_size, n_slots=args.ring_slots,
+                            rcvbuf=args.rcvbuf, frame_timeout=args.frame_timeout)
+        server = Team1kServer(args.detector_ip, args.register_port, args.data_port, args.data_dir, rx,
+                              args.register_timeout, args.register_retries, args.bellow_port, args.power_port)
+    except (ValueError, OSError) as exc:
+        print(f"trainstamp ioc detector: {exc}", file=sys.stderr)
+        return 2
+    ioc_obj = Team1kIOC(server=server, config=args.config, **ioc_options)
+
+    def _terminate(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run(ioc_obj.pvdb, **run_options)
+    finally:
+        server.close()
+    return 0
+
+
+def emulate(argv: Sequence[str] | None = None) -> int:
+    """Run the FPGA emulator (and optionally the peripheral emulators) until interrupted."""
+    from trainstamp.detector._emulator import Faults, FpgaEmulator
+    from trainstamp.detector._peripherals import BellowStageEmulator, PowerSupplyEmulator
+    from trainstamp.detector._registers import Reg
+
+    p = argparse.ArgumentParser(prog="trainstamp emulate detector", description=FpgaEmulator.__doc__)
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--register-port", type=int, default=42000)
+    p.add_argument("--data-port", type=int, default=41000)
+    p.add_argument("--trains", help="train-ID feed for external trigger, tcp://host:port")
+    p.add_argument("--rate", type=float, help="internal-trigger frame rate (sets the frame period register)")
+    p.add_argument("--frames", type=int, help="frames per DAQ start (0 = until stopped)")
+    p.add_argument("--payload-size", type=int, default=JUMBO_PAYLOAD, choices=PAYLOAD_SIZES)
+    p.add_argument("--test-mode", action="store_true", help="start with the test pattern on")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
+    g = p.add_argument_group("fault injection (fractions 0..1)")
+    for name in ("drop", "reorder", "duplicate", "corrupt", "truncate", "oversize", "bad-index", "foreign",
+                 "stall", "reply-drop", "reply-wrong-seq"):
+        g.add_argument(f"--{name}", type=float, default=0.0)
+    g.add_argument("--stall-ms", type=float, default=200.0, help="length of a stall")
+    g.add_argument("--rewind", type=int, default=0, help="every N-th frame also resend frame N-2")
+    p.add_argument("--bellow-link", help="emulate the bellow stage on a pty, symlinked here")
+    p.add_argument("--power-link", help="emulate the power supply on a pty, symlinked here")
+    p.add_argument("--bellow-speed", type=float, default=200.0, help="bellow stage speed, mm/s")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    faults = Faults(**{k: getattr(args, k) for k in (
+        "drop", "reorder", "duplicate", "corrupt", "truncate", "oversize", "bad_index", "foreign",
+        "stall", "stall_ms", "rewind", "reply_drop", "reply_wrong_seq")})
+    for name in ("drop", "reorder", "duplicate", "corrupt", "truncate", "oversize", "bad_index", "foreign",
+                 "stall", "reply_drop", "reply_wrong_seq"):
+        if not 0.0 <= getattr(faults, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} {getattr(faults, name)} outside 0..1")
+    try:
+        emu = FpgaEmulator(args.bind, args.register_port, args.data_port, args.trains, faults, args.rate,
+                           args.frames, args.payload_size, args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"trainstamp emulate detector: {exc}", file=sys.stderr)
+        return 2
+    if args.test_mode:
+        emu.regs[Reg.TEST_MODE] = 1
+    peripherals = []
+    if args.bellow_link:
+        peripherals.append(BellowStageEmulator(args.bellow_link, args.bellow_speed).start())
+    if args.power_link:
+        peripherals.append(PowerSupplyEmulator(args.power_link).start())
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    emu.start()
+    print(f"team1k emulator ready: registers {args.bind}:{emu.register_port}, data {args.bind}:{emu.data_port}"
+          + "".join(f", {type(d).__name__} {d.path}" for d in peripherals), flush=True)
+    try:
+        done.wait()
+    finally:
+        emu.stop()
+        for d in peripherals:
+            d.stop()
+        print(f"team1k emulator stopped: {emu.stats}", flush=True)
+    return 0
