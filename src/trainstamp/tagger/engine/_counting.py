@@ -119,9 +119,9 @@ class Counter(Measurement):
         self._t0 = None  # bins start at the beginning of the next window
         self._acc = 0
 
-    def _start(self):
+    def _start(self, *, anchor=False):
         was = self._running
-        super()._start()
+        super()._start(anchor=anchor)
         if not was:
             self._align()
             self._open[:] = 0
@@ -134,7 +134,7 @@ class Counter(Measurement):
         base = max(self._acc, upto - nv)
         counts = np.zeros((len(self._chans), upto - base + 1), np.int64)
         K.counter_bins(times, chans, self._lut, self._lo, self._t0, bw, base, counts)
-        self._total += counts.sum(axis=1)
+        K.count_channels(chans, self._lut, self._lo, self._total)
         if self._acc >= base:
             counts[:, self._acc - base] += self._open
         n_new = upto - self._acc

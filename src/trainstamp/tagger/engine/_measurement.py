@@ -79,7 +79,7 @@ class Measurement:
         with self._lock():
             if clear:
                 self._clear_all()
-            self._start()
+            self._start(anchor=True)
             if self._t_start is None:
                 self._duration = d
             else:
@@ -101,7 +101,7 @@ class Measurement:
                 )
             if clear:
                 self._clear_all()
-            self._start()
+            self._start(anchor=True)
             self._t_start = None
             self._waiting_marker = True
             self._trains_left = n
@@ -171,13 +171,14 @@ class Measurement:
         self._check_alive()
         return self._tagger._lock
 
-    def _start(self) -> None:
-        if (
-            self._running
-            and self._t_stop is None
-            and not self._waiting_marker
-            and self._duration is None
-        ):
+    def _start(self, *, anchor: bool = False) -> None:
+        """Open a capture window at the current stream time.
+
+        A plain ``start()`` of a measurement already running without an end keeps its
+        window; ``anchor`` (startFor, startForTrains) always opens a new one.
+        """
+        unbounded = self._t_stop is None and not self._waiting_marker and self._duration is None
+        if self._running and unbounded and not anchor:
             return
         self._running = True
         self._done.clear()
@@ -236,10 +237,11 @@ class Measurement:
         if hi >= lo:
             times, chans = seg.times, seg.chans
             i0 = 0 if lo <= seg.t_begin else int(np.searchsorted(times, lo, "left"))
-            i1 = times.shape[0] if self._t_stop is None else int(np.searchsorted(times, hi, "left"))
+            bounded = self._t_stop is not None and self._t_stop <= seg.t_end
+            i1 = int(np.searchsorted(times, hi, "left")) if bounded else times.shape[0]
             self._capture += hi - lo
             self._accumulate(times[i0:i1], chans[i0:i1], seg, lo, hi)
-            inside = (mt >= lo) & (mt < hi) if self._t_stop is not None else mt >= lo
+            inside = (mt >= lo) & (mt < hi) if bounded else mt >= lo
             ids = mid[inside]
             if ids.shape[0]:
                 if self._first_train <= 0:
