@@ -186,8 +186,7 @@ class Receiver:
         # A plain child interpreter (not multiprocessing): no re-import of __main__, no
         # fork of a threaded IOC.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "trainstamp.detector._receiver", self.shared.name,
-             json.dumps(asdict(self.cfg))],
+            [sys.executable, "-c", _CHILD, self.shared.name, json.dumps(asdict(self.cfg))],
             stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + timeout
@@ -267,6 +266,10 @@ class Receiver:
         self.stop()
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """Entry point of the receiver child: ``argv`` = shared-memory name, JSON config."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s receiver %(levelname)s %(message)s")
-    _receiver_main(ReceiverConfig(**json.loads(sys.argv[2])), sys.argv[1])
+    _receiver_main(ReceiverConfig(**json.loads(argv[1])), argv[0])
+
+
+_CHILD = "import sys; from trainstamp.detector._receiver import main; main(sys.argv[1:])"

@@ -1,0 +1,201 @@
+"""The ophyd ``Team1k`` device: the detector IOC seen from Bluesky.
+
+- configuration components (exposure and trigger mode, integration time, test mode, ADC
+  clock, frames per point);
+- ``stage()`` opens one HDF5 file for the run on the IOC (``CAPTURE:OPEN``), starting
+  the DAQ if it was not running, and emits an ``AD_HDF5`` Resource for it;
+- ``trigger()`` captures ``frames_per_point`` frames into that file and finishes when
+  the IOC has written them;
+- ``read()`` gives the image as a Datum reference into the file plus the frames' exact
+  train IDs (``<name>_train_id``) and frame numbers from the packet headers;
+- ``unstage()`` closes the file (and stops the DAQ if staging started it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import PurePosixPath
+
+from event_model import compose_resource
+from ophyd import Component as Cpt
+from ophyd import Device, DeviceStatus, EpicsSignal, EpicsSignalRO, Signal
+
+from trainstamp.detector import _pvs as PV
+from trainstamp.detector._capture import DATA
+from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
+
+
+def _rw(readback: str, setpoint: str, **kw) -> Cpt:
+    return Cpt(EpicsSignal, readback, write_pv=setpoint, kind="config", **kw)
+
+
+class Team1k(Device):
+    """TEAM1k detector on the ``trainstamp ioc detector`` IOC (prefix e.g. ``TEAM1K:``)."""
+
+    exposure_mode = _rw(PV.EXPOSURE_MODE, PV.CMD_EXPOSURE_MODE)
+    trigger_mode = _rw(PV.TRIGGER_MODE, PV.CMD_TRIGGER_MODE)
+    integration_time = _rw(PV.INTEGRATION_TIME, PV.CMD_INTEGRATION_TIME)
+    test_mode = _rw(PV.TEST_MODE, PV.CMD_TEST_MODE)
+    adc_clock_freq = _rw(PV.ADC_CLOCK_FREQ, PV.CMD_ADC_CLOCK_FREQ)
+    frames_per_point = Cpt(Signal, value=1, kind="config")
+
+    status = Cpt(EpicsSignalRO, PV.STATUS, string=True, kind="omitted")
+    acquiring = Cpt(EpicsSignalRO, PV.ACQUIRING, kind="omitted")
+    frame_rate = Cpt(EpicsSignalRO, PV.FRAME_RATE, kind="omitted")
+    frame_count = Cpt(EpicsSignalRO, PV.FRAME_COUNT, kind="omitted")
+    start_daq = Cpt(EpicsSignal, PV.CMD_START_DAQ, kind="omitted")
+    capture_cmd = Cpt(EpicsSignal, PV.CMD_CAPTURE, kind="omitted")
+    capture_status = Cpt(EpicsSignalRO, PV.CAPTURE_STATUS, string=True, kind="omitted")
+    capture_progress = Cpt(EpicsSignalRO, PV.CAPTURE_PROGRESS, kind="omitted")
+    capture_total = Cpt(EpicsSignalRO, PV.CAPTURE_TOTAL, kind="omitted")
+    capture_root = Cpt(EpicsSignalRO, PV.CAPTURE_ROOT, string=True, kind="omitted")
+    capture_dir = Cpt(EpicsSignal, PV.CAPTURE_DIR, string=True, kind="omitted")
+    capture_name = Cpt(EpicsSignal, PV.CAPTURE_NAME, string=True, kind="omitted")
+    capture_full_path = Cpt(EpicsSignalRO, PV.CAPTURE_FULL_PATH, string=True, kind="omitted")
+    capture_open = Cpt(EpicsSignal, PV.CAPTURE_OPEN, kind="omitted")
+    capture_first_index = Cpt(EpicsSignalRO, PV.CAPTURE_FIRST_INDEX, kind="omitted")
+    capture_finished = Cpt(EpicsSignalRO, PV.CAPTURE_FINISHED, kind="omitted")
+    capture_message = Cpt(EpicsSignalRO, PV.CAPTURE_MESSAGE, string=True, kind="omitted")
+    capture_train_ids = Cpt(EpicsSignalRO, PV.CAPTURE_TRAIN_IDS, kind="omitted")
+    capture_frame_numbers = Cpt(EpicsSignalRO, PV.CAPTURE_FRAME_NUMBERS, kind="omitted")
+    last_train_id = Cpt(EpicsSignalRO, PV.LAST_TRAIN_ID, kind="omitted")
+    rx_lost = Cpt(EpicsSignalRO, "RX:LOST", kind="omitted")
+    rx_incomplete = Cpt(EpicsSignalRO, "RX:INCOMPLETE", kind="omitted")
+
+    def __init__(self, prefix: str = "TEAM1K:", *, name: str = "team1k", trigger_timeout: float = 60.0,
+                 **kwargs) -> None:
+        super().__init__(prefix, name=name, **kwargs)
+        self.trigger_timeout = trigger_timeout
+        self._asset_docs: list[tuple[str, dict]] = []
+        self._datum_factory = None
+        self._started_daq = False
+        self._last: dict[str, object] = {}
+        self._n_points = 0
+
+    # ------------------------------------------------------------ keys
+    @property
+    def image_key(self) -> str:
+        return f"{self.name}_image"
+
+    @property
+    def train_id_key(self) -> str:
+        return f"{self.name}_train_id"
+
+    @property
+    def frame_number_key(self) -> str:
+        return f"{self.name}_frame_number"
+
+    # ------------------------------------------------------------ staging
+    def stage(self):
+        staged = super().stage()
+        n = int(self.frames_per_point.get())
+        if n < 1:
+            raise ValueError(f"frames_per_point {n} must be at least 1")
+        if not self.acquiring.get():
+            self.start_daq.put(1, wait=True)
+            self._started_daq = True
+        self.capture_name.put(f"{self.name}_{uuid.uuid4().hex[:8]}", wait=True)
+        self.capture_open.put(1, wait=True)
+        root = PurePosixPath(self.capture_root.get())
+        path = PurePosixPath(self.capture_full_path.get())
+        resource, self._datum_factory, _ = compose_resource(
+            start={"uid": "replaced by the RunEngine"}, spec="AD_HDF5", root=str(root),
+            resource_path=str(path.relative_to(root)), resource_kwargs={"frame_per_point": n},
+        )
+        resource.pop("run_start", None)
+        self._asset_docs.append(("resource", resource))
+        self._n_points = 0
+        return staged
+
+    def unstage(self):
+        try:
+            self.capture_open.put(0, wait=True)
+            if self._started_daq:
+                self.start_daq.put(0, wait=True)
+        finally:
+            self._started_daq = False
+            self._datum_factory = None
+        return super().unstage()
+
+    # ------------------------------------------------------------ acquisition
+    def trigger(self) -> DeviceStatus:
+        if self._datum_factory is None:
+            raise RuntimeError(f"{self.name} must be staged before trigger()")
+        n = int(self.frames_per_point.get())
+        status = DeviceStatus(self, timeout=self.trigger_timeout)
+        n0 = self.capture_finished.get()
+        finished = threading.Event()
+
+        def on_finished(value, **kw):
+            if value > n0:
+                finished.set()
+
+        cid = self.capture_finished.subscribe(on_finished, run=False)
+        try:
+            self.capture_cmd.put(n, wait=True)
+        except Exception:
+            self.capture_finished.unsubscribe(cid)
+            raise
+
+        def wait() -> None:
+            try:
+                if not finished.wait(self.trigger_timeout):
+                    raise TimeoutError(f"{self.name}: capture of {n} frames did not finish")
+                state = self.capture_status.get()
+                if state != "READY":
+                    raise RuntimeError(f"{self.name}: capture {state}: {self.capture_message.get()}")
+                first = int(self.capture_first_index.get())
+                if first % n:
+                    raise RuntimeError(f"{self.name}: capture started at frame {first}, not a multiple of {n}")
+                train_ids = [int(t) for t in self.capture_train_ids.get()[:n]]
+                frame_numbers = [int(f) for f in self.capture_frame_numbers.get()[:n]]
+                datum = self._datum_factory({"point_number": first // n})
+                self._asset_docs.append(("datum", datum))
+                self._last = {
+                    self.image_key: datum["datum_id"],
+                    self.train_id_key: train_ids[0] if n == 1 else train_ids,
+                    self.frame_number_key: frame_numbers[0] if n == 1 else frame_numbers,
+                    "time": time.time(),
+                }
+                self._n_points += 1
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+            finally:
+                self.capture_finished.unsubscribe(cid)
+
+        threading.Thread(target=wait, name=f"{self.name}-trigger", daemon=True).start()
+        return status
+
+    def read(self) -> OrderedDict:
+        out = super().read()
+        ts = self._last.get("time", time.time())
+        for key in (self.image_key, self.train_id_key, self.frame_number_key):
+            if key in self._last:
+                out[key] = {"value": self._last[key], "timestamp": ts}
+        return out
+
+    def describe(self) -> OrderedDict:
+        out = super().describe()
+        n = int(self.frames_per_point.get())
+        source = f"PV:{self.prefix}{PV.CAPTURE_FULL_PATH}"
+        out[self.image_key] = {
+            "source": source, "dtype": "array", "shape": [n, FRAME_ROWS, FRAME_COLS],
+            "dtype_numpy": "<u2", "external": "FILESTORE:",
+        }
+        shape = [] if n == 1 else [n]
+        for key in (self.train_id_key, self.frame_number_key):
+            out[key] = {"source": f"PV:{self.prefix}{PV.CAPTURE_TRAIN_IDS}", "dtype": "integer" if n == 1 else "array",
+                        "shape": shape, "dtype_numpy": "<u8"}
+        return out
+
+    def collect_asset_docs(self):
+        docs, self._asset_docs = self._asset_docs, []
+        yield from docs
+
+    #: where ``read()``'s image lives inside the file
+    dataset = DATA

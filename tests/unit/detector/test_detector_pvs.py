@@ -1,0 +1,42 @@
+"""The IOC serves team1k's PV table exactly, and every PV the device uses."""
+
+from trainstamp.detector import _pvs as PV
+from trainstamp.detector._device import Team1k
+from trainstamp.detector._ioc import Team1kIOC
+
+
+def ioc_suffixes(prefix="T1:"):
+    ioc = Team1kIOC(prefix=prefix, server=None)
+    return {name[len(prefix):] for name in ioc.pvdb}
+
+
+def test_seed_pv_table_is_served():
+    assert set(PV.SEED_PVS) <= ioc_suffixes()
+    assert len(PV.SEED_PVS) == 21
+
+
+def test_device_pvs_are_all_served():
+    served = ioc_suffixes()
+    used = set()
+    for cpt in Team1k._sig_attrs.values():
+        if cpt.suffix is not None and cpt.cls.__name__.startswith("Epics"):
+            used.add(cpt.suffix)
+            if "write_pv" in cpt.kwargs:
+                used.add(cpt.kwargs["write_pv"])
+    assert used and used <= served, used - served
+
+
+def test_added_pvs():
+    served = ioc_suffixes()
+    assert set(PV.RX_COUNTERS) <= served
+    for suffix in (PV.CAPTURE_DIR, PV.CAPTURE_NAME, PV.CAPTURE_FULL_PATH, PV.LAST_TRAIN_ID,
+                   PV.LAST_FRAME_NUMBER, PV.BELLOW_INSERT, PV.BELLOW_POSITION, PV.POWER_ON,
+                   PV.POWER_STATUS, PV.RX_RCVBUF, PV.REG_TIMEOUTS, PV.REG_STRAY, PV.ERR_BAD_PUTS):
+        assert suffix in served
+
+
+def test_commands_are_writable_and_status_read_only():
+    ioc = Team1kIOC(prefix="T1:", server=None)
+    for suffix in PV.SEED_PVS:
+        read_only = type(ioc.pvdb["T1:" + suffix]).__name__.endswith("RO")
+        assert read_only == (not suffix.startswith("CMD:")), suffix
