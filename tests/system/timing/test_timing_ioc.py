@@ -126,3 +126,23 @@ def test_x2timer_is_unknown_with_a_clear_error(timeserver):
     ts.put(PV.RESET, 1)
     ts.wait(PV.STATE, lambda s: s == "ON")
     ts.wait(PV.ID, lambda v: v > 0)
+
+
+def test_operator_start_script_with_instance_config(ca_ports, tmp_path):
+    from pathlib import Path
+
+    from trainstamp.testing import Subprocess, free_port, random_prefix
+
+    script = Path(__file__).parents[3] / "iocs" / "timeserver" / "st.sh"
+    conf = tmp_path / "site.conf"
+    prefix = random_prefix("TSST")
+    conf.write_text(f"TS_PREFIX={prefix}\nTS_SOURCE=internal\nTS_PERIOD_MS=50\n"
+                    f"TS_BROADCAST_PORT={free_port()}\nTS_AUTO_RESET=no\n"
+                    "TS_INTERFACES=127.0.0.1\n")
+    port = ca_ports.next_port()
+    env = ca_ports.env(server_port=port)
+    env["TS_PERIOD_MS"] = "40"  # the environment wins over the file
+    with Subprocess([str(script), str(conf)], env=env, python_module=False,
+                    ready=lambda: read(prefix + PV.STATE, timeout=0.5)) as proc:
+        assert "--period 40 " in proc.output() and "--no-auto-reset" in proc.output()
+        assert read(prefix + PV.PERIOD_SET, timeout=2).data[0] == 40.0
