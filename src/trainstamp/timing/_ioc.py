@@ -94,9 +94,7 @@ class TimeServerIOC(PVGroup):
         self.timer = Timer(self.model, auto_reset=auto_reset, on_change=self._changed)
         self.broadcaster = (Broadcaster(broadcast_bind, broadcast_port) if broadcast_port
                             else None)
-        self.timer.listeners.append(self._on_tick)
-        if self.broadcaster is not None:
-            self.timer.listeners.append(lambda tick: self.broadcaster.broadcast(tick.train_id))
+        self.timer.listeners += [self._on_tick, self._broadcast]
         self._pending: Tick | None = None
         self._dirty = asyncio.Event()
         self._published: dict[str, object] = {}
@@ -134,6 +132,10 @@ class TimeServerIOC(PVGroup):
     def _on_tick(self, tick: Tick) -> None:
         self._pending = tick  # the publisher writes the newest tick
         self._dirty.set()
+
+    def _broadcast(self, tick: Tick) -> None:
+        if self.broadcaster is not None:
+            self.broadcaster.broadcast(tick.train_id)
 
     def _changed(self) -> None:
         self._dirty.set()

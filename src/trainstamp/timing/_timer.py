@@ -117,7 +117,10 @@ class Timer:
         if tick is None:
             return
         for listener in self.listeners:
-            listener(tick)
+            try:
+                listener(tick)
+            except Exception:  # one broken consumer must not stop the ticks
+                log.exception("tick listener %r failed", listener)
         if self.model.discontinuities != discontinuities:
             self.on_change()
 
