@@ -1,0 +1,139 @@
+"""ophyd device for the tagger IOC (:mod:`trainstamp.tagger._ioc`).
+
+:class:`TimeTagger` has one sub-device per measurement slot (``corr1``, ``hist1``,
+``rate1``, ``cnt1``) and one per input channel (``ch1`` ...). ``trigger()`` puts 1 to
+each active slot's ``ACQUIRE`` with put-completion: the IOC clears the slot, runs it
+for ``DURATION`` seconds or ``N_TRAINS`` trains, and completes the put when the
+measurement has finished. ``read()`` then returns the slot arrays inline (a 2,000-bin
+histogram is small), the capture duration and the first and last train ID covered.
+Channel settings and slot settings are in ``read_configuration()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import AndStatus, Status
+
+SLOTS = ("corr1", "hist1", "rate1", "cnt1")
+
+
+class SlotBase(Device):
+    """Lifecycle and train range shared by every slot (PV suffixes as in the IOC)."""
+
+    duration = Cpt(EpicsSignal, "DURATION", kind="config")
+    n_trains = Cpt(EpicsSignal, "N_TRAINS", kind="config")
+    acquire = Cpt(EpicsSignal, "ACQUIRE", put_complete=True, kind="omitted")
+    start_ = Cpt(EpicsSignal, "START", kind="omitted")
+    stop_ = Cpt(EpicsSignal, "STOP", kind="omitted")
+    clear = Cpt(EpicsSignal, "CLEAR", kind="omitted")
+    running = Cpt(EpicsSignalRO, "RUNNING", kind="omitted")
+    status_text = Cpt(EpicsSignalRO, "STATUS", string=True, kind="omitted")
+    capture_duration = Cpt(EpicsSignalRO, "CAPTURE_DURATION", kind="normal")
+    first_train_id = Cpt(EpicsSignalRO, "FIRST_TRAIN_ID", kind="normal")
+    last_train_id = Cpt(EpicsSignalRO, "LAST_TRAIN_ID", kind="normal")
+
+    def trigger(self) -> Status:
+        """Clear, acquire for DURATION or N_TRAINS; done when the IOC says so."""
+        return self.acquire.set(1)
+
+
+class CorrelationSlot(SlotBase):
+    chan1 = Cpt(EpicsSignal, "CHAN1", kind="config")
+    chan2 = Cpt(EpicsSignal, "CHAN2", kind="config")
+    binwidth = Cpt(EpicsSignal, "BINWIDTH", kind="config")
+    n_bins = Cpt(EpicsSignal, "N_BINS", kind="config")
+    data = Cpt(EpicsSignalRO, "DATA", kind="normal")
+    index = Cpt(EpicsSignalRO, "INDEX", kind="normal")
+    g2 = Cpt(EpicsSignalRO, "G2", kind="normal")
+
+
+class HistogramSlot(SlotBase):
+    click_chan = Cpt(EpicsSignal, "CLICK_CHAN", kind="config")
+    start_chan = Cpt(EpicsSignal, "START_CHAN", kind="config")
+    binwidth = Cpt(EpicsSignal, "BINWIDTH", kind="config")
+    n_bins = Cpt(EpicsSignal, "N_BINS", kind="config")
+    data = Cpt(EpicsSignalRO, "DATA", kind="normal")
+    index = Cpt(EpicsSignalRO, "INDEX", kind="normal")
+
+
+class CountrateSlot(SlotBase):
+    channels = Cpt(EpicsSignal, "CHANNELS", kind="config")
+    data = Cpt(EpicsSignalRO, "DATA", kind="normal")
+    counts_total = Cpt(EpicsSignalRO, "COUNTS_TOTAL", kind="normal")
+
+
+class CounterSlot(SlotBase):
+    channels = Cpt(EpicsSignal, "CHANNELS", kind="config")
+    binwidth = Cpt(EpicsSignal, "BINWIDTH", kind="config")
+    n_values = Cpt(EpicsSignal, "N_VALUES", kind="config")
+    data = Cpt(EpicsSignalRO, "DATA", kind="normal")
+
+
+class ChannelSettings(Device):
+    """One input channel's settings (all configuration) and its count rate."""
+
+    test_signal = Cpt(EpicsSignal, "TEST_SIGNAL", kind="config")
+    trigger_level = Cpt(EpicsSignal, "TRIGGER_LEVEL", kind="config")
+    delay = Cpt(EpicsSignal, "DELAY", kind="config")
+    dead_time = Cpt(EpicsSignal, "DEAD_TIME", kind="config")
+    event_divider = Cpt(EpicsSignal, "EVENT_DIVIDER", kind="config")
+    count_rate = Cpt(EpicsSignalRO, "COUNT_RATE", kind="omitted")
+
+
+_SLOT_KIND = Kind.normal | Kind.config
+
+
+class TimeTagger(Device):
+    """The tagger IOC as one ophyd device.
+
+    Parameters
+    ----------
+    prefix
+        The IOC prefix, e.g. ``"TT:"``.
+    slots
+        The slots that ``trigger()`` runs and ``read()`` reports (default: ``corr1``).
+        The others stay reachable as attributes but are left out of readings.
+    """
+
+    corr1 = Cpt(CorrelationSlot, "CORR1:", kind=_SLOT_KIND)
+    hist1 = Cpt(HistogramSlot, "HIST1:", kind=_SLOT_KIND)
+    rate1 = Cpt(CountrateSlot, "RATE1:", kind=_SLOT_KIND)
+    cnt1 = Cpt(CounterSlot, "CNT1:", kind=_SLOT_KIND)
+    ch1 = Cpt(ChannelSettings, "CH1:", kind="config")
+    ch2 = Cpt(ChannelSettings, "CH2:", kind="config")
+    ch3 = Cpt(ChannelSettings, "CH3:", kind="config")
+    ch4 = Cpt(ChannelSettings, "CH4:", kind="config")
+    ch5 = Cpt(ChannelSettings, "CH5:", kind="config")
+    ch6 = Cpt(ChannelSettings, "CH6:", kind="config")
+    ch7 = Cpt(ChannelSettings, "CH7:", kind="config")
+    ch8 = Cpt(ChannelSettings, "CH8:", kind="config")
+    last_train_id = Cpt(EpicsSignalRO, "LAST_TRAIN_ID", kind="omitted")
+    connected = Cpt(EpicsSignalRO, "CONNECTED", kind="omitted")
+
+    def __init__(self, prefix: str = "TT:", *, name: str, slots: Sequence[str] = ("corr1",),
+                 **kwargs) -> None:
+        super().__init__(prefix, name=name, **kwargs)
+        self.active_slots = tuple(slots)
+
+    @property
+    def active_slots(self) -> tuple[str, ...]:
+        return self._active_slots
+
+    @active_slots.setter
+    def active_slots(self, slots: Sequence[str]) -> None:
+        bad = [s for s in slots if s not in SLOTS]
+        if bad or not slots:
+            raise ValueError(f"slots must be a non-empty subset of {SLOTS}, got {list(slots)}")
+        self._active_slots = tuple(slots)
+        for s in SLOTS:
+            getattr(self, s).kind = _SLOT_KIND if s in slots else Kind.omitted
+
+    def trigger(self) -> Status:
+        statuses = [getattr(self, s).trigger() for s in self.active_slots]
+        status = statuses[0]
+        for st in statuses[1:]:
+            status = AndStatus(status, st)
+        return status

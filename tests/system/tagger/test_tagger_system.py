@@ -1,0 +1,284 @@
+"""The tagger service over real sockets: emulator -> server (tag link, Pyro5, IOC).
+
+One stack per module: the train-ID emulator (10 Hz), the tagger emulator with a
+correlated pair source on channels 3/4, and ``trainstamp ioc tagger`` with its Pyro5
+server on port 23000 (the seed's client hard-codes that port).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from caproto.sync.client import read, write
+
+from trainstamp.testing import Subprocess, SubprocessIOC, free_port, random_prefix, wait_until
+
+pytestmark = pytest.mark.system
+Pyro5 = pytest.importorskip("Pyro5.api")
+
+PYRO_PORT = 23000
+HERE = Path(__file__).parent
+PAIR_DELAY_PS = 1000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _tcp_ready(port: int):
+    def ready() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+
+    return ready
+
+
+@pytest.fixture(scope="module")
+def stack(ca_ports):
+    if not _port_free(PYRO_PORT):
+        pytest.skip(f"port {PYRO_PORT} is busy; the seed's client needs it")
+    trains_port, tagger_port = free_port(), free_port()
+    prefix = random_prefix("TT")
+    trains = Subprocess(["emulate", "trains", "--port", str(trains_port), "--period", "100"],
+                        ready=_tcp_ready(trains_port))
+    emu = Subprocess(["emulate", "tagger", "--port", str(tagger_port), "--seed", "7",
+                      "--trains", f"tcp://127.0.0.1:{trains_port}",
+                      "--pair", f"3:4:200000:{PAIR_DELAY_PS}:30"],
+                     ready=_tcp_ready(tagger_port))
+    ioc = SubprocessIOC(["ioc", "tagger", "--prefix", prefix,
+                         "--tagger", f"tcp://127.0.0.1:{tagger_port}",
+                         "--trains", f"tcp://127.0.0.1:{trains_port}",
+                         "--pyro-port", str(PYRO_PORT)],
+                        ca_ports, ready_pv=f"{prefix}CONNECTED")
+    with trains, emu, ioc:
+        wait_until(lambda: read(f"{prefix}CONNECTED").data[0] in (1, b"On"), timeout=20,
+                   message="tag link up")
+        yield {"prefix": prefix, "uri": f"PYRO:TimeTagger@127.0.0.1:{PYRO_PORT}",
+               "ioc": ioc, "emu": emu}
+        assert ioc.alive, ioc.output()
+
+
+def pv(stack, suffix: str):
+    return read(stack["prefix"] + suffix).data
+
+
+def put(stack, suffix: str, value, timeout: float = 5.0) -> None:
+    write(stack["prefix"] + suffix, value, notify=True, timeout=timeout)
+
+
+# -- the seed's client, unchanged ----------------------------------------------------------
+def test_seed_client_runs_unchanged(stack, tmp_path):
+    script = tmp_path / "seed_client.py"
+    shutil.copy(HERE / "seed_client_example.txt", script)
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=40)
+    assert proc.returncode == 0, proc.stderr
+    assert "Time Tagger serial: EMU-TT-0001" in proc.stdout
+    # its objects were freed when it disconnected
+    wait_until(lambda: pv(stack, "PYRO_OBJECTS")[0] == 0, timeout=10,
+               message="the seed client's objects to be freed")
+
+
+# -- the stream and the IOC ------------------------------------------------------------------
+def test_stream_counts_and_markers(stack):
+    put(stack, "CH1:TEST_SIGNAL", 1)
+    assert pv(stack, "CH1:TEST_SIGNAL")[0] in (1, b"On")
+    wait_until(lambda: 0.75e6 < pv(stack, "CH1:COUNT_RATE")[0] < 0.85e6, timeout=10,
+               message="CH1 at the 0.8 MHz test-signal rate")
+    wait_until(lambda: pv(stack, "MARKERS_PAIRED")[0] >= 5, timeout=10, message="markers")
+    assert pv(stack, "BAD_FRAMES")[0] == 0
+    assert pv(stack, "MARKERS_UNMATCHED")[0] == 0
+    assert pv(stack, "LAST_TRAIN_ID")[0] > 1e6
+    put(stack, "CH1:TEST_SIGNAL", 0)
+
+
+def test_correlation_slot_for_trains(stack):
+    put(stack, "CORR1:CHAN1", 3)
+    put(stack, "CORR1:CHAN2", 4)
+    put(stack, "CORR1:BINWIDTH", 100)
+    put(stack, "CORR1:N_BINS", 200)
+    put(stack, "CORR1:N_TRAINS", 3)
+    put(stack, "CORR1:ACQUIRE", 1, timeout=10)
+    data, index = pv(stack, "CORR1:DATA"), pv(stack, "CORR1:INDEX")
+    assert len(data) == 200 and len(index) == 200
+    peak = index[int(np.argmax(data))]
+    assert abs(peak - PAIR_DELAY_PS) <= 100
+    first, last = pv(stack, "CORR1:FIRST_TRAIN_ID")[0], pv(stack, "CORR1:LAST_TRAIN_ID")[0]
+    assert first > 1e6 and last - first in (2, 3)
+    assert 0.2 < pv(stack, "CORR1:CAPTURE_DURATION")[0] < 0.45
+    assert np.max(pv(stack, "CORR1:G2")) > 10
+
+
+@pytest.mark.parametrize(("suffix", "value", "text"), [
+    ("CORR1:N_BINS", 0, "n_bins 0 outside"),
+    ("CORR1:N_BINS", 10**8, "outside 1..16384"),
+    ("CORR1:BINWIDTH", 0, "binwidth 0 outside"),
+    ("CORR1:CHAN1", 99, "unknown channel 99"),
+    ("HIST1:START_CHAN", -7, "unknown channel -7"),
+    ("CH2:TRIGGER_LEVEL", 9.0, "trigger level 9.0 V outside"),
+    ("CH2:DEAD_TIME", 1, "dead time 1 ps outside"),
+])
+def test_ioc_refuses_bad_settings(stack, suffix, value, text):
+    before = pv(stack, suffix)[0]
+    with pytest.raises(Exception, match="write"):
+        put(stack, suffix, value)
+    assert pv(stack, suffix)[0] == before
+    if suffix.startswith("CH"):
+        assert text in pv(stack, "LAST_ERROR")[0].decode(errors="replace")
+
+
+# -- Pyro5: bad input, ownership, several clients ----------------------------------------------
+def test_pyro_bad_input_gets_clear_errors(stack):
+    with Pyro5.Proxy(stack["uri"]) as tt:
+        tagger = tt.createTimeTagger()
+        with pytest.raises(ValueError, match="99"):
+            tt.Correlation(tagger, 1, 99, binwidth=10, n_bins=10)
+        with pytest.raises(ValueError, match="n_bins"):
+            tt.Correlation(tagger, 1, 2, binwidth=10, n_bins=0)
+        with pytest.raises(ValueError, match="n_bins"):
+            tt.Correlation(tagger, 1, 2, binwidth=10, n_bins=10**12)
+        with pytest.raises(ValueError, match="binwidth"):
+            tt.Correlation(tagger, 1, 2, binwidth=-5, n_bins=10)
+        with pytest.raises(ValueError, match="must be an integer"):
+            tt.Correlation(tagger, "one", 2, binwidth=10, n_bins=10)
+        with pytest.raises(ValueError, match="expected a proxy"):
+            tt.Correlation(42, 1, 2)
+        with pytest.raises(ValueError, match="unknown channel 77"):
+            tagger.setTriggerLevel(77, 0.1)
+        with pytest.raises(ValueError, match="trigger level"):
+            tagger.setTriggerLevel(1, "high")
+        corr = tt.Correlation(tagger, 3, 4, binwidth=100, n_bins=100)
+        with pytest.raises(ValueError, match="capture_duration"):
+            corr.startFor("soon")
+        assert tt.freeTimeTagger(tagger)
+        with pytest.raises(RuntimeError, match="freed"):
+            corr.getData()
+        with pytest.raises(RuntimeError, match="freed"):
+            tagger.getSerial()
+        # and the server still serves
+        assert tt.scanTimeTagger() == ["EMU-TT-0001"]
+
+
+def test_one_client_cannot_free_another(stack):
+    with Pyro5.Proxy(stack["uri"]) as a, Pyro5.Proxy(stack["uri"]) as b:
+        ta, tb = a.createTimeTagger(), b.createTimeTagger()
+        corr_b = b.Correlation(tb, 3, 4, binwidth=100, n_bins=100)
+        with pytest.raises(PermissionError, match="another client"):
+            a.freeTimeTagger(tb)
+        assert a.freeTimeTagger(ta)  # freeing mine leaves b's tagger alone
+        corr_b.startFor(int(0.3e12))
+        assert corr_b.waitUntilFinished(5000)
+        assert sum(corr_b.getData()) > 0
+        assert tb.getSerial() == "EMU-TT-0001"
+
+
+def test_several_clients_collect_at_once(stack):
+    results, errors = [], []
+
+    def client() -> None:
+        try:
+            with Pyro5.Proxy(stack["uri"]) as tt:
+                tagger = tt.createTimeTagger()
+                corr = tt.Correlation(tagger, 3, 4, binwidth=100, n_bins=100)
+                corr.startFor(int(0.5e12))
+                corr.waitUntilFinished(10_000)
+                results.append(int(np.argmax(corr.getData())))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 3
+    assert all(r == results[0] for r in results)
+
+
+def test_client_disconnecting_mid_call_is_cleaned_up(stack):
+    code = (
+        "import Pyro5.api, sys\n"
+        f"tt = Pyro5.api.Proxy({stack['uri']!r})\n"
+        "t = tt.createTimeTagger()\n"
+        "c = tt.Correlation(t, 3, 4, binwidth=10, n_bins=10)\n"
+        "c.startFor(int(1e15))\n"
+        "print('waiting', flush=True)\n"
+        "c.waitUntilFinished(-1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "waiting"
+        wait_until(lambda: pv(stack, "PYRO_OBJECTS")[0] >= 2, timeout=5, message="objects")
+        proc.kill()
+    finally:
+        proc.wait(10)
+    wait_until(lambda: pv(stack, "PYRO_OBJECTS")[0] == 0, timeout=10,
+               message="the killed client's objects to be freed")
+    with Pyro5.Proxy(stack["uri"]) as tt:
+        assert tt.scanTimeTagger() == ["EMU-TT-0001"]
+
+
+def test_fast_path_matches_lists(stack):
+    from trainstamp.tagger import fast_path
+
+    with Pyro5.Proxy(stack["uri"]) as tt:
+        tagger = tt.createTimeTagger()
+        corr = tt.Correlation(tagger, 3, 4, binwidth=10, n_bins=2000)
+        corr.startFor(int(0.3e12))
+        corr.waitUntilFinished(5000)
+        with fast_path(corr) as fast:
+            data = fast.getData()
+            assert isinstance(data, np.ndarray) and data.dtype == np.int32
+            np.testing.assert_array_equal(data, corr.getData())
+            np.testing.assert_array_equal(fast.getIndex(), corr.getIndex())
+            assert fast.isRunning() is False
+        with pytest.raises(ValueError, match="not a method"):
+            corr.fetchArray("process")
+        tt.freeTimeTagger(tagger)
+
+
+# -- the ophyd device ------------------------------------------------------------------------
+def test_device_with_run_engine(stack):
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from bluesky.protocols import Readable, Triggerable
+
+    from trainstamp.tagger import TimeTagger
+
+    tt = TimeTagger(stack["prefix"], name="tt", slots=("corr1", "rate1"))
+    tt.wait_for_connection(timeout=10)
+    assert isinstance(tt, Readable) and isinstance(tt, Triggerable)
+    tt.corr1.chan1.set(3).wait(5)
+    tt.corr1.chan2.set(4).wait(5)
+    tt.corr1.n_bins.set(2000).wait(5)
+    tt.corr1.binwidth.set(10).wait(5)
+    tt.corr1.n_trains.set(2).wait(5)
+    tt.rate1.n_trains.set(0).wait(5)
+    tt.rate1.duration.set(0.2).wait(5)
+    docs = []
+    RE = RunEngine({})
+    RE(count([tt], num=2), lambda name, doc: docs.append((name, doc)))
+    events = [d for n, d in docs if n == "event"]
+    assert len(events) == 2
+    data = events[0]["data"]
+    assert len(data["tt_corr1_data"]) == 2000 and len(data["tt_corr1_index"]) == 2000
+    assert data["tt_corr1_last_train_id"] - data["tt_corr1_first_train_id"] in (1, 2)
+    assert events[1]["data"]["tt_corr1_first_train_id"] > data["tt_corr1_last_train_id"] - 1
+    assert 0.15 < data["tt_rate1_capture_duration"] < 0.3
+    assert "tt_hist1_data" not in data
+    config = tt.read_configuration()
+    assert "tt_ch1_trigger_level" in config and "tt_corr1_n_bins" in config
