@@ -190,6 +190,7 @@ class TaggerEmulator:
                 if overflow is None and queued > self.backlog_bytes:
                     overflow = {"first": int(tags["time"][0]) if len(tags) else self.generator.t0,
                                 "last": self.generator.t0, "missed": collections.Counter()}
+                    self.stats["overflow_begins"] += 1
                 if overflow is not None:
                     if len(tags):
                         overflow["missed"].update(

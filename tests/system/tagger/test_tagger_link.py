@@ -1,0 +1,120 @@
+"""The tag link over loopback: hostile streams, reconnects and overflow marking."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from trainstamp.tagger import _wire as wire
+from trainstamp.tagger._emulator import TaggerEmulator
+from trainstamp.tagger._sources import TaggerSettings
+from trainstamp.tagger._stream import TagService
+from trainstamp.tagger.engine import Countrate, TimeTaggerVirtual
+from trainstamp.testing import wait_until
+
+pytestmark = pytest.mark.system
+HELLO = {"serial": "FAKE-1", "channels": [1, 2, 3], "marker_channel": 3, "settings": {}}
+
+
+def _block(n: int, start_ps: int, seq: int) -> bytes:
+    tags = np.zeros(n, wire.TAG_DTYPE)
+    tags["channel"] = 1 + np.arange(n) % 2
+    tags["time"] = start_ps + np.arange(n, dtype=np.int64) * 1000
+    return b"".join(bytes(p) for p in wire.encode_tags(tags, seq, end_time=start_ps + n * 1000))
+
+
+class FakeTagger:
+    """A tagger that plays scripted byte sequences, one per connection."""
+
+    def __init__(self, scripts: list[list[bytes]]) -> None:
+        self.scripts = scripts
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with self.sock:
+            for script in self.scripts:
+                conn, _ = self.sock.accept()
+                with conn:
+                    for chunk in script:
+                        conn.sendall(chunk)
+                        time.sleep(0.01)  # let the reader see separate recv()s
+                    time.sleep(0.1)
+            self.done.set()
+
+
+def test_malformed_and_truncated_blocks_never_reach_the_engine():
+    hello = wire.encode_message(wire.Kind.HELLO, HELLO)
+    corrupt = bytearray(_block(10, 30_000, 2))
+    corrupt[60] ^= 0x55
+    truncated = _block(10, 90_000, 4)[:-30]
+    fake = FakeTagger([
+        [hello, _block(10, 0, 0), b"\x00garbage TTSB garbage" * 5, _block(10, 15_000, 1),
+         bytes(corrupt), _block(10, 60_000, 3), truncated],
+        [hello, _block(10, 200_000, 0)],
+    ])
+    svc = TagService(f"tcp://127.0.0.1:{fake.port}")
+    engine = TimeTaggerVirtual(channels=[1, 2, 3], marker_channel=3)
+    rate = Countrate(engine, [1, 2])
+    svc.add_sink(engine)
+    svc.link.backoff_initial = 0.05
+    svc.start()
+    try:
+        wait_until(lambda: svc.stats.tags == 40, timeout=10, message="the four good blocks")
+        assert fake.done.wait(5)
+    finally:
+        svc.stop()
+    rs = svc.link.reader.stats
+    assert rs.bad_headers > 0 and rs.skipped_bytes > 0
+    assert rs.bad_payloads >= 2  # the corrupt block and the truncated one
+    assert svc.link.connects == 2
+    assert int(np.sum(rate.getCountsTotal())) == 40
+    assert svc.stats.process_errors == 0
+
+
+def test_control_requests_round_trip_and_refusals():
+    emu = TaggerEmulator(port=0, seed=1).start()
+    svc = TagService(f"tcp://127.0.0.1:{emu.port}").start()
+    try:
+        assert svc.link.wait_connected(5)
+        assert svc.link.request("set_dead_time", 2, 5000.0) == 5000
+        with pytest.raises(ValueError, match="dead time 1"):
+            svc.link.request("set_dead_time", 2, 1)
+        with pytest.raises(ValueError, match="unknown operation"):
+            svc.link.request("format_disk")
+        assert svc.link.request("describe")["settings"]["2"]["dead_time"] == 5000
+    finally:
+        svc.stop()
+        emu.stop()
+
+
+def test_overflow_is_marked_and_counted():
+    settings = TaggerSettings()
+    for ch in (1, 2, 3, 4):
+        settings.set_test_signal(ch, True)
+    emu = TaggerEmulator(port=0, settings=settings, backlog_bytes=1 << 20, seed=2).start()
+    reader = wire.FrameReader()
+    counts = np.zeros(5, np.int64)
+    missed = 0
+    with socket.create_connection(("127.0.0.1", emu.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        wait_until(lambda: emu.stats["overflow_begins"] >= 1,
+                   timeout=10, message="the consumer to fall behind")
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 10
+        while counts[wire.TagType.OverflowEnd] == 0 and time.monotonic() < deadline:
+            for f in reader.feed(sock.recv(1 << 20)):
+                if f.kind == wire.Kind.TAGS:
+                    counts += np.bincount(f.tags["type"], minlength=5)
+                    missed += int(f.tags["missed_events"].sum())
+    emu.stop()
+    assert counts[wire.TagType.OverflowBegin] >= 1 and counts[wire.TagType.OverflowEnd] >= 1
+    assert missed > 0
+    assert reader.stats.bad_payloads == 0 and reader.stats.lost_blocks == 0
