@@ -108,6 +108,7 @@ class FpgaEmulator:
         self.destination: tuple[str, int] | None = None
         self._lock = threading.RLock()
         self._running = threading.Event()
+        self._run_id = 0  # incremented at each DAQ start
         self._stop = threading.Event()
         self._trains: queue.Queue[tuple[int, int]] = queue.Queue(maxsize=1000)
         self._image: SimulatedImage | None = None
@@ -185,6 +186,8 @@ class FpgaEmulator:
             if reg == Reg.DAQ_CONTROL:
                 if value:
                     self._drain_trains()
+                    if not self._running.is_set():
+                        self._run_id += 1
                     self._running.set()
                 else:
                     self._running.clear()
@@ -285,13 +288,12 @@ class FpgaEmulator:
     def _stream(self) -> None:
         sent_in_run = 0
         next_deadline = 0.0
-        was_running = False
+        run_id = 0
         while not self._stop.is_set():
             if not self._running.wait(0.1):
-                was_running = False
                 continue
-            if not was_running:
-                was_running, sent_in_run, next_deadline = True, 0, time.monotonic()
+            if run_id != self._run_id:
+                run_id, sent_in_run, next_deadline = self._run_id, 0, time.monotonic()
             if self.regs[Reg.TRIGGER_MODE] == TriggerModes.EXTERNAL:
                 try:
                     train_id, ts = self._trains.get(timeout=0.1)

@@ -44,7 +44,7 @@ def test_good_file():
 ])
 def test_bad_line_is_named(line, message):
     text = GOOD + line + "\n"
-    with pytest.raises(ValueError, match=re.escape(f"params.txt:10: ") + ".*" + re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape("params.txt:10: ") + ".*" + re.escape(message)):
         parse_parameters(text, "params.txt")
 
 
