@@ -15,8 +15,9 @@ fast path: it returns an array as raw bytes + dtype + shape; use it through
 
 Resources are owned by the client *connection* that created them (Pyro's
 ``current_context.client``). When that connection closes (``Daemon.clientDisconnect``)
-its taggers, measurements and virtual channels are freed. ``freeTimeTagger`` and
-``free`` refuse objects of another connection. Each ``createTimeTagger`` makes its own
+its taggers, measurements and virtual channels are freed. ``freeTimeTagger`` refuses
+taggers created by another connection; an object's own ``free()`` needs its proxy,
+whose URI carries an unguessable id that only its creator was given. Each ``createTimeTagger`` makes its own
 engine tagger fed from the shared stream, so freeing one client's tagger never touches
 another client's. Hardware settings (test signal, trigger level, ...) are global to
 the instrument, as on a real tagger, and are forwarded over the tag link.
@@ -163,8 +164,11 @@ class Adapter:
     @Pyro5.api.expose
     @_builtin_errors
     def free(self) -> bool:
-        """Free this object (only the client connection that created it may)."""
-        self._rpc.check_owner(self)
+        """Free this measurement or virtual channel.
+
+        Holding this object's proxy (its unguessable URI) is what allows it: the
+        proxy has its own connection, so the creator's connection cannot be required.
+        """
         self._rpc.release(self)
         return True
 
