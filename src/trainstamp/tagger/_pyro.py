@@ -96,9 +96,8 @@ def to_plain(value: object) -> object:
     if isinstance(value, dict):
         return {str(k) if not isinstance(k, str | int) else k: to_plain(v)
                 for k, v in value.items()}
-    if isinstance(value, int | float | str | bool | type(None)):
-        return value.__class__.__mro__[0](value) if isinstance(value, bool) else (
-            int(value) if isinstance(value, int) else value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)  # IntEnum and friends travel as plain ints
     return value
 
 

@@ -251,6 +251,27 @@ def test_fast_path_matches_lists(stack):
         tt.freeTimeTagger(tagger)
 
 
+def test_virtual_channels_and_synchronized_measurements(stack):
+    with Pyro5.Proxy(stack["uri"]) as tt:
+        tagger = tt.createTimeTagger()
+        delayed = tt.DelayedChannel(tagger, 3, PAIR_DELAY_PS)
+        vch = delayed.getChannel()
+        assert vch >= 1000
+        sync = tt.SynchronizedMeasurements(tagger)
+        sync_tagger = sync.getTagger()
+        corr = tt.Correlation(sync_tagger, vch, 4, binwidth=100, n_bins=100)
+        rate = tt.Countrate(sync_tagger, [3, 4])
+        sync.startFor(int(0.3e12))
+        assert sync.waitUntilFinished(5000)
+        assert corr.getCaptureDuration() == rate.getCaptureDuration() == int(0.3e12)
+        data, index = corr.getData(), corr.getIndex()
+        assert abs(index[int(np.argmax(data))]) <= 100  # the delay is compensated
+        assert all(r > 0 for r in rate.getData())
+        tt.freeTimeTagger(tagger)
+        with pytest.raises(RuntimeError, match="freed"):
+            delayed.getChannel()
+
+
 # -- the ophyd device ------------------------------------------------------------------------
 def test_device_with_run_engine(stack):
     from bluesky import RunEngine
