@@ -34,6 +34,8 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 #: Largest n_bins (or channels x values) a slot takes; the waveform PVs are this long.
 MAX_SLOT_BINS = 16384
 MAX_SLOT_CHANNELS = 8
+#: Queued updates per subscriber of a waveform PV (caproto's default of 1000 is for scalars).
+_BACKLOG = 50
 
 
 async def _blocking(fn, *args):
@@ -255,11 +257,11 @@ class CorrelationSlot(Slot):
     binwidth = pvproperty(name="BINWIDTH", value=1000, units="ps", doc="bin width")
     n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
-                      read_only=True, doc="counts per bin")
+                      read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
     index = pvproperty(name="INDEX", value=[0.0] * MAX_SLOT_BINS, read_only=True, units="ps",
-                       doc="bin times")
+                       doc="bin times", max_subscription_backlog=_BACKLOG)
     g2 = pvproperty(name="G2", value=[0.0] * MAX_SLOT_BINS, read_only=True,
-                    doc="normalised correlation")
+                    doc="normalised correlation", max_subscription_backlog=_BACKLOG)
 
     chan1.putter(_channel_put)
     chan2.putter(_channel_put)
@@ -289,9 +291,9 @@ class HistogramSlot(Slot):
     binwidth = pvproperty(name="BINWIDTH", value=1000, units="ps", doc="bin width")
     n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
-                      read_only=True, doc="counts per bin")
+                      read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
     index = pvproperty(name="INDEX", value=[0.0] * MAX_SLOT_BINS, read_only=True, units="ps",
-                       doc="bin start times")
+                       doc="bin start times", max_subscription_backlog=_BACKLOG)
 
     click_chan.putter(_channel_put)
     start_chan.putter(_channel_put)
@@ -352,7 +354,7 @@ class CounterSlot(Slot):
     binwidth = pvproperty(name="BINWIDTH", value=1_000_000_000, units="ps", doc="bin width")
     n_values = pvproperty(name="N_VALUES", value=100, doc="bins per channel")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
-                      read_only=True, doc="counts, channel-major")
+                      read_only=True, doc="counts, channel-major", max_subscription_backlog=_BACKLOG)
     channels.putter(_channels_put)
     binwidth.putter(_positive("binwidth", 10**15))
 
