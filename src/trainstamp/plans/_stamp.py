@@ -1,0 +1,229 @@
+"""The train-ID stamping contract, as reusable pieces.
+
+Every Event that trainstamp writes has a data key named ``train_id``. The Event schema
+allows no extra top-level fields, so the ID is a reading in the event, next to a
+``train_id_status`` reading that says how far to trust it:
+
+========================  ==========================================================
+``train_id_status``       ``train_id``
+========================  ==========================================================
+``"OK"``                  the train ID in force when the event was read
+``"STALE"``               interpolated across ``stale_after`` or more missed ticks
+``"INVALID"``             :data:`NO_TRAIN_ID` (-1): no tick seen yet; never 0
+``"EXACT"``               reserved for devices that know their train (packet headers)
+========================  ==========================================================
+
+The pieces:
+
+- :class:`TrainStamp` is a Readable that interpolates the train ID at read time from a
+  :class:`~trainstamp.timing.device.TimeServer`. Its configuration is the TimeServer's,
+  so each descriptor that holds a stamp carries the TimeServer configuration.
+- :func:`stamp_wrapper` / :func:`stamp_decorator` make any plan keep the contract: they
+  read the stamp into every event bundle that does not already hold a ``train_id``
+  reading (a device that knows its exact train, such as a detector reading its packet
+  headers, provides ``train_id`` itself and is left alone), and they put
+  ``train_id_start`` / ``train_id_start_status`` into the start document.
+- :class:`StopStamper` wraps a document callback (the storage writer) and adds
+  ``train_id_end`` / ``train_id_end_status`` to the stop document, interpolated at the
+  stop document's time. The RunEngine composes the stop document itself, so this is the
+  only place an extra key can go in.
+
+In the start and stop documents an INVALID ID is ``None`` (JSON null), never 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+
+from bluesky import preprocessors as bpp
+from bluesky.utils import Msg, make_decorator
+
+from trainstamp.timing._core import Stamp, StampStatus
+
+__all__ = [
+    "NO_TRAIN_ID",
+    "TRAIN_ID_KEY",
+    "TRAIN_ID_STATUS_KEY",
+    "StopStamper",
+    "TrainStamp",
+    "stamp_decorator",
+    "stamp_wrapper",
+]
+
+#: The data key every trainstamp Event carries.
+TRAIN_ID_KEY = "train_id"
+#: Its companion: "OK", "STALE", "INVALID" (or "EXACT" from devices that know their train).
+TRAIN_ID_STATUS_KEY = "train_id_status"
+#: The value of ``train_id`` in an event when there is no train ID (status INVALID).
+#: Train IDs are unsigned, so -1 can never be mistaken for one; 0 is never used.
+NO_TRAIN_ID = -1
+
+
+class TrainStamp:
+    """A Readable whose reading is the train ID at the time it is read.
+
+    Parameters
+    ----------
+    timeserver : TimeServer
+        Anything with ``train_id_at(t_ns=...) -> Stamp``, ``name`` and the
+        ``read_configuration``/``describe_configuration`` pair, normally
+        :class:`trainstamp.timing.device.TimeServer`.
+    name : str, optional
+        ophyd-style name of this object; ``"<timeserver>_stamp"`` by default. It names
+        the entry that carries the TimeServer configuration in each descriptor.
+    clock_ns : callable
+        Wall clock in integer ns; the time a reading is stamped at.
+    """
+
+    parent = None
+
+    def __init__(
+        self,
+        timeserver: Any,
+        *,
+        name: str | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.timeserver = timeserver
+        self.name = name or f"{timeserver.name}_stamp"
+        self.clock_ns = clock_ns
+        self.hints = {"fields": [TRAIN_ID_KEY]}
+
+    def stamp(self, t_ns: int | None = None) -> Stamp:
+        """The :class:`~trainstamp.timing.Stamp` at ``t_ns`` (now by default)."""
+        return self.timeserver.train_id_at(t_ns=self.clock_ns() if t_ns is None else t_ns)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        t_ns = self.clock_ns()
+        stamp = self.stamp(t_ns)
+        timestamp = t_ns / 1e9
+        return {
+            TRAIN_ID_KEY: {"value": event_train_id(stamp), "timestamp": timestamp},
+            TRAIN_ID_STATUS_KEY: {"value": stamp.status.name, "timestamp": timestamp},
+        }
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        source = f"{self.timeserver.name}:interpolated"
+        return {
+            TRAIN_ID_KEY: {
+                "source": source, "dtype": "integer", "dtype_numpy": "<i8", "shape": [],
+            },
+            TRAIN_ID_STATUS_KEY: {
+                "source": source, "dtype": "string", "shape": [],
+                "choices": [s.name for s in StampStatus] + ["EXACT"],
+            },
+        }
+
+    def read_configuration(self) -> dict[str, dict[str, Any]]:
+        return dict(self.timeserver.read_configuration())
+
+    def describe_configuration(self) -> dict[str, dict[str, Any]]:
+        return dict(self.timeserver.describe_configuration())
+
+    def __repr__(self) -> str:
+        return f"TrainStamp({self.timeserver.name!r}, name={self.name!r})"
+
+
+def event_train_id(stamp: Stamp) -> int:
+    """The ``train_id`` event value for ``stamp``: the ID, or :data:`NO_TRAIN_ID`."""
+    return NO_TRAIN_ID if stamp.train_id is None else int(stamp.train_id)
+
+
+def document_stamp(stamp: Stamp, key: str) -> dict[str, Any]:
+    """``{key: id or None, key_status: name}`` for a start or stop document."""
+    return {key: stamp.train_id, f"{key}_status": stamp.status.name}
+
+
+def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any, Any]:
+    """Make ``plan`` keep the train-ID contract with ``stamp``.
+
+    - Before ``open_run``: read the stamp and add ``train_id_start`` and
+      ``train_id_start_status`` to the start document (unless the plan set them).
+    - Before each ``save``: if no reading in the bundle had a ``train_id`` key, read
+      the stamp into it, so the event gets ``train_id`` and ``train_id_status``.
+
+    Parameters
+    ----------
+    plan : iterable
+        Any bluesky plan.
+    stamp : TrainStamp
+        Where train IDs come from.
+
+    Yields
+    ------
+    msg : Msg
+        The plan's messages, with the stamp reads inserted.
+    """
+    bundles: dict[Any, set[str]] = {}  # open bundles per run key -> data keys read so far
+
+    def record(msg: Msg):
+        reading = yield msg
+        if msg.run in bundles and isinstance(reading, dict):
+            bundles[msg.run].update(reading)
+        return reading
+
+    def open_run(msg: Msg):
+        reading = yield Msg("read", stamp)
+        md = {**msg.kwargs, **document_stamp(_stamp_from_reading(reading, stamp), "train_id_start")}
+        return (yield msg._replace(kwargs=md))
+
+    def save(msg: Msg):
+        seen = bundles.pop(msg.run, set())
+        if TRAIN_ID_KEY not in seen:
+            yield Msg("read", stamp, run=msg.run)
+        return (yield msg)
+
+    def msg_proc(msg: Msg):
+        if msg.command == "open_run" and "train_id_start" not in msg.kwargs:
+            return open_run(msg), None
+        if msg.command == "create":
+            bundles[msg.run] = set()
+        elif msg.command == "read" and msg.obj is not stamp and msg.run in bundles:
+            return record(msg), None
+        elif msg.command == "save":
+            return save(msg), None
+        elif msg.command == "drop":
+            bundles.pop(msg.run, None)
+        return None, None
+
+    return (yield from bpp.plan_mutator(plan, msg_proc))
+
+
+stamp_decorator = make_decorator(stamp_wrapper)
+
+
+def _stamp_from_reading(reading: Any, stamp: TrainStamp) -> Stamp:
+    """Turn a stamp reading back into a Stamp (the RunEngine returns the reading)."""
+    try:
+        value = reading[TRAIN_ID_KEY]["value"]
+        status = StampStatus[reading[TRAIN_ID_STATUS_KEY]["value"]]
+    except (TypeError, KeyError):
+        # No reading came back (e.g. a simulated RunEngine): ask the stamp directly.
+        return stamp.stamp()
+    return Stamp(None if status is StampStatus.INVALID else int(value), status)
+
+
+class StopStamper:
+    """A document callback that adds the run-end train ID to stop documents.
+
+    Wrap the storage writer with it: ``RE.subscribe(StopStamper(writer, timeserver))``.
+    Each stop document is copied and gets ``train_id_end`` and ``train_id_end_status``,
+    interpolated by ``timeserver.train_id_at`` at the document's ``time``; every other
+    document passes through untouched.
+    """
+
+    def __init__(self, callback: Callable[[str, dict], Any], timeserver: Any) -> None:
+        self.callback = callback
+        self.timeserver = timeserver
+
+    def __call__(self, name: str, doc: dict) -> Any:
+        if name == "stop" and "train_id_end" not in doc:
+            stamp = self.timeserver.train_id_at(t_ns=round(doc["time"] * 1e9))
+            doc = {**doc, **document_stamp(stamp, "train_id_end")}
+        return self.callback(name, doc)
+
+    def __getattr__(self, attr: str) -> Any:
+        # Let callers still reach the writer's own API through the wrapper.
+        return getattr(self.callback, attr)

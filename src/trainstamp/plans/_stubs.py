@@ -1,0 +1,91 @@
+"""Plan stubs for train-synchronous acquisition: one action each, bluesky style."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bluesky import plan_stubs as bps
+from bluesky import preprocessors as bpp
+from bluesky.protocols import Readable, Triggerable
+from bluesky.utils import MsgGenerator, plan, separate_devices, short_uid
+
+__all__ = ["one_train", "wait_for_train"]
+
+
+@plan
+def wait_for_train(
+    timeserver: Triggerable, *, group: str | None = None, wait: bool = True
+) -> MsgGenerator[Any]:
+    """Wait for the next train: trigger the TimeServer, whose status completes at a tick.
+
+    Parameters
+    ----------
+    timeserver : TimeServer
+        The :class:`~trainstamp.timing.device.TimeServer` (any Triggerable whose status
+        completes at the next tick).
+    group : str, optional
+        Status group; by default a fresh one.
+    wait : bool, optional
+        Wait for the tick before returning (default). With ``wait=False`` the caller
+        waits on ``group`` itself.
+
+    Returns
+    -------
+    status : Status
+        The status of the trigger.
+    """
+    return (yield from bps.trigger(timeserver, group=group, wait=wait))
+
+
+@plan
+def one_train(
+    detectors: Sequence[Readable], timeserver: Triggerable, *, stream_name: str = "primary"
+) -> MsgGenerator[dict[str, Any]]:
+    """Wait for the next train, then trigger and read ``detectors`` into one event.
+
+    This is the default per-train step of :func:`~trainstamp.plans.train_count`. It is
+    :func:`bluesky.plan_stubs.trigger_and_read` with one difference: if the TimeServer
+    itself is among ``detectors`` it is read but not triggered again (triggering it
+    means waiting for another train), so its tick lands in the same event.
+
+    Parameters
+    ----------
+    detectors : sequence of Readable
+        What to read in this train.
+    timeserver : TimeServer
+        The clock to wait on.
+    stream_name : str, optional
+        Event stream, ``"primary"`` by default.
+
+    Returns
+    -------
+    readings : dict
+        The readings of the event.
+    """
+    yield from wait_for_train(timeserver)
+    devices = separate_devices(list(detectors))
+    group = short_uid("trigger")
+    triggered = False
+    for obj in devices:
+        if obj is not timeserver and isinstance(obj, Triggerable):
+            triggered = True
+            yield from bps.trigger(obj, group=group)
+    if triggered:
+        yield from bps.wait(group=group)
+    yield from bps.create(stream_name)
+
+    def read_all() -> MsgGenerator[dict[str, Any]]:
+        readings: dict[str, Any] = {}
+        for obj in devices:
+            reading = yield from bps.read(obj)
+            if reading is not None:
+                readings.update(reading)
+        return readings
+
+    def drop(exc: BaseException) -> MsgGenerator[None]:
+        yield from bps.drop()
+        raise exc
+
+    return (yield from bpp.contingency_wrapper(read_all(), except_plan=drop,
+                                                else_plan=bps.save))

@@ -1,0 +1,56 @@
+"""Read stored runs back, and check their train IDs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
+
+__all__ = ["last_run", "read_train_ids", "train_id_problems"]
+
+
+def last_run(client: Any) -> Any:
+    """The most recently stored run in the catalog."""
+    if len(client) == 0:
+        raise LookupError("the catalog holds no runs")
+    return client.values().last()
+
+
+def read_train_ids(run: Any, stream: str = "primary") -> np.ndarray:
+    """The ``train_id`` column of ``stream`` in ``run``, as int64."""
+    data = run[stream].read()
+    if TRAIN_ID_KEY not in data:
+        raise KeyError(f"stream {stream!r} of run {run.metadata['start']['uid']} has no "
+                       f"{TRAIN_ID_KEY!r} data key")
+    return np.asarray(data[TRAIN_ID_KEY].values).astype(np.int64)
+
+
+def train_id_problems(train_ids: Any, statuses: Any = None) -> list[str]:
+    """What is wrong with a sequence of event train IDs; empty if nothing.
+
+    Checks: at least one event, no :data:`~trainstamp.plans.NO_TRAIN_ID` or 0, strictly
+    increasing, and (if ``statuses`` are given) every status ``OK`` or ``EXACT``.
+    """
+    ids = np.asarray(train_ids, dtype=np.int64)
+    problems = []
+    if ids.size == 0:
+        return ["no events"]
+    bad = np.flatnonzero(ids <= 0)
+    if bad.size:
+        problems.append(f"{bad.size} events without a train ID (value {NO_TRAIN_ID} or 0) "
+                        f"at event indices {bad[:10].tolist()}")
+    steps = np.diff(ids)
+    not_up = np.flatnonzero(steps <= 0)
+    if not_up.size:
+        i = int(not_up[0])
+        problems.append(f"train_id not strictly increasing at {not_up.size} places, first "
+                        f"{int(ids[i])} -> {int(ids[i + 1])} at event {i + 1}")
+    if statuses is not None:
+        st = np.asarray(statuses).astype(str)
+        flagged = np.flatnonzero(~np.isin(st, ["OK", "EXACT"]))
+        if flagged.size:
+            problems.append(f"{flagged.size} events flagged in {TRAIN_ID_STATUS_KEY}: "
+                            f"{sorted(set(st[flagged].tolist()))}")
+    return problems
