@@ -47,7 +47,7 @@ MAX_IDS = 4096
 
 def _text(value: str = "", length: int = 1024, **kw):
     return pvproperty(value=value, dtype=ChannelType.CHAR, max_length=length,
-                      string_encoding="utf-8", report_as_string=True, **kw)
+                      string_encoding="utf-8", **kw)
 
 
 def _counter(name: str, doc: str):

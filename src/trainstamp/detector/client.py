@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from caproto import ErrorResponseReceived
+from caproto.sync.client import write as sync_write
 from caproto.threading.client import Context
 
 from trainstamp.detector import _pvs as PV
@@ -50,11 +52,20 @@ class Client:
         return data
 
     def put(self, suffix: str, value) -> None:
-        """Write and wait for completion; a refused put raises with the IOC's message."""
+        """Write and wait for completion; a refused put raises ``ValueError`` with the
+        IOC's message.
+
+        Uses caproto's synchronous client, which reports the server's error response at
+        once (the threading client only notices it at its timeout).
+        """
         if isinstance(value, str):
-            value = value.encode() + b"\0"
-            value = np.frombuffer(value, np.uint8)
-        self._pv(suffix).write(value, wait=True, timeout=self.timeout)
+            value = np.frombuffer(value.encode() + b"\0", np.uint8)
+        elif not isinstance(value, np.ndarray | list | tuple):
+            value = [value]
+        try:
+            sync_write(self.prefix + suffix, value, notify=True, timeout=self.timeout)
+        except ErrorResponseReceived as exc:
+            raise ValueError(f"{self.prefix}{suffix} refused {value!r}: {self.get(PV.ERR_MESSAGE)}") from exc
 
     def close(self) -> None:
         for suffix in list(self._subs):
