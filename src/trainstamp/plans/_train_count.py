@@ -10,7 +10,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
 from trainstamp.plans._stamp import TRAIN_ID_KEY, TrainStamp, stamp_wrapper
-from trainstamp.plans._stubs import one_train
+from trainstamp.plans._stubs import one_train, wait_for_train
 
 __all__ = ["train_count"]
 
@@ -28,8 +28,9 @@ def train_count(
 ) -> MsgGenerator[str]:
     """Take one reading of ``detectors`` per train, for ``num_trains`` trains.
 
-    Each step waits for the next tick of the TimeServer, then triggers and reads the
-    detectors. Every event carries ``train_id`` and ``train_id_status`` (see
+    The plan waits for a train before it opens the run, so a silent TimeServer fails
+    the plan (trigger timeout) before anything is recorded. Each step waits for the
+    next tick, then triggers and reads the detectors. Every event carries ``train_id`` and ``train_id_status`` (see
     :class:`~trainstamp.plans.TrainStamp`), the start document carries
     ``train_id_start``, and each descriptor carries the TimeServer configuration.
 
@@ -81,10 +82,15 @@ def train_count(
     _md.update(md or {})
     _md["hints"].setdefault("dimensions", [([TRAIN_ID_KEY], "primary")])
 
-    @bpp.stage_decorator(detectors)
     @bpp.run_decorator(md=_md)
     def inner_train_count() -> MsgGenerator[Any]:
         for _ in range(num_trains):
             yield from step(detectors, timeserver)
 
-    return (yield from stamp_wrapper(inner_train_count(), stamp))
+    @bpp.stage_decorator(detectors)
+    def staged() -> MsgGenerator[str]:
+        # A train before the run opens: the clock is alive and train_id_start is valid.
+        yield from wait_for_train(timeserver)
+        return (yield from stamp_wrapper(inner_train_count(), stamp))
+
+    return (yield from staged())

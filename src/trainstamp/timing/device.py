@@ -124,7 +124,10 @@ class TimeServer(Device):
             self._tick = tick
             keep = []
             for after, status in self._waiters:
-                (done if train_id > after else keep).append(status)
+                if train_id > after:
+                    done.append(status)
+                else:
+                    keep.append((after, status))
             self._waiters = keep
         for status in done:
             if not status.done:
