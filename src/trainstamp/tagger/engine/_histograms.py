@@ -20,9 +20,9 @@ def _to_int32(a: np.ndarray) -> np.ndarray:
 class _PairHistogram(Measurement):
     """Counts pairs (x, y) of tags by ``dt = t_y - t_x`` into ``n_bins`` bins.
 
-    A pair lands in bin ``(dt + offset) // binwidth`` when that is in range. Tags are
-    split by channel once per block, and the tags within reach of the block end are
-    kept, so pairs across block boundaries are counted exactly once.
+    A pair lands in bin ``(dt + offset) // binwidth`` when that is in range. The
+    kernels keep the tags within reach of the block end, so pairs across block
+    boundaries are counted exactly once (see :func:`._kernels.cross_stream`).
     """
 
     def __init__(self, tagger, x_channel, y_channel, binwidth, n_bins, offset, symmetric):
@@ -48,10 +48,20 @@ class _PairHistogram(Measurement):
 
     def _reset_history(self):
         self._tail_x = _EMPTY
-        self._tail_y = _EMPTY
+        if not hasattr(self, "_st"):
+            self._st = np.zeros(8, np.int64)
+            self._bufs = tuple(np.empty(2 * K.CHUNK, np.int64) for _ in range(9))
+        self._nx += int(self._st[2])
+        self._ny += int(self._st[3])
+        self._st[:] = 0
+
+    def _counts(self) -> tuple[int, int]:
+        return self._nx + int(self._st[2]), self._ny + int(self._st[3])
 
     def _accumulate(self, times, chans, seg, lo, hi):
-        if self._auto:
+        # A symmetric auto-correlation is the cross kernel with both channels the same
+        # (each ordered pair once from each side); a same-channel Histogram is not.
+        if self._auto and not self._sym:
             x = K.select_times(times, chans, self._x, self._tail_x)
             n_old = self._tail_x.shape[0]
             K.auto_pairs(x, n_old, self._bw, self._off, self._nb, self._hist, self._sym)
@@ -59,15 +69,18 @@ class _PairHistogram(Measurement):
             reach = max(self._dmax, self._off if self._sym else -1)
             self._tail_x = x[np.searchsorted(x, hi - reach, "left") :].copy()
             return
-        x, y = K.select_two(times, chans, self._x, self._y, self._tail_x, self._tail_y)
-        nxo, nyo = self._tail_x.shape[0], self._tail_y.shape[0]
-        K.cross_pairs(x, nxo, y, nyo, self._bw, self._off, self._nb, self._hist)
-        self._nx += x.shape[0] - nxo
-        self._ny += y.shape[0] - nyo
-        # Later y's pair with x >= hi - dmax; later x's with y >= hi + dmin (and all y
-        # at the same time as a later x, which hi + dmin <= hi already keeps).
-        self._tail_x = x[np.searchsorted(x, hi - self._dmax, "left") :].copy()
-        self._tail_y = y[np.searchsorted(y, hi + min(self._dmin, 0), "left") :].copy()
+        self._bufs = K.cross_stream(
+            times,
+            chans,
+            self._x,
+            self._y,
+            self._bw,
+            self._off,
+            self._nb,
+            self._hist,
+            *self._bufs,
+            self._st,
+        )
 
     def getData(self) -> np.ndarray:
         """Counts per bin, int32 (saturating at 2**31 - 1)."""
@@ -106,8 +119,9 @@ class Correlation(_PairHistogram):
     def getDataNormalized(self) -> np.ndarray:
         """g2 = counts * T / (binwidth * N1 * N2); zeros while any factor is 0."""
         with self._lock():
-            n1 = self._nx
-            n2 = self._nx if self._auto else self._ny
+            n1, n2 = self._counts()
+            if self._auto:
+                n2 = n1
             den = float(self._bw) * float(n1) * float(n2)
             if den == 0.0 or self._capture == 0:
                 return np.zeros(self._nb, np.float64)
@@ -116,7 +130,8 @@ class Correlation(_PairHistogram):
     def getCounts(self) -> tuple[int, int]:
         """Tags counted on channel_1 and channel_2 during the capture."""
         with self._lock():
-            return (self._nx, self._nx if self._auto else self._ny)
+            n1, n2 = self._counts()
+            return (n1, n1 if self._auto else n2)
 
 
 class Histogram(_PairHistogram):

@@ -4,11 +4,9 @@ All kernels are ``@njit(cache=True, nogil=True)`` so they run on the stream thre
 without holding the GIL. They are pure functions over int64 time arrays (ps) and int32
 channel arrays and have no knowledge of measurements or locks.
 
-The pair kernels (:func:`cross_pairs`, :func:`auto_pairs`) are the hot path of
-Correlation and Histogram. They work on one channel's times at a time ("split once")
-and carry a short history of earlier tags in front of the new ones, so a block boundary
-never changes the result. Per pair they do no division: every tag is written once as
-``t = q * binwidth + r`` and the bin of a pair is ``q_y - q_x - (r_y < r_x)``.
+The pair kernels (:func:`cross_stream`, :func:`auto_pairs`) are the hot path of
+Correlation and Histogram. They split the channels once and carry a short history of
+earlier tags in front of the new ones, so a block boundary never changes the result.
 """
 
 from __future__ import annotations
@@ -25,7 +23,8 @@ def check_block(times, chans, types, last_time, lut, lut_lo):
 
     Returns ``(bad_index, n_unknown, n_special)``. ``bad_index`` is the first index
     whose time is below its predecessor (or below ``last_time`` for index 0), or -1.
-    ``lut[ch - lut_lo]`` is true for channels the tagger knows.
+    ``lut[ch - lut_lo]`` is true for channels the tagger knows; stream events
+    (type != 0) are counted as special, not as unknown channels.
     """
     n = times.shape[0]
     prev = last_time
@@ -66,28 +65,6 @@ def select_times(times, chans, ch, tail):
 
 
 @njit(**_NJ)
-def select_two(times, chans, ch1, ch2, tail1, tail2):
-    """Like :func:`select_times` for two channels in one pass over the block."""
-    n = times.shape[0]
-    n1 = tail1.shape[0]
-    n2 = tail2.shape[0]
-    a = np.empty(n1 + n, np.int64)
-    b = np.empty(n2 + n, np.int64)
-    a[:n1] = tail1
-    b[:n2] = tail2
-    i1 = n1
-    i2 = n2
-    for i in range(n):
-        c = chans[i]
-        t = times[i]
-        a[i1] = t
-        b[i2] = t
-        i1 += c == ch1
-        i2 += c == ch2
-    return a[:i1], b[:i2]
-
-
-@njit(**_NJ)
 def _quot_rem(t, t0, bw):
     """Split ``t - t0`` (all >= 0) into quotient and remainder by ``bw``."""
     n = t.shape[0]
@@ -101,63 +78,217 @@ def _quot_rem(t, t0, bw):
     return q, r
 
 
-@njit(**_NJ)
-def cross_pairs(x, nx_old, y, ny_old, bw, off, n_bins, hist):
-    """Add every pair (x_i, y_j) not yet counted to ``hist`` by ``dt = y_j - x_i``.
+SENTINEL = -(1 << 62)
+"""Time of the guard tag in front of every pair buffer; real tag times are >= 0."""
 
-    ``x`` and ``y`` are sorted tag times of two different channels; the first
-    ``nx_old``/``ny_old`` entries are history already paired with each other, the rest
-    are new. A pair lands in bin ``(dt + off) // bw`` when that is in ``0..n_bins-1``.
-    History tags all precede new ones in the stream, so an old y at the same time as a
-    new x counts as "before" it. Each pair is counted exactly once, so any split of
-    a stream into blocks gives the same histogram.
+CHUNK = 16384
+"""Tags per chunk in :func:`cross_stream`, so a chunk's buffers stay in L2."""
+
+
+@njit(**_NJ)
+def _room(a, n, need):
+    """``a`` if it has room for ``need`` more entries after ``n``, else a copy twice as big."""
+    if n + need <= a.shape[0]:
+        return a
+    b = np.empty(2 * (n + need), a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@njit(**_NJ)
+def _quot_rem_range(t, q, r, i0, i1, shift, bw, inv):
+    """``q[i], r[i] = divmod(t[i] + shift, bw)`` for i in [i0, i1); all values >= 0.
+
+    Uses a float reciprocal with one exact integer correction while the values stay
+    below 2**52 (where the float quotient is off by at most one), else integer division.
     """
-    nx = x.shape[0]
-    ny = y.shape[0]
-    if nx == 0 or ny == 0:
+    if i1 <= i0:
         return
-    span = n_bins * bw
-    dmax = span - 1 - off  # largest dt that lands in a bin
-    dmin = -off  # smallest dt that lands in a bin
-    t0 = min(x[0], y[0])
-    xq, xr = _quot_rem(x, t0, bw)
-    yq, yr = _quot_rem(y, t0 - off, bw)  # y + off, so yq - xq - (yr < xr) is the bin
-    # Pass 1: each new y looks back at x in [y - dmax, y] (dt >= 0, ties included).
-    if dmax >= 0:
-        lo = 0
-        hi = 0
-        for j in range(ny_old, ny):
-            yj = y[j]
-            while lo < nx and x[lo] < yj - dmax:
-                lo += 1
-            if hi < lo:
-                hi = lo
-            while hi < nx and x[hi] <= yj:
-                hi += 1
-            qj = yq[j]
-            rj = yr[j]
-            for i in range(lo, hi):
-                k = qj - xq[i] - (rj < xr[i])
-                hist[k] += 1
-    # Pass 2: each new x looks back at y in [x + dmin, x): dt < 0. Old y's equal to x
-    # are also "before" it; all old y's are <= every new x.
-    if dmin < 0 or ny_old > 0:
-        lo = 0
-        hi = 0
-        for i in range(nx_old, nx):
-            xi = x[i]
-            while lo < ny and y[lo] < xi + dmin:
-                lo += 1
-            if hi < ny_old:
-                hi = ny_old
-            while hi < ny and y[hi] < xi:
-                hi += 1
-            qi = xq[i]
-            ri = xr[i]
-            for j in range(lo, hi):
-                k = yq[j] - qi - (yr[j] < ri)
-                if k >= 0 and k < n_bins:
-                    hist[k] += 1
+    if t[i1 - 1] + shift < (1 << 52):
+        for i in range(i0, i1):
+            d = t[i] + shift
+            qi = np.int64(d * inv)
+            ri = d - qi * bw
+            if ri < 0:
+                qi -= 1
+                ri += bw
+            elif ri >= bw:
+                qi += 1
+                ri -= bw
+            q[i] = qi
+            r[i] = ri
+    else:
+        for i in range(i0, i1):
+            d = t[i] + shift
+            qi = d // bw
+            q[i] = qi
+            r[i] = d - qi * bw
+
+
+@njit(**_NJ)
+def cross_stream(
+    times, chans, x_ch, y_ch, bw, off, n_bins, hist, xt, xp, xq, xr, yt, yp, yq, yr, act, st
+):
+    """Count every pair (x, y) of two channels by ``dt = t_y - t_x`` into ``hist``.
+
+    A pair lands in bin ``(dt + off) // bw`` when that is in ``0..n_bins-1``; it is
+    counted once, by whichever of its two tags comes later in the stream, so the result
+    is the same however the stream is cut into blocks. The stream is taken in chunks of
+    :data:`CHUNK` tags:
+
+    1. one branch-free pass splits the chunk into the x and y buffers (``xt``, ``yt``)
+       and records, for every tag, how many tags of the other channel precede it
+       (``xp``, ``yp``), so the partners of a tag are the run of the other buffer just
+       before that index;
+    2. each new tag walks back over that run until the time difference leaves the
+       window. When pairs are rare (< 2 per tag in the last chunk) the walk goes
+       breadth first: one branch-free sweep keeps only the tags that have a first
+       partner, the next sweep their second partner, and so on, which avoids a
+       mispredicted loop exit per tag. Otherwise each tag walks its run depth first,
+       and every tag is written once as ``q * bw + r`` (``xq``/``xr``, ``yq``/``yr``,
+       y shifted by ``off``) so a pair's bin is ``q_y - q_x - (r_y < r_x)`` with no
+       division per pair;
+    3. the buffers keep only tags still within reach of later ones.
+
+    The buffers start with one :data:`SENTINEL` guard tag. ``st`` is int64[8]: buffer
+    fill of x and y, tags counted on x and y, pairs and tags of the last chunk, the
+    time origin of q/r and whether q/r are valid for the whole buffer.
+    Returns the (possibly grown) buffers in argument order.
+    """
+    nx = st[0]
+    ny = st[1]
+    if nx == 0 or ny == 0:
+        xt[0] = SENTINEL
+        yt[0] = SENTINEL
+        xq[0] = -(1 << 61)
+        yq[0] = -(1 << 61)
+        xr[0] = 0
+        yr[0] = 0
+        nx = 1
+        ny = 1
+        st[7] = 0
+        if times.shape[0]:
+            st[6] = times[0]
+    span = bw * n_bins
+    dmax = span - 1 - off
+    ubw = np.uint64(bw)
+    inv = 1.0 / bw
+    base = st[6]
+    n = times.shape[0]
+    s = 0
+    while s < n:
+        e = min(n, s + CHUNK)
+        m = e - s
+        xt = _room(xt, nx, m)
+        xp = _room(xp, nx, m)
+        xq = _room(xq, nx, m)
+        xr = _room(xr, nx, m)
+        yt = _room(yt, ny, m)
+        yp = _room(yp, ny, m)
+        yq = _room(yq, ny, m)
+        yr = _room(yr, ny, m)
+        if act.shape[0] < m:
+            act = np.empty(m, np.int64)
+        nx0 = nx
+        ny0 = ny
+        for i in range(s, e):  # 1. split, branch-free
+            c = chans[i]
+            t = times[i]
+            xt[nx] = t
+            xp[nx] = ny
+            yt[ny] = t
+            yp[ny] = nx
+            nx += c == x_ch
+            ny += c == y_ch
+        pairs = 0
+        if 2 * st[4] < 4 * st[5] or st[5] == 0:  # < 2 pairs per tag: breadth first
+            st[7] = 0
+            # 2a. new y with earlier x: dt >= 0, in range while x > y + off - span
+            cnt = 0
+            for j in range(ny0, ny):
+                act[cnt] = j
+                cnt += xt[yp[j] - 1] > yt[j] + off - span
+            d = 1
+            while cnt > 0:
+                pairs += cnt
+                c2 = 0
+                for a in range(cnt):
+                    j = act[a]
+                    y = yt[j] + off
+                    k = yp[j] - d
+                    hist[np.uint64(y - xt[k]) // ubw] += 1
+                    act[c2] = j
+                    c2 += xt[k - 1] > y - span
+                cnt = c2
+                d += 1
+            # 2b. new x with earlier y: dt <= 0, in range while y >= x - off
+            cnt = 0
+            for i in range(nx0, nx):
+                act[cnt] = i
+                cnt += yt[xp[i] - 1] >= xt[i] - off
+            d = 1
+            while cnt > 0:
+                pairs += cnt
+                c2 = 0
+                for a in range(cnt):
+                    i = act[a]
+                    x = xt[i] - off
+                    k = xp[i] - d
+                    hist[np.uint64(yt[k] - x) // ubw] += 1
+                    act[c2] = i
+                    c2 += yt[k - 1] >= x
+                cnt = c2
+                d += 1
+        else:  # depth first, bins from q/r
+            fx = nx0 if st[7] else 1
+            fy = ny0 if st[7] else 1
+            _quot_rem_range(xt, xq, xr, fx, nx, -base, bw, inv)
+            _quot_rem_range(yt, yq, yr, fy, ny, off - base, bw, inv)
+            st[7] = 1
+            for j in range(ny0, ny):
+                q0 = yq[j]
+                r0 = yr[j]
+                k = yp[j] - 1
+                while True:
+                    b = q0 - xq[k] - (r0 < xr[k])
+                    if b >= n_bins:
+                        break
+                    hist[b] += 1
+                    k -= 1
+                pairs += yp[j] - 1 - k
+            for i in range(nx0, nx):
+                q0 = xq[i]
+                r0 = xr[i]
+                k = xp[i] - 1
+                while True:
+                    b = yq[k] - q0 - (yr[k] < r0)
+                    if b < 0:
+                        break
+                    hist[b] += 1
+                    k -= 1
+                pairs += xp[i] - 1 - k
+        st[2] += nx - nx0
+        st[3] += ny - ny0
+        st[4] = pairs
+        st[5] = m
+        # 3. keep what later tags can still pair with (they are all >= tref)
+        tref = times[e - 1]
+        kx = np.searchsorted(xt[1:nx], tref - dmax)
+        if kx > 0:
+            nx -= kx
+            xt[1:nx] = xt[1 + kx : kx + nx]
+            xq[1:nx] = xq[1 + kx : kx + nx]
+            xr[1:nx] = xr[1 + kx : kx + nx]
+        ky = np.searchsorted(yt[1:ny], tref - off)
+        if ky > 0:
+            ny -= ky
+            yt[1:ny] = yt[1 + ky : ky + ny]
+            yq[1:ny] = yq[1 + ky : ky + ny]
+            yr[1:ny] = yr[1 + ky : ky + ny]
+        s = e
+    st[0] = nx
+    st[1] = ny
+    return xt, xp, xq, xr, yt, yp, yq, yr, act
 
 
 @njit(**_NJ)

@@ -17,6 +17,7 @@ import numpy as np
 from trainstamp.tagger.engine import _kernels as K
 from trainstamp.tagger.engine._tags import (
     CHANNEL_UNUSED,
+    MAX_TAG_TIME_PS,
     TAG_DTYPE,
     VIRTUAL_CHANNEL_BASE,
     ChannelEdge,
@@ -289,6 +290,10 @@ class TimeTaggerVirtual:
                 raise ValueError(
                     f"tag {bad} at {int(times[bad])} ps is earlier than {before} ps: "
                     "tags must be sorted by time and follow the previous block"
+                )
+            if n and (int(times[0]) < 0 or int(times[-1]) > MAX_TAG_TIME_PS):
+                raise ValueError(
+                    f"tag times must be in 0..{MAX_TAG_TIME_PS} ps, got {int(times[0])}..{int(times[-1])}"
                 )
             last = int(times[-1]) if n else prev
             if end_time is not None:

@@ -39,6 +39,9 @@ bound exists so that a typo or a hostile RPC call cannot exhaust the server's me
 MAX_SPAN_PS = 1 << 62
 """Upper bound on ``binwidth * n_bins`` and on durations, so int64 arithmetic is exact."""
 
+MAX_TAG_TIME_PS = (1 << 62) - 1
+"""Latest tag time accepted (about 53 days after the tagger started counting)."""
+
 
 class TagType(enum.IntEnum):
     """What a tag means (the ``type`` field)."""
