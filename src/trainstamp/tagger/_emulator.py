@@ -20,6 +20,10 @@ lost event), one ``MissedEvents`` tag per channel (``missed_events`` = count, sp
 65535 chunks) and ``OverflowEnd``, in a block flagged ``FLAG_OVERFLOW``. If generation
 itself falls more than ``max_lag_s`` behind real time, the gap is skipped and reported
 the same way with estimated counts. Nothing is dropped silently.
+
+With ``replay_s`` > 0 (benchmarks) the sources are generated once for that long and
+replayed (:class:`~trainstamp.tagger._sources.ReplayGenerator`), so the emulator is
+limited by sending, not generating.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 
 import numpy as np
 
-from trainstamp.tagger._sources import TagGenerator, TaggerSettings
+from trainstamp.tagger._sources import ReplayGenerator, TagGenerator, TaggerSettings
 from trainstamp.tagger._wire import (
     FLAG_OVERFLOW,
     TAG_DTYPE,
@@ -70,14 +74,16 @@ class TaggerEmulator:
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  settings: TaggerSettings | None = None, trains: str | None = None,
                  block_s: float = 0.005, backlog_bytes: int = 64 << 20,
-                 max_lag_s: float = 0.5, seed: int | None = None) -> None:
+                 max_lag_s: float = 0.5, seed: int | None = None,
+                 replay_s: float = 0.0) -> None:
         self.settings = settings or TaggerSettings()
         self.host, self.port = host, port
         self.block_s = block_s
         self.backlog_bytes = backlog_bytes
         self.max_lag_s = max_lag_s
-        self._start_ns = time.monotonic_ns()
-        self.generator = TagGenerator(self.settings, seed=seed, t0_ps=0)
+        self.generator = (ReplayGenerator(self.settings, int(replay_s * 1e12), seed=seed)
+                          if replay_s > 0 else TagGenerator(self.settings, seed=seed, t0_ps=0))
+        self._start_ns = time.monotonic_ns()  # tagger time 0, once the generator is ready
         self._lock = threading.Lock()
         self._markers: list[int] = []
         self._stop = threading.Event()

@@ -386,3 +386,63 @@ class TagGenerator:
         counts = self.rng.poisson(self.expected_rates() * dt)
         return {c: int(counts[self._index[c]]) for c in self.settings.channel_list()
                 if counts[self._index[c]]}
+
+
+class ReplayGenerator:
+    """A :class:`TagGenerator` stand-in that repeats a pre-generated pattern (benchmarks).
+
+    The sources are generated once for ``period_ps`` of tagger time; every interval is
+    then cut from that pattern, shifted by whole periods, so the emulator is limited by
+    sending rather than by generating. Markers are merged in as usual. Settings changed
+    after construction do not affect the pattern.
+    """
+
+    def __init__(self, settings: TaggerSettings, period_ps: int, seed: int | None = None,
+                 t0_ps: int = 0) -> None:
+        if period_ps <= 0:
+            raise ValueError(f"replay period {period_ps} ps must be > 0")
+        self.settings = settings
+        self.period = int(period_ps)
+        gen = TagGenerator(settings, seed=seed, t0_ps=0)
+        self._pattern = gen.generate(self.period)
+        self._times = np.ascontiguousarray(self._pattern["time"])
+        self._rates = gen.expected_rates()
+        self._index = gen._index
+        self.rng = gen.rng
+        self.t0 = int(t0_ps)
+        self.complete_to = self.t0 - 1
+
+    def generate(self, t1_ps: int, markers_ps: np.ndarray | None = None) -> np.ndarray:
+        t0, t1 = self.t0, int(t1_ps)
+        if t1 <= t0:
+            return np.empty(0, TAG_DTYPE)
+        parts = []
+        for k in range(t0 // self.period, (t1 - 1) // self.period + 1):
+            base = k * self.period
+            lo = np.searchsorted(self._times, max(t0, base) - base)
+            hi = np.searchsorted(self._times, min(t1, base + self.period) - base)
+            part = self._pattern[lo:hi].copy()
+            part["time"] += base
+            parts.append(part)
+        if markers_ps is not None and len(markers_ps):
+            m = np.zeros(len(markers_ps), TAG_DTYPE)
+            m["channel"] = self.settings.marker_channel
+            m["time"] = np.asarray(markers_ps, np.int64)
+            parts.append(m)
+        tags = np.concatenate(parts) if parts else np.empty(0, TAG_DTYPE)
+        if markers_ps is not None and len(markers_ps):
+            tags = tags[np.argsort(tags["time"], kind="stable")]
+        self.t0 = t1
+        self.complete_to = t1 - 1
+        return tags
+
+    def expected_rates(self) -> np.ndarray:
+        return self._rates
+
+    def skip(self, t1_ps: int) -> dict[int, int]:
+        dt = max(0, int(t1_ps) - self.t0) * 1e-12
+        self.t0 = max(self.t0, int(t1_ps))
+        self.complete_to = self.t0 - 1
+        counts = self.rng.poisson(self._rates * dt)
+        return {c: int(counts[self._index[c]]) for c in self.settings.channel_list()
+                if counts[self._index[c]]}

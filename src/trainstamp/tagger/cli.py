@@ -55,6 +55,8 @@ def emulate(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--block-ms", type=float, default=5.0, help="block period (5 ms)")
     p.add_argument("--backlog-mb", type=float, default=64.0,
                    help="send queue size before overflow (64 MB)")
+    p.add_argument("--replay-s", type=float, default=0.0,
+                   help="benchmark mode: generate this many seconds once and replay them")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -72,7 +74,8 @@ def emulate(argv: Sequence[str] | None = None) -> int:
                                          "rate": rate, "lifetime_ps": life})
         emu = TaggerEmulator(args.bind, args.port, settings=settings, trains=args.trains,
                              block_s=args.block_ms / 1000.0,
-                             backlog_bytes=int(args.backlog_mb * (1 << 20)), seed=args.seed)
+                             backlog_bytes=int(args.backlog_mb * (1 << 20)), seed=args.seed,
+                             replay_s=args.replay_s)
         host, port = emu.bind()
     except (ValueError, OSError) as exc:
         print(f"trainstamp emulate tagger: {exc}", file=sys.stderr)

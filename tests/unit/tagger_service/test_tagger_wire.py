@@ -22,7 +22,7 @@ def _bytes(parts) -> bytes:
 
 
 def test_header_size_is_pinned():
-    assert wire.HEADER_SIZE == 40
+    assert wire.HEADER_SIZE == 48
     assert wire.TAG_DTYPE.itemsize == 16
 
 
