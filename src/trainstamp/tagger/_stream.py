@@ -169,6 +169,7 @@ class TagService:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
         self._waiting: list[tuple[np.ndarray, int, int]] = []  # blocks waiting for markers
         self._resolved: list[tuple[int, int]] = []
+        self._last_error_log = 0.0
         self._sinks: list = []
         self._sink_lock = threading.Lock()
         self._stop = threading.Event()
@@ -311,5 +312,9 @@ class TagService:
                 sink.process(tags, engine_ids, end_time=end)
             except Exception:  # one broken consumer must not stop the others
                 st.process_errors += 1
-                log.exception("engine tagger %r failed on a block", sink)
+                now = time.monotonic()
+                if now - self._last_error_log > 10.0:  # at most one trace per 10 s
+                    self._last_error_log = now
+                    log.exception("engine tagger %r failed on a block (%d failures so far)",
+                                  sink, st.process_errors)
 

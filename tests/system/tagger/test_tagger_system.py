@@ -106,6 +106,21 @@ def test_stream_counts_and_markers(stack):
     put(stack, "CH1:TEST_SIGNAL", 0)
 
 
+def test_settings_made_over_pyro_show_in_the_ioc(stack):
+    with Pyro5.Proxy(stack["uri"]) as tt:
+        tagger = tt.createTimeTagger()
+        assert tagger.setDeadtime(5, 7000) == 7000
+        tagger.setTestSignal([6, 7], True)
+        assert tagger.getDeadtime(5) == 7000 and tagger.getTestSignal(7) is True
+        wait_until(lambda: pv(stack, "CH5:DEAD_TIME")[0] == 7000, timeout=5,
+                   message="CH5:DEAD_TIME to follow")
+        wait_until(lambda: pv(stack, "CH7:TEST_SIGNAL")[0] in (1, b"On"), timeout=5,
+                   message="CH7:TEST_SIGNAL to follow")
+        tagger.setTestSignal([6, 7], False)
+        tagger.setDeadtime(5, 2000)
+        tt.freeTimeTagger(tagger)
+
+
 def test_correlation_slot_for_trains(stack):
     put(stack, "CORR1:CHAN1", 3)
     put(stack, "CORR1:CHAN2", 4)
