@@ -82,6 +82,9 @@ def marker_stream(n_trains, period=1000, first_id=500, seed=1):
     """Markers on channel 8 at k*period, clicks on 1 and 2 between them."""
     rng = np.random.default_rng(seed)
     clicks = np.sort(rng.integers(0, n_trains * period, 40 * n_trains))
+    clicks = np.sort(
+        np.concatenate([clicks, np.arange(0, n_trains, 3) * period])
+    )  # ties with markers
     cch = rng.choice(np.array([1, 2], np.int32), clicks.size)
     mt = np.arange(n_trains) * period
     times = np.concatenate([clicks, mt])
@@ -112,8 +115,11 @@ def test_start_for_trains_covers_whole_trains(n, skip, cuts):
     assert not rate.isRunning()
     assert rate.getTrainRange() == (int(ids[k]), int(ids[k + n - 1]))
     assert rate.getCaptureDuration() == n * 1000
-    lo, hi = k * 1000, (k + n) * 1000
-    inside = (times >= lo) & (times < hi)
+    # the window runs from the k-th marker up to (not including) the (k+n)-th marker,
+    # in stream order: clicks at a marker's time that precede it belong to the train before
+    where = np.flatnonzero(chans == 8)
+    inside = np.zeros(times.size, bool)
+    inside[where[k] : where[k + n]] = True
     np.testing.assert_array_equal(
         rate.getCountsTotal(), [np.sum(inside & (chans == c)) for c in (1, 2)]
     )

@@ -26,7 +26,7 @@ from trainstamp.tagger.engine import (
 )
 
 CHANNELS = (1, 2, 3, -1)
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite

@@ -204,18 +204,28 @@ class Measurement:
         self._clear()
 
     def _feed(self, seg: Segment) -> None:
-        """Take the part of a segment that lies in the capture window."""
+        """Take the part of a segment that lies in the capture window.
+
+        Time windows are ``[start, stop)`` in tag time. A window opened or closed by a
+        marker tag starts at that marker and ends just before the closing marker in
+        stream order, so tags at the same time as a marker fall on the side where the
+        stream put them, however it is cut into blocks.
+        """
         if not self._running:
             return
         if seg.reset:
             self._reset_history()
+        times, chans = seg.times, seg.chans
         lo = seg.t_begin if self._t_start is None else max(self._t_start, seg.t_begin)
         mt, mid = seg.marker_times, seg.marker_ids
         m0 = 0
+        i0 = None  # index of an opening marker in this segment
+        i1 = None  # index of a closing marker in this segment
         if self._waiting_marker:
             if mt.shape[0] == 0:
                 return
             lo = int(mt[0])
+            i0 = self._marker_index(times, chans, lo)
             self._t_start = lo
             self._waiting_marker = False
             self._first_train = int(mid[0])
@@ -226,29 +236,44 @@ class Measurement:
         if self._duration is not None:
             self._t_stop = self._t_start + self._duration
             self._duration = None
+        n_marks = mt.shape[0]
         if self._trains_left is not None:
             k = m0 + self._trains_left - 1  # index of the closing marker in this segment
             if k < mt.shape[0]:
                 self._t_stop = int(mt[k])
+                i1 = self._marker_index(times, chans, self._t_stop, after=i0)
+                n_marks = k
                 self._trains_left = None
             else:
                 self._trains_left -= mt.shape[0] - m0
         hi = seg.t_end if self._t_stop is None else min(seg.t_end, self._t_stop)
         if hi >= lo:
-            times, chans = seg.times, seg.chans
-            i0 = 0 if lo <= seg.t_begin else int(np.searchsorted(times, lo, "left"))
-            bounded = self._t_stop is not None and self._t_stop <= seg.t_end
-            i1 = int(np.searchsorted(times, hi, "left")) if bounded else times.shape[0]
+            if i0 is None:
+                i0 = 0 if lo <= seg.t_begin else int(np.searchsorted(times, lo, "left"))
+            if i1 is None:
+                bounded = self._t_stop is not None and self._t_stop <= seg.t_end
+                i1 = int(np.searchsorted(times, hi, "left")) if bounded else times.shape[0]
+                if bounded:
+                    n_marks = int(np.searchsorted(mt, hi, "left"))
             self._capture += hi - lo
             self._accumulate(times[i0:i1], chans[i0:i1], seg, lo, hi)
-            inside = (mt >= lo) & (mt < hi) if bounded else mt >= lo
-            ids = mid[inside]
+            ids = mid[int(np.searchsorted(mt[:n_marks], lo, "left")) : n_marks]
             if ids.shape[0]:
                 if self._first_train <= 0:
                     self._first_train = int(ids[0])
                 self._last_train = int(ids[-1])
         if self._t_stop is not None and seg.t_end >= self._t_stop:
             self._stop()
+
+    def _marker_index(self, times, chans, t: int, after: int | None = None) -> int:
+        """Index of the marker tag at time ``t`` (the first one after ``after``)."""
+        i = int(np.searchsorted(times, t, "left"))
+        if after is not None:
+            i = max(i, after + 1)
+        mc = self._tagger._marker
+        while chans[i] != mc:
+            i += 1
+        return i
 
     # ---------------------------------------------------- subclass hooks
     def _clear(self) -> None:
