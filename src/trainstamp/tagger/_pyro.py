@@ -49,6 +49,13 @@ MEASUREMENTS = ("Correlation", "Histogram", "StartStop", "Countrate", "Counter",
                 "CountBetweenMarkers")
 VIRTUAL_CHANNELS = ("DelayedChannel", "GatedChannel", "Coincidence", "Coincidences",
                     "Combiner")
+#: Live taggers on one server, and live objects of one client connection: beyond these,
+#: creating more is refused (each tagger processes the whole stream; each object holds
+#: memory up to the engine's MAX_BINS).
+MAX_TAGGERS = 32
+MAX_OBJECTS_PER_CLIENT = 256
+#: Largest Pyro5 message the server accepts or sends (Pyro's default is 1 GiB).
+MAX_MESSAGE_SIZE = 256 << 20
 #: Engine methods never served: feeding tags is the stream's job, freeing has its own rules.
 _HIDDEN = {"process", "free", "isFreed"}
 #: Tagger methods forwarded to the instrument over the tag link: name -> (op, kind).
@@ -368,6 +375,17 @@ class TimeTaggerRPC:
         self._daemon = daemon
 
     # -- bookkeeping -------------------------------------------------------------------
+    def _check_budget(self, tagger: bool = False) -> None:
+        key = _client_key()
+        with self._lock:
+            mine = sum(1 for a in self._by_client.get(key, []) if not a._freed)
+            if mine >= MAX_OBJECTS_PER_CLIENT:
+                raise ValueError(f"this client connection already holds {mine} objects "
+                                 f"(limit {MAX_OBJECTS_PER_CLIENT}); free some first")
+        if tagger and self.taggers() >= MAX_TAGGERS:
+            raise ValueError(f"the server already runs {MAX_TAGGERS} taggers "
+                             f"(limit {MAX_TAGGERS}); free one first")
+
     def _register(self, adapter: Adapter) -> Adapter:
         assert self._daemon is not None
         self._daemon.register(adapter)
@@ -454,6 +472,7 @@ class TimeTaggerRPC:
         """A tagger for this client, fed by the shared tag stream."""
         if not isinstance(serial, str):
             raise ValueError(f"serial must be a string, got {serial!r}")
+        self._check_budget(tagger=True)
         self.settings.wait_connected()
         if serial and serial != self.settings.serial():
             raise ValueError(f"no tagger with serial {serial!r}; "
@@ -486,6 +505,7 @@ class TimeTaggerRPC:
         root = parent if isinstance(parent, TaggerAdapter) else parent._parent
         if root is None:
             raise ValueError(f"{name} needs a tagger, got a {parent.kind}")
+        self._check_budget()
         engine_cls = getattr(_engine(), name)
         args = tuple(self.unwrap(a) for a in args)
         kwargs = {k: self.unwrap(v) for k, v in kwargs.items()}
@@ -513,6 +533,7 @@ for _name in MEASUREMENTS + VIRTUAL_CHANNELS + ("SynchronizedMeasurements",):
 def start_daemon(rpc: TimeTaggerRPC, host: str = "127.0.0.1",
                  port: int = 23000) -> tuple[RpcDaemon, str, threading.Thread]:
     """Serve ``rpc`` as ``PYRO:TimeTagger@host:port`` on a daemon thread."""
+    Pyro5.config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE  # process-wide: call in the server
     daemon = RpcDaemon(host=host, port=port)
     daemon.rpc = rpc
     rpc.attach(daemon)
