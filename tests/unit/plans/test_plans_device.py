@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from bluesky.protocols import Configurable, Readable, Triggerable
-from conftest import FIRST_ID, PERIOD_US, tick
+from plans_fakes import FIRST_ID, PERIOD_US, tick
 
 from trainstamp.timing import PV, StampStatus
 from trainstamp.timing._ioc import TimeServerIOC

@@ -7,8 +7,8 @@ import pytest
 from bluesky.plans import count
 from bluesky.protocols import Readable
 from bluesky.simulators import RunEngineSimulator, assert_message_and_return_remaining
-from conftest import FIRST_ID, PERIOD_US, tick
 from ophyd.sim import det1
+from plans_fakes import FIRST_ID, PERIOD_US, tick
 
 from trainstamp.plans import NO_TRAIN_ID, StopStamper, TrainStamp, stamp_wrapper
 

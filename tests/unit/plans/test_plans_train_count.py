@@ -7,8 +7,8 @@ import threading
 import pytest
 from bluesky import RunEngine
 from bluesky.simulators import RunEngineSimulator, assert_message_and_return_remaining
-from conftest import FIRST_ID, PERIOD_US
 from ophyd.sim import det1, det2
+from plans_fakes import FIRST_ID
 
 from trainstamp.plans import StopStamper, TrainStamp, train_count
 
@@ -55,9 +55,9 @@ def test_num_trains_is_checked(fake_timeserver, bad):
 
 
 class Ticker:
-    """Drive the fake TimeServer's ID monitor from a thread, like the IOC at 200 Hz."""
+    """Drive the fake TimeServer's ID monitor from a thread, as the IOC would."""
 
-    def __init__(self, ts, period_s: float = 0.005) -> None:
+    def __init__(self, ts, period_s: float) -> None:
         self.ts, self.period_s = ts, period_s
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -82,13 +82,15 @@ def test_real_runengine_documents_keep_the_contract(clock):
 
     from trainstamp.timing.device import TimeServer
 
-    ts = make_fake_device(TimeServer)("TS:", name="timeserver")  # real wall clock
-    ts.period.sim_put(5000)
+    # Real wall clock; a loaded machine may delay a read by several periods, which would
+    # rightly be flagged STALE, so this structural test allows for 10 periods.
+    ts = make_fake_device(TimeServer)("TS:", name="timeserver", stale_after=10)
+    ts.period.sim_put(20_000)
     ts.source.sim_put("local:internal")
     docs = []
     RE = RunEngine(context_managers=[])
     RE.subscribe(StopStamper(lambda name, doc: docs.append((name, doc)), ts))
-    with Ticker(ts):
+    with Ticker(ts, period_s=0.02):
         (uid,) = RE(train_count([det1, det2], 10, timeserver=ts))
     start = next(d for n, d in docs if n == "start")
     stop = next(d for n, d in docs if n == "stop")
@@ -104,4 +106,3 @@ def test_real_runengine_documents_keep_the_contract(clock):
     config = descriptors[0]["configuration"]["timeserver_stamp"]["data"]
     assert config["timeserver_source"] == "local:internal"
     assert descriptors[0]["data_keys"]["train_id"]["dtype"] == "integer"
-    assert PERIOD_US  # the fixture's period is not used here: 5 ms ticks
