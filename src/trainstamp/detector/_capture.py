@@ -8,9 +8,10 @@ Layout (one file per capture, or per run when opened for appending)::
     /entry/data/complete      (N,) uint8   0 if packets were missing (padded 0xFFFF)
 
 The file is in SWMR mode from its first frame: readers may open it (``swmr=True``) while
-it is written. Each frame grows every dataset by one and the file is flushed at least
-every ``flush_interval`` seconds, so after a crash of the writer the file is readable up
-to the last flushed frame.
+it is written. Each frame grows the image dataset by one chunk; the per-frame metadata is
+buffered and written with each flush, at least every ``flush_interval`` seconds. A
+reader takes the shortest dataset as the frame count, so after a crash of the writer
+the file is readable up to the last flushed frame.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class CaptureFile:
         self.complete = g.create_dataset("complete", shape=(0,), maxshape=(None,), dtype="u1", chunks=(1024,))
         self.file.swmr_mode = True
         self.count = 0
+        self._meta: list[tuple[int, int, int]] = []  # (train_id, frame_number, complete) not yet written
         self._last_flush = time.monotonic()
 
     def append(self, raw: np.ndarray, frame_number: int, train_id: int, complete: bool) -> int:
@@ -79,38 +81,41 @@ class CaptureFile:
         Returns the frame's index in the file.
         """
         i = self.count
-        n = i + 1
-        self.data.resize(n, axis=0)
+        self.data.resize(i + 1, axis=0)
         self.data.id.write_direct_chunk((i, 0, 0), raw)
-        for ds, v in ((self.train_id, train_id), (self.frame_number, frame_number), (self.complete, int(complete))):
-            ds.resize((n,))
-            ds[i] = v
-        self.count = n
+        self._meta.append((train_id, frame_number, int(complete)))
+        self.count = i + 1
         now = time.monotonic()
         if now - self._last_flush >= self.flush_interval:
             self.flush()
         return i
 
-    def rewrite(self, index: int, raw: np.ndarray, frame_number: int, train_id: int, complete: bool) -> None:
-        """Overwrite frame ``index`` (used when a slot was overwritten during a write)."""
-        self.data.id.write_direct_chunk((index, 0, 0), raw)
-        self.train_id[index] = train_id
-        self.frame_number[index] = frame_number
-        self.complete[index] = int(complete)
-
     def truncate(self, n: int) -> None:
         """Shrink to ``n`` frames (drops a frame whose source was overwritten)."""
+        self._write_meta()
         for ds in (self.data, self.train_id, self.frame_number, self.complete):
             ds.resize(n, axis=0)
         self.count = n
 
+    def _write_meta(self) -> None:
+        if not self._meta:
+            return
+        start = self.train_id.shape[0]
+        block = np.array(self._meta, dtype=np.uint64)
+        self._meta.clear()
+        stop = start + len(block)
+        for k, ds in enumerate((self.train_id, self.frame_number, self.complete)):
+            ds.resize((stop,))
+            ds[start:stop] = block[:, k]
+
     def flush(self) -> None:
+        self._write_meta()
         self.file.flush()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self.file.id.valid:
-            self.file.flush()
+            self.flush()
             self.file.close()
 
 
