@@ -228,7 +228,7 @@ def test_bluesky_run_reads_back_through_tiled(line, tmp_path):
             numbers = np.asarray(primary["team1k_frame_number"].read())
     finally:
         client.set_trigger_mode(0)
-    assert images.dtype == np.uint16 and images.shape[0] == 3 and images.shape[-2:] == (1024, 1024)
+    assert images.dtype == np.uint16 and images.shape == (3, 1, 1024, 1024)
     images = images.reshape(3, 1024, 1024)
     for img, n in zip(images, numbers, strict=True):
         assert F.check_test_pattern(img, int(n)) == 0
