@@ -65,6 +65,9 @@ def test_stop_start_accumulates_only_running_windows_and_clear_resets():
     assert not corr.getData().any() and corr.getCaptureDuration() == 0
     corr.startFor(1e3, clear=False)  # floats that are whole numbers are accepted
     assert corr.isRunning()
+    t.process(make_tags([30, 31], [1, 2]))
+    corr.abort()
+    assert not corr.isRunning() and not corr.getData().any() and corr.waitUntilFinished(0)
 
 
 def test_end_time_lets_a_quiet_stream_finish():

@@ -111,6 +111,12 @@ class Measurement:
         with self._lock():
             self._stop()
 
+    def abort(self) -> None:
+        """Stop and discard the data at once (Swabian's abort; here as safe as stop)."""
+        with self._lock():
+            self._stop()
+            self._clear_all()
+
     def clear(self) -> None:
         """Discard data, capture time and train range; a running measurement keeps running."""
         with self._lock():
