@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,6 +113,10 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("trainstamp demo: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the main job reports any failure as an exit code
+        traceback.print_exc()
+        print(f"trainstamp demo: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace, config: Any, t_start: float) -> int:
@@ -125,8 +130,8 @@ def _run(args: argparse.Namespace, config: Any, t_start: float) -> int:
     storage = StorageConfig.resolve(args.data_dir)
     print(f"trainstamp demo: {args.num_trains} trains into the {storage.describe()}")
     print("starting the simulated beamline:", flush=True)
-    with Beamline(config.services(), log_dir=args.log_dir,
-                  out=lambda s: print(s, flush=True)), catalog(config=storage) as client:
+    with catalog(config=storage) as client, Beamline(
+            config.services(), log_dir=args.log_dir, out=lambda s: print(s, flush=True)):
         timeserver = TimeServer(config.timeserver_prefix, name="timeserver")
         try:
             timeserver.wait_for_connection(timeout=CONNECT_TIMEOUT)
