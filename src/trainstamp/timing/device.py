@@ -96,7 +96,7 @@ class TimeServer(Device):
     def _on_period(self, value=None, **kwargs) -> None:
         try:
             period_us = round(float(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return
         if period_us < 0:
             return
@@ -107,15 +107,19 @@ class TimeServer(Device):
                 self._tick = Tick(tick.train_id, tick.sec, tick.frac_as, period_us)
 
     def _on_id(self, value=None, timestamp=None, **kwargs) -> None:
+        # The IOC serves 0 before its first tick: that is "no tick", never a train ID.
+        # Anything else that is not a whole number in range is ignored too: a bad update
+        # must never become a tick.
         try:
-            train_id = int(value)
-            t_ns = round(float(timestamp) * 1e9)
+            number = float(value)
+            if not number.is_integer():
+                return
+            tick = Tick.from_ns(int(number), round(float(timestamp) * 1e9), self._period_us)
         except (TypeError, ValueError, OverflowError):
             return
-        # The IOC serves 0 before its first tick: that is "no tick", never a train ID.
-        if train_id <= 0 or t_ns <= 0:
+        if tick.train_id <= 0 or tick.sec <= 0:
             return
-        tick = Tick.from_ns(train_id, t_ns, self._period_us)
+        train_id = tick.train_id
         done: list[Status] = []
         with self._lock:
             old = self._tick

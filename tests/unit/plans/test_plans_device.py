@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 from bluesky.protocols import Configurable, Readable, Triggerable
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from plans_fakes import FIRST_ID, PERIOD_US, tick
 
-from trainstamp.timing import PV, StampStatus
+from trainstamp.timing import MAX_TRAIN_ID, PV, StampStatus
 from trainstamp.timing._ioc import TimeServerIOC
 from trainstamp.timing.device import TimeServer
 
@@ -107,3 +109,29 @@ def test_stop_fails_pending_triggers(fake_timeserver):
 def test_stale_after_is_checked():
     with pytest.raises(ValueError, match="stale_after 0"):
         TimeServer("TS:", name="ts", stale_after=0)
+
+
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                       st.integers(min_value=-(2**70), max_value=2**70),
+                       st.text(max_size=5), st.none()),
+       timestamp=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_bad_monitor_updates_never_become_ticks(fake_timeserver, value, timestamp):
+    """Whatever a monitor delivers, the device never crashes and never keeps a bad tick."""
+    ts = fake_timeserver
+    ts._tick = None
+    ts._on_id(value=value, timestamp=timestamp)
+    tick = ts.last_tick
+    if tick is not None:
+        assert 0 < tick.train_id <= MAX_TRAIN_ID and tick.train_id == float(value)
+        assert tick.sec > 0
+    assert ts.train_id_at().train_id != 0
+
+
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(),
+                       st.integers(min_value=-(2**40), max_value=2**40)))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_bad_period_updates_are_ignored(fake_timeserver, value):
+    ts = fake_timeserver
+    ts._on_period(value=value)
+    assert ts._period_us >= 0
