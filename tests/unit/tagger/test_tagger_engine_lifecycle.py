@@ -283,3 +283,45 @@ def test_reading_from_other_threads_while_blocks_stream_in():
     th.join(10)
     waiter.join(10)
     assert not errors and not corr.isRunning()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.sampled_from([0, 0, 0, 0, 1, 2, 3, 4]),
+            st.sampled_from([1, 2]),
+            st.integers(0, 9),
+        ),
+        max_size=40,
+    ),
+    st.lists(st.integers(0, 40), max_size=4),
+)
+def test_stream_events_anywhere_are_counted_and_cut_pair_histories(rows, cuts):
+    times = np.cumsum([r[0] for r in rows]).astype(np.int64)
+    types = np.array([r[1] for r in rows], np.uint8)
+    chans = np.array([r[2] for r in rows], np.int32)
+    missed = np.array([r[3] if r[1] == TagType.MissedEvents else 0 for r in rows], np.uint16)
+    tags = make_tags(times, chans, types, missed)
+    t = TimeTaggerVirtual(channels=(1, 2))
+    corr = Correlation(t, 1, 2, binwidth=2, n_bins=5)
+    rate = Countrate(t, [1, 2])
+    bounds = [0, *sorted(c for c in cuts if c <= len(tags)), len(tags)]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        t.process(tags[a:b])
+    cut = (types == TagType.OverflowBegin) | (types == TagType.Error)
+    assert t.getOverflows() == int(cut.sum())
+    is_t = types == TagType.TimeTag
+    is_m = types == TagType.MissedEvents
+    assert t.getMissedEvents() == {
+        c: int(missed[is_m & (chans == c)].sum()) for c in (1, 2) if (is_m & (chans == c)).any()
+    }
+    want = [int((is_t & (chans == c)).sum() + missed[is_m & (chans == c)].sum()) for c in (1, 2)]
+    np.testing.assert_array_equal(rate.getCountsTotal(), want)
+    ref = np.zeros(5, np.int64)
+    seg = np.cumsum(cut)  # pairs only within the stretches between cuts
+    for k in np.unique(seg):
+        sel = (seg == k) & is_t
+        ref += correlation_ref(times[sel & (chans == 1)], times[sel & (chans == 2)], 2, 5)
+    np.testing.assert_array_equal(corr.getData(), ref)

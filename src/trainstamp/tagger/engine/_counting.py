@@ -63,7 +63,7 @@ class Countrate(Measurement):
     def _accumulate(self, times, chans, seg, lo, hi):
         K.count_channels(chans, self._lut, self._lo, self._counts)
         if seg.missed_chans.shape[0]:
-            sel = (seg.missed_times >= lo) & (seg.missed_times < hi)
+            sel = self._missed  # the reports inside the capture window
             for c, n in zip(
                 seg.missed_chans[sel].tolist(), seg.missed_counts[sel].tolist(), strict=True
             ):

@@ -262,6 +262,14 @@ class Measurement:
                 if bounded:
                     n_marks = int(np.searchsorted(mt, hi, "left"))
             self._capture += hi - lo
+            mts = seg.missed_times
+            if mts.shape[0]:  # missed-event reports follow the same window as tags
+                m_lo = 0 if lo <= seg.t_begin else int(np.searchsorted(mts, lo, "left"))
+                closed = self._t_stop is not None and self._t_stop <= seg.t_end
+                m_hi = int(np.searchsorted(mts, hi, "left")) if closed else mts.shape[0]
+                self._missed = slice(m_lo, m_hi)
+            else:
+                self._missed = slice(0, 0)
             self._accumulate(times[i0:i1], chans[i0:i1], seg, lo, hi)
             ids = mid[int(np.searchsorted(mt[:n_marks], lo, "left")) : n_marks]
             if ids.shape[0]:
