@@ -37,7 +37,8 @@ import time
 
 import numpy as np
 
-from trainstamp.tagger._sources import ReplayGenerator, TagGenerator, TaggerSettings
+from trainstamp.tagger._settings import TaggerSettings
+from trainstamp.tagger._sources import ReplayGenerator, TagGenerator
 from trainstamp.tagger._wire import (
     FLAG_OVERFLOW,
     TAG_DTYPE,

@@ -23,25 +23,18 @@ own settings and data (see docs/tagger.md).
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from textwrap import dedent
 
-import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-#: Largest n_bins (or channels x values) a slot takes; the waveform PVs are this long.
-MAX_SLOT_BINS = 16384
-MAX_SLOT_CHANNELS = 8
-#: Queued updates per subscriber of a waveform PV (caproto's default of 1000 is for scalars).
-_BACKLOG = 50
-
-
-async def _blocking(fn, *args):
-    """Run a blocking call (tag-link round trip, engine call) off the event loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, functools.partial(fn, *args))
+from trainstamp.tagger._slots import (
+    CorrelationSlot,
+    CounterSlot,
+    CountrateSlot,
+    HistogramSlot,
+    blocking,
+)
 
 
 def _channel_group(n: int) -> type[PVGroup]:
@@ -60,7 +53,7 @@ def _channel_group(n: int) -> type[PVGroup]:
 
         async def _set(self, op: str, value):
             try:
-                return await _blocking(self.parent.instrument.apply, op, n, value)
+                return await blocking(self.parent.instrument.apply, op, n, value)
             except (ValueError, RuntimeError, ConnectionError, TimeoutError) as exc:
                 await self.parent.note(f"CH{n}: {exc}")
                 raise
@@ -97,289 +90,6 @@ def _channel_group(n: int) -> type[PVGroup]:
 
     Channel.__name__ = f"Channel{n}"
     return Channel
-
-
-class Slot(PVGroup):
-    """Lifecycle PVs shared by every measurement slot."""
-
-    duration = pvproperty(name="DURATION", value=1.0, units="s", precision=3,
-                          doc="capture duration in tagger time (used when N_TRAINS is 0)")
-    n_trains = pvproperty(name="N_TRAINS", value=0, doc="capture this many trains (0: use DURATION)")
-    start = pvproperty(name="START", value=0, doc="start (or resume) without clearing")
-    stop = pvproperty(name="STOP", value=0, doc="stop accumulating")
-    clear = pvproperty(name="CLEAR", value=0, doc="discard data")
-    acquire = pvproperty(name="ACQUIRE", value=0,
-                         doc="clear, run for DURATION or N_TRAINS; completes when done")
-    running = pvproperty(name="RUNNING", value=False, read_only=True, doc="accumulating")
-    capture_duration = pvproperty(name="CAPTURE_DURATION", value=0.0, units="s", precision=6,
-                                  read_only=True, doc="tagger time accumulated since clear")
-    first_train_id = pvproperty(name="FIRST_TRAIN_ID", value=0.0, read_only=True, precision=0,
-                                doc="first train covered (0 + INVALID when unknown)")
-    last_train_id = pvproperty(name="LAST_TRAIN_ID", value=0.0, read_only=True, precision=0,
-                               doc="last train covered (0 + INVALID when unknown)")
-    status = pvproperty(name="STATUS", value="idle", dtype=ChannelType.STRING, read_only=True,
-                        doc="last action or error")
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.measurement = None
-        self._config = None
-
-    # -- subclass hooks ----------------------------------------------------------------
-    def config(self) -> tuple:
-        raise NotImplementedError
-
-    def build(self, tagger, config: tuple):
-        raise NotImplementedError
-
-    async def publish_data(self, m) -> None:
-        raise NotImplementedError
-
-    # -- helpers -----------------------------------------------------------------------
-    def check_channel(self, value) -> int:
-        chans = self.parent.instrument.channels()
-        v = int(value)
-        if chans and v not in chans and v < 1000:
-            raise ValueError(f"unknown channel {v}; channels are {chans}")
-        return v
-
-    async def _fail(self, exc: Exception) -> None:
-        await self.status.write(str(exc)[:39])
-        await self.parent.note(f"{self.prefix}: {exc}")
-
-    async def ensure(self):
-        """The measurement for the current settings (rebuilt if they changed)."""
-        config = self.config()
-        if self.measurement is None or config != self._config:
-            tagger = await _blocking(self.parent.engine_tagger)
-            if self.measurement is not None:
-                self.measurement.free()
-            self.measurement = None
-            self.measurement = self.build(tagger, config)
-            self.measurement.stop()
-            self.measurement.clear()
-            self._config = config
-        return self.measurement
-
-    async def run(self, clear: bool):
-        try:
-            m = await self.ensure()
-            if self.n_trains.value > 0:
-                m.startForTrains(int(self.n_trains.value), clear=clear)
-            elif self.duration.value > 0:
-                m.startFor(int(round(self.duration.value * 1e12)), clear=clear)
-            else:
-                if clear:
-                    m.clear()
-                m.start()
-        except (ValueError, RuntimeError) as exc:
-            await self._fail(exc)
-            raise
-        await self.status.write("running")
-        await self.running.write(True)
-        return m
-
-    @start.putter
-    async def start(self, instance, value):
-        if value:
-            await self.run(clear=False)
-        return 0
-
-    @stop.putter
-    async def stop(self, instance, value):
-        if value and self.measurement is not None:
-            self.measurement.stop()
-            await self.publish()
-        return 0
-
-    @clear.putter
-    async def clear(self, instance, value):
-        if value and self.measurement is not None:
-            self.measurement.clear()
-            await self.publish()
-        return 0
-
-    @acquire.putter
-    async def acquire(self, instance, value):
-        if not value:
-            return 0
-        m = await self.run(clear=True)
-        while m.isRunning():
-            await asyncio.sleep(0.02)
-        await self.publish()
-        await self.status.write("done")
-        return 0
-
-    @running.scan(period=0.25)
-    async def running(self, instance, async_lib):
-        if self.measurement is not None and (self.measurement.isRunning() or self.running.value):
-            await self.publish()
-
-    async def publish(self) -> None:
-        m = self.measurement
-        if m is None:
-            return
-        running = m.isRunning()
-        await self.publish_data(m)
-        await self.capture_duration.write(m.getCaptureDuration() * 1e-12)
-        train_range = m.getTrainRange()
-        for pv, value in zip((self.first_train_id, self.last_train_id),
-                             train_range or (0, 0), strict=True):
-            if train_range is None:
-                await pv.write(0.0, severity=AlarmSeverity.INVALID_ALARM,
-                               status=AlarmStatus.UDF)
-            else:
-                await pv.write(float(value), severity=AlarmSeverity.NO_ALARM,
-                               status=AlarmStatus.NO_ALARM)
-        if self.running.value != running:
-            await self.running.write(running)
-
-
-def _positive(name: str, limit: int | None = None):
-    async def put(self, instance, value):
-        v = int(value)
-        if v <= 0 or (limit is not None and v > limit):
-            raise ValueError(f"{name} {v} outside 1..{limit if limit else 'inf'}")
-        return v
-
-    return put
-
-
-async def _channel_put(group, instance, value):
-    return group.check_channel(value)
-
-
-class CorrelationSlot(Slot):
-    """``Correlation`` of CHAN1 and CHAN2: DATA (counts), INDEX (ps), G2."""
-
-    chan1 = pvproperty(name="CHAN1", value=1, doc="channel 1 (start)")
-    chan2 = pvproperty(name="CHAN2", value=2, doc="channel 2 (stop)")
-    binwidth = pvproperty(name="BINWIDTH", value=1000, units="ps", doc="bin width")
-    n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
-    data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
-                      read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
-    index = pvproperty(name="INDEX", value=[0.0] * MAX_SLOT_BINS, read_only=True, units="ps",
-                       doc="bin times", max_subscription_backlog=_BACKLOG)
-    g2 = pvproperty(name="G2", value=[0.0] * MAX_SLOT_BINS, read_only=True,
-                    doc="normalised correlation", max_subscription_backlog=_BACKLOG)
-
-    chan1.putter(_channel_put)
-    chan2.putter(_channel_put)
-    binwidth.putter(_positive("binwidth", 10**12))
-    n_bins.putter(_positive("n_bins", MAX_SLOT_BINS))
-
-    def config(self):
-        return (self.chan1.value, self.chan2.value, self.binwidth.value, self.n_bins.value)
-
-    def build(self, tagger, config):
-        from trainstamp.tagger.engine import Correlation
-
-        c1, c2, bw, nb = config
-        return Correlation(tagger, c1, c2, binwidth=bw, n_bins=nb)
-
-    async def publish_data(self, m) -> None:
-        await self.data.write(m.getData())
-        await self.index.write(m.getIndex().astype(float))
-        await self.g2.write(np.nan_to_num(m.getDataNormalized()))
-
-
-class HistogramSlot(Slot):
-    """``Histogram`` of CLICK_CHAN against START_CHAN: DATA and INDEX (ps)."""
-
-    click_chan = pvproperty(name="CLICK_CHAN", value=1, doc="click channel")
-    start_chan = pvproperty(name="START_CHAN", value=2, doc="start channel")
-    binwidth = pvproperty(name="BINWIDTH", value=1000, units="ps", doc="bin width")
-    n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
-    data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
-                      read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
-    index = pvproperty(name="INDEX", value=[0.0] * MAX_SLOT_BINS, read_only=True, units="ps",
-                       doc="bin start times", max_subscription_backlog=_BACKLOG)
-
-    click_chan.putter(_channel_put)
-    start_chan.putter(_channel_put)
-    binwidth.putter(_positive("binwidth", 10**12))
-    n_bins.putter(_positive("n_bins", MAX_SLOT_BINS))
-
-    def config(self):
-        return (self.click_chan.value, self.start_chan.value, self.binwidth.value,
-                self.n_bins.value)
-
-    def build(self, tagger, config):
-        from trainstamp.tagger.engine import Histogram
-
-        c1, c2, bw, nb = config
-        return Histogram(tagger, c1, c2, binwidth=bw, n_bins=nb)
-
-    async def publish_data(self, m) -> None:
-        await self.data.write(m.getData())
-        await self.index.write(m.getIndex().astype(float))
-
-
-async def _channels_put(group, instance, value):
-    chans = [group.check_channel(v) for v in np.atleast_1d(value)]
-    if not chans:
-        raise ValueError("at least one channel is needed")
-    return chans
-
-
-class CountrateSlot(Slot):
-    """``Countrate`` of CHANNELS: DATA (Hz) and COUNTS_TOTAL."""
-
-    channels = pvproperty(name="CHANNELS", value=[1, 2], max_length=MAX_SLOT_CHANNELS,
-                          dtype=ChannelType.LONG, doc="channels to count")
-    data = pvproperty(name="DATA", value=[0.0] * MAX_SLOT_CHANNELS, read_only=True, units="Hz",
-                      doc="average rate per channel")
-    counts_total = pvproperty(name="COUNTS_TOTAL", value=[0.0] * MAX_SLOT_CHANNELS,
-                              read_only=True, doc="counts per channel")
-    channels.putter(_channels_put)
-
-    def config(self):
-        return tuple(int(c) for c in np.atleast_1d(self.channels.value))
-
-    def build(self, tagger, config):
-        from trainstamp.tagger.engine import Countrate
-
-        return Countrate(tagger, list(config))
-
-    async def publish_data(self, m) -> None:
-        await self.data.write(np.asarray(m.getData(), float))
-        await self.counts_total.write(np.asarray(m.getCountsTotal(), float))
-
-
-class CounterSlot(Slot):
-    """``Counter`` of CHANNELS: DATA is (channels, N_VALUES) flattened row by row."""
-
-    channels = pvproperty(name="CHANNELS", value=[1], max_length=MAX_SLOT_CHANNELS,
-                          dtype=ChannelType.LONG, doc="channels to count")
-    binwidth = pvproperty(name="BINWIDTH", value=1_000_000_000, units="ps", doc="bin width")
-    n_values = pvproperty(name="N_VALUES", value=100, doc="bins per channel")
-    data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
-                      read_only=True, doc="counts, channel-major", max_subscription_backlog=_BACKLOG)
-    channels.putter(_channels_put)
-    binwidth.putter(_positive("binwidth", 10**15))
-
-    @n_values.putter
-    async def n_values(self, instance, value):
-        v = int(value)
-        n_ch = len(np.atleast_1d(self.channels.value))
-        if v <= 0 or v * n_ch > MAX_SLOT_BINS:
-            raise ValueError(f"n_values {v} x {n_ch} channels outside 1..{MAX_SLOT_BINS}")
-        return v
-
-    def config(self):
-        return (tuple(int(c) for c in np.atleast_1d(self.channels.value)),
-                self.binwidth.value, self.n_values.value)
-
-    def build(self, tagger, config):
-        from trainstamp.tagger.engine import Counter
-
-        chans, bw, nv = config
-        if len(chans) * nv > MAX_SLOT_BINS:
-            raise ValueError(f"{len(chans)} channels x {nv} values exceed {MAX_SLOT_BINS}")
-        return Counter(tagger, list(chans), binwidth=bw, n_values=nv)
-
-    async def publish_data(self, m) -> None:
-        await self.data.write(np.asarray(m.getData()).ravel())
 
 
 def make_ioc_class(n_channels: int = 8) -> type[PVGroup]:

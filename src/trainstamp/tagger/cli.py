@@ -29,7 +29,7 @@ def _floats(text: str, n: int, what: str) -> list[float]:
 def emulate(argv: Sequence[str] | None = None) -> int:
     """Run the tagger emulator until interrupted."""
     from trainstamp.tagger._emulator import DEFAULT_PORT, TaggerEmulator
-    from trainstamp.tagger._sources import TaggerSettings
+    from trainstamp.tagger._settings import TaggerSettings
 
     p = argparse.ArgumentParser(prog="trainstamp emulate tagger",
                                 description="Time-tagger emulator streaming tag blocks over TCP.")

@@ -11,7 +11,7 @@ import pytest
 
 from trainstamp.tagger import _wire as wire
 from trainstamp.tagger._emulator import TaggerEmulator
-from trainstamp.tagger._sources import TaggerSettings
+from trainstamp.tagger._settings import TaggerSettings
 from trainstamp.tagger._stream import TagService
 from trainstamp.tagger.engine import Countrate, TimeTaggerVirtual
 from trainstamp.testing import wait_until

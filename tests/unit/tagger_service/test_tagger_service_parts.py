@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trainstamp.tagger._adapters import encode_array, to_plain
 from trainstamp.tagger._fastpath import decode_array
-from trainstamp.tagger._pyro import encode_array, to_plain
-from trainstamp.tagger._sources import ReplayGenerator, TaggerSettings
+from trainstamp.tagger._settings import TaggerSettings
+from trainstamp.tagger._sources import ReplayGenerator
 from trainstamp.tagger.engine import TagType
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainstamp.tagger._sources import (
-    TEST_SIGNAL_PERIOD_PS,
-    TagGenerator,
-    TaggerSettings,
-)
+from trainstamp.tagger._settings import TEST_SIGNAL_PERIOD_PS, TaggerSettings
+from trainstamp.tagger._sources import TagGenerator
 
 MS = 1_000_000_000  # ps
 
