@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainstamp.tagger._settings import TEST_SIGNAL_PERIOD_PS, TaggerSettings
 from trainstamp.tagger._sources import TagGenerator
@@ -105,3 +107,32 @@ def test_markers_land_on_marker_channel_in_order():
     m = tags[tags["channel"] == 9]
     assert list(m["time"]) == [k * 10 * MS + 123 for k in range(len(m))]
     assert len(m) >= 9
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 30), min_size=3, max_size=12),
+       st.integers(-2_000_000, 2_000_000), st.integers(-50_000, 50_000),
+       st.integers(2_000, 500_000), st.integers(1, 5), st.integers(0, 2**31))
+def test_any_settings_and_block_sizes_give_a_sorted_stream(blocks_ms, delay3, pair_delay,
+                                                           dead4, divider, seed):
+    s = TaggerSettings()
+    s.set_test_signal(1, True)
+    s.set_source(3, {"kind": "pair", "partner": 4, "rate": 3e5, "delay_ps": pair_delay,
+                     "jitter_ps": 500})
+    s.set_source(5, {"kind": "antibunched", "partner": 6, "rate": 2e5, "lifetime_ps": 3000})
+    s.set_input_delay(3, delay3)
+    s.set_dead_time(4, dead4)
+    s.set_event_divider(5, divider)
+    gen = TagGenerator(s, seed=seed)
+    t, out, end = 0, [], -1
+    for ms in blocks_ms:
+        t += ms * MS
+        block = gen.generate(t)
+        if len(block):  # each block lies after the previous block's promised end
+            assert block["time"][0] > end and block["time"][-1] <= gen.complete_to
+        end = gen.complete_to
+        out.append(block)
+    tags = np.concatenate(out)
+    assert np.all(np.diff(tags["time"]) >= 0)
+    t4 = tags["time"][tags["channel"] == 4]
+    assert np.all(np.diff(t4) >= dead4)
