@@ -404,3 +404,7 @@ def main(argv: Sequence[str]) -> int:
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"trainstamp up: {exc}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trainstamp.testing import free_port, random_prefix, wait_until
+from trainstamp.beamline import Beamline, Service
+from trainstamp.testing import free_port, random_prefix, wait_for_tcp, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -53,18 +54,36 @@ def test_demo_runs_end_to_end_and_leaves_nothing(tmp_path):
     assert processes_mentioning(prefix) == []
 
 
-def test_demo_fails_cleanly_without_a_catalog_directory(tmp_path):
-    """A data directory that cannot be created: non-zero exit, beamline still stopped."""
-    prefix = random_prefix("DEMO")
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    proc = subprocess.run(
-        trainstamp("demo", "--data-dir", str(blocker / "data"), "--num-trains", "2",
-                   "--timeserver-prefix", prefix),
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode != 0
-    assert processes_mentioning(prefix) == []
+def test_beamline_stops_what_it_started_when_a_service_fails(tmp_path):
+    """A service that dies before it is ready: a clear error, and the others are stopped."""
+    port = free_port()
+    good = Service("trains", ["emulate", "trains", "--port", str(port), "--period", "50"],
+                   ready=lambda: wait_for_tcp("127.0.0.1", port, timeout=0.5) or True,
+                   where=f"tcp://127.0.0.1:{port}")
+    bad = Service("broken", ["ioc", "timeserver", "--source", "bogus://nowhere"],
+                  ready=lambda: False, ready_timeout=30)
+    lines: list[str] = []
+    beamline = Beamline([good, bad], log_dir=tmp_path / "logs", out=lines.append)
+    with pytest.raises(RuntimeError, match="broken exited with code"):
+        beamline.start()
+    assert lines and lines[0].split()[0] == "trains"
+    assert processes_mentioning(f"--port {port}") == []
+    assert (tmp_path / "logs" / "broken.log").read_text()
+
+
+def test_beamline_stops_everything_when_the_caller_fails(tmp_path):
+    port = free_port()
+    service = Service("trains", ["emulate", "trains", "--port", str(port)],
+                      ready=lambda: wait_for_tcp("127.0.0.1", port, timeout=0.5) or True)
+    with pytest.raises(ZeroDivisionError), Beamline([service], log_dir=tmp_path, out=str):
+        assert len(processes_mentioning(f"--port {port}")) == 1
+        1 / 0  # noqa: B018 - the caller's code fails inside the with block
+    assert processes_mentioning(f"--port {port}") == []
+
+
+def test_duplicate_service_names_are_refused():
+    with pytest.raises(ValueError, match="service names must be unique"):
+        Beamline([Service("a", []), Service("a", [])])
 
 
 def _start_up(prefix: str, tmp_path: Path) -> subprocess.Popen[str]:
