@@ -50,7 +50,7 @@ class _PairHistogram(Measurement):
         self._tail_x = _EMPTY
         if not hasattr(self, "_st"):
             self._st = np.zeros(8, np.int64)
-            self._bufs = tuple(np.empty(2 * K.CHUNK, np.int64) for _ in range(9))
+            self._bufs = tuple(np.empty(2 * K.CHUNK, np.int64) for _ in range(7))
         self._nx += int(self._st[2])
         self._ny += int(self._st[3])
         self._st[:] = 0

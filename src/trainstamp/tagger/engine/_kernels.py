@@ -96,39 +96,41 @@ def _room(a, n, need):
 
 
 @njit(**_NJ)
-def _quot_rem_range(t, q, r, i0, i1, shift, bw, inv):
-    """``q[i], r[i] = divmod(t[i] + shift, bw)`` for i in [i0, i1); all values >= 0.
+def _pack_range(t, out, i0, i1, shift, bw, inv, sh):
+    """``out[i] = (q << sh) + r`` with ``q, r = divmod(t[i] + shift, bw)``, all >= 0.
 
-    Uses a float reciprocal with one exact integer correction while the values stay
-    below 2**52 (where the float quotient is off by at most one), else integer division.
+    With ``2**sh >= bw`` the bin of a pair is then a subtraction and a shift:
+    ``((q1 << sh) + r1 - (q0 << sh) - r0) >> sh == q1 - q0 - (r1 < r0)``. The quotient
+    uses a float reciprocal with one exact integer correction while the values stay
+    below 2**52 (where it is off by at most one), else integer division.
     """
     if i1 <= i0:
         return
     if t[i1 - 1] + shift < (1 << 52):
         for i in range(i0, i1):
             d = t[i] + shift
-            qi = np.int64(d * inv)
-            ri = d - qi * bw
-            if ri < 0:
-                qi -= 1
-                ri += bw
-            elif ri >= bw:
-                qi += 1
-                ri -= bw
-            q[i] = qi
-            r[i] = ri
+            q = np.int64(d * inv)
+            r = d - q * bw
+            if r < 0:
+                q -= 1
+                r += bw
+            elif r >= bw:
+                q += 1
+                r -= bw
+            out[i] = (q << sh) + r
     else:
         for i in range(i0, i1):
             d = t[i] + shift
-            qi = d // bw
-            q[i] = qi
-            r[i] = d - qi * bw
+            q = d // bw
+            out[i] = (q << sh) + d - q * bw
+
+
+_PACK_GUARD = -(1 << 61)
+_REBASE_AFTER = 1 << 60  # packed values stay below 2**62 while t - base < this
 
 
 @njit(**_NJ)
-def cross_stream(
-    times, chans, x_ch, y_ch, bw, off, n_bins, hist, xt, xp, xq, xr, yt, yp, yq, yr, act, st
-):
+def cross_stream(times, chans, x_ch, y_ch, bw, off, n_bins, hist, xt, xp, xk, yt, yp, yk, act, st):
     """Count every pair (x, y) of two channels by ``dt = t_y - t_x`` into ``hist``.
 
     A pair lands in bin ``(dt + off) // bw`` when that is in ``0..n_bins-1``; it is
@@ -145,14 +147,14 @@ def cross_stream(
        breadth first: one branch-free sweep keeps only the tags that have a first
        partner, the next sweep their second partner, and so on, which avoids a
        mispredicted loop exit per tag. Otherwise each tag walks its run depth first,
-       and every tag is written once as ``q * bw + r`` (``xq``/``xr``, ``yq``/``yr``,
-       y shifted by ``off``) so a pair's bin is ``q_y - q_x - (r_y < r_x)`` with no
-       division per pair;
+       and every tag is written once in bin units (``xk``, ``yk``, see
+       :func:`_pack_range`, y shifted by ``off``) so a pair's bin is one subtraction
+       and one shift, with no division per pair;
     3. the buffers keep only tags still within reach of later ones.
 
     The buffers start with one :data:`SENTINEL` guard tag. ``st`` is int64[8]: buffer
     fill of x and y, tags counted on x and y, pairs and tags of the last chunk, the
-    time origin of q/r and whether q/r are valid for the whole buffer.
+    time origin of the packed values and whether they are valid for the whole buffer.
     Returns the (possibly grown) buffers in argument order.
     """
     nx = st[0]
@@ -160,20 +162,18 @@ def cross_stream(
     if nx == 0 or ny == 0:
         xt[0] = SENTINEL
         yt[0] = SENTINEL
-        xq[0] = -(1 << 61)
-        yq[0] = -(1 << 61)
-        xr[0] = 0
-        yr[0] = 0
+        xk[0] = _PACK_GUARD
+        yk[0] = _PACK_GUARD
         nx = 1
         ny = 1
         st[7] = 0
-        if times.shape[0]:
-            st[6] = times[0]
     span = bw * n_bins
     dmax = span - 1 - off
     ubw = np.uint64(bw)
     inv = 1.0 / bw
-    base = st[6]
+    sh = 0
+    while (1 << sh) < bw:
+        sh += 1
     n = times.shape[0]
     s = 0
     while s < n:
@@ -181,12 +181,10 @@ def cross_stream(
         m = e - s
         xt = _room(xt, nx, m)
         xp = _room(xp, nx, m)
-        xq = _room(xq, nx, m)
-        xr = _room(xr, nx, m)
+        xk = _room(xk, nx, m)
         yt = _room(yt, ny, m)
         yp = _room(yp, ny, m)
-        yq = _room(yq, ny, m)
-        yr = _room(yr, ny, m)
+        yk = _room(yk, ny, m)
         if act.shape[0] < m:
             act = np.empty(m, np.int64)
         nx0 = nx
@@ -239,29 +237,38 @@ def cross_stream(
                     c2 += yt[k - 1] >= x
                 cnt = c2
                 d += 1
-        else:  # depth first, bins from q/r
-            fx = nx0 if st[7] else 1
-            fy = ny0 if st[7] else 1
-            _quot_rem_range(xt, xq, xr, fx, nx, -base, bw, inv)
-            _quot_rem_range(yt, yq, yr, fy, ny, off - base, bw, inv)
+        else:  # depth first, bins from packed values
+            base = st[6]
+            if st[7] == 0 or times[e - 1] + off - base > _REBASE_AFTER:
+                base = times[s]  # (re)pack the whole buffer from a new origin
+                if nx > 1:
+                    base = min(base, xt[1])
+                if ny > 1:
+                    base = min(base, yt[1])
+                st[6] = base
+                fx = 1
+                fy = 1
+            else:
+                fx = nx0
+                fy = ny0
+            _pack_range(xt, xk, fx, nx, -base, bw, inv, sh)
+            _pack_range(yt, yk, fy, ny, off - base, bw, inv, sh)
             st[7] = 1
             for j in range(ny0, ny):
-                q0 = yq[j]
-                r0 = yr[j]
+                y = yk[j]
                 k = yp[j] - 1
                 while True:
-                    b = q0 - xq[k] - (r0 < xr[k])
+                    b = (y - xk[k]) >> sh
                     if b >= n_bins:
                         break
                     hist[b] += 1
                     k -= 1
                 pairs += yp[j] - 1 - k
             for i in range(nx0, nx):
-                q0 = xq[i]
-                r0 = xr[i]
+                x = xk[i]
                 k = xp[i] - 1
                 while True:
-                    b = yq[k] - q0 - (yr[k] < r0)
+                    b = (yk[k] - x) >> sh
                     if b < 0:
                         break
                     hist[b] += 1
@@ -277,18 +284,16 @@ def cross_stream(
         if kx > 0:
             nx -= kx
             xt[1:nx] = xt[1 + kx : kx + nx]
-            xq[1:nx] = xq[1 + kx : kx + nx]
-            xr[1:nx] = xr[1 + kx : kx + nx]
+            xk[1:nx] = xk[1 + kx : kx + nx]
         ky = np.searchsorted(yt[1:ny], tref - off)
         if ky > 0:
             ny -= ky
             yt[1:ny] = yt[1 + ky : ky + ny]
-            yq[1:ny] = yq[1 + ky : ky + ny]
-            yr[1:ny] = yr[1 + ky : ky + ny]
+            yk[1:ny] = yk[1 + ky : ky + ny]
         s = e
     st[0] = nx
     st[1] = ny
-    return xt, xp, xq, xr, yt, yp, yq, yr, act
+    return xt, xp, xk, yt, yp, yk, act
 
 
 @njit(**_NJ)
