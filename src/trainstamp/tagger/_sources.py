@@ -52,8 +52,11 @@ class TagGenerator:
         self.settings = settings
         self.rng = np.random.default_rng(seed)
         self.t0 = int(t0_ps)
-        #: Stream time up to which every tag has been emitted (no later tag precedes it).
-        self.complete_to = int(t0_ps) - 1
+        #: Stream time up to which every tag has been emitted (no later tag precedes it);
+        #: nothing is promised before the first block.
+        self.complete_to = -(1 << 62)
+        #: Events that a settings change moved before ``complete_to`` (sent as MissedEvents).
+        self.late_events = 0
         chans = settings.channel_list()
         self._index = np.full(max(chans) + 1, -1, dtype=np.int64)
         for i, c in enumerate(chans):
@@ -169,10 +172,25 @@ class TagGenerator:
         ready = all_t < watermark
         self._pending_t, self._pending_c = all_t[~ready], all_c[~ready]
         t, c = all_t[ready], all_c[ready]
+        promised = self.complete_to
         self.complete_to = max(self.complete_to, watermark - 1)
         order = np.argsort(t, kind="stable")
         t, c = t[order], c[order]
-        return self._finish(t, c)
+        # A delay made more negative since the last block can move events before the
+        # end already promised; they cannot be sent in order, so they are reported.
+        n_late = int(np.searchsorted(t, promised, side="right"))
+        late = None
+        if n_late:
+            chans_late, counts = np.unique(c[:n_late], return_counts=True)
+            late = np.zeros(len(chans_late), TAG_DTYPE)
+            late["type"] = TagType.MissedEvents
+            late["channel"] = chans_late
+            late["missed_events"] = np.minimum(counts, 65535)
+            late["time"] = promised + 1
+            self.late_events += n_late
+            t, c = t[n_late:], c[n_late:]
+        tags = self._finish(t, c)
+        return tags if late is None else np.concatenate([late, tags])
 
     def _finish(self, t: np.ndarray, c: np.ndarray) -> np.ndarray:
         s = self.settings

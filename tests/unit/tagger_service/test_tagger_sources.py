@@ -124,7 +124,7 @@ def test_any_settings_and_block_sizes_give_a_sorted_stream(blocks_ms, delay3, pa
     s.set_dead_time(4, dead4)
     s.set_event_divider(5, divider)
     gen = TagGenerator(s, seed=seed)
-    t, out, end = 0, [], -1
+    t, out, end = 0, [], gen.complete_to
     for ms in blocks_ms:
         t += ms * MS
         block = gen.generate(t)
@@ -134,5 +134,20 @@ def test_any_settings_and_block_sizes_give_a_sorted_stream(blocks_ms, delay3, pa
         out.append(block)
     tags = np.concatenate(out)
     assert np.all(np.diff(tags["time"]) >= 0)
+    assert gen.late_events == 0
     t4 = tags["time"][tags["channel"] == 4]
     assert np.all(np.diff(t4) >= dead4)
+
+
+def test_a_delay_change_never_breaks_stream_order():
+    s = TaggerSettings()
+    s.set_source(2, {"kind": "poisson", "rate": 2e6})
+    gen = TagGenerator(s, seed=4)
+    first = gen.generate(10 * MS)
+    end = gen.complete_to
+    s.set_input_delay(2, -2_000_000)  # events of the next block would land in the past
+    second = gen.generate(20 * MS)
+    assert second["time"][0] > end
+    late = second[second["type"] == 4]
+    assert gen.late_events > 0 and late["missed_events"].sum() == gen.late_events
+    assert np.all(np.diff(np.concatenate([first, second])["time"]) >= 0)
