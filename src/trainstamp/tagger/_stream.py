@@ -215,11 +215,17 @@ class TagService:
         return len(self._sinks)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> TagService:
+    def start(self, feed_timeout: float = 2.0) -> TagService:
+        """Start the processor, the train feed and then the tag link.
+
+        The link waits (up to ``feed_timeout``) for the feed, so that the first markers
+        already have their ticks.
+        """
         self._thread.start()
-        self.link.start()
         if self.feed is not None:
             self.feed.start()
+            self.feed.wait_connected(feed_timeout)
+        self.link.start()
         return self
 
     def stop(self) -> None:
