@@ -153,8 +153,10 @@ class TcpSource(TrainSource):
         return f"tcp://{self.host}:{self.port}"
 
     async def _connect(self) -> None:
-        self._conn = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.connect_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that races with a completed connect, and the IOC never exits.
+        async with asyncio.timeout(self.connect_timeout):
+            self._conn = await asyncio.open_connection(self.host, self.port)
         self.connects += 1
         self.sink.on_status(f"connected to {self.uri}")
 

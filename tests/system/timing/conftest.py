@@ -55,6 +55,7 @@ class TimeServerProc:
 @pytest.fixture
 def timeserver(ca_ports):
     """Factory: ``timeserver("--source", URI, ...)`` starts an IOC and returns it."""
+    procs: list[SubprocessIOC] = []
     with contextlib.ExitStack() as stack:
 
         def start(*args: str, ready: str = "STATE") -> TimeServerProc:
@@ -64,6 +65,9 @@ def timeserver(ca_ports):
                     "--broadcast-port", str(port), "--list-pvs", *args]
             proc = SubprocessIOC(argv, ca_ports, ready_pv=prefix + ready)
             stack.enter_context(proc)
+            procs.append(proc)
             return TimeServerProc(proc, prefix, port)
 
         yield start
+    # Every IOC must have shut down by itself on SIGINT (not needed SIGKILL).
+    assert [p.proc.returncode for p in procs] == [0] * len(procs)
