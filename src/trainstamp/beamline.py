@@ -270,18 +270,26 @@ class BeamlineConfig:
     source: str = "local:internal"
     broadcast_port: int | None = DEFAULT_BROADCAST_PORT
     ready_timeout: float = 30.0
-    _ports: list[int] = field(default_factory=list, repr=False)
+    _ports: dict[str, int] = field(default_factory=dict, repr=False)
 
-    #: Number of IOCs, i.e. of CA server ports the beamline uses.
-    N_IOCS = 1
+    #: The IOCs of the beamline, in CA port order: IOC n serves on ``ca_port + n``.
+    #: A new IOC appends its name here and its :class:`Service` in :meth:`services`.
+    IOCS = ("timeserver",)
+
+    def ca_port_of(self, ioc: str) -> int:
+        """The CA server port of ``ioc`` (one of :attr:`IOCS`)."""
+        return self.ca_port_map()[ioc]
+
+    def ca_port_map(self) -> dict[str, int]:
+        if not self._ports:
+            for i, name in enumerate(self.IOCS):
+                port = _free_port() if self.ca_port is None else self.ca_port + i
+                self._ports[name] = port
+        return dict(self._ports)
 
     def ca_ports(self) -> list[int]:
-        if not self._ports:
-            if self.ca_port is None:
-                self._ports = [_free_port() for _ in range(self.N_IOCS)]
-            else:
-                self._ports = [self.ca_port + i for i in range(self.N_IOCS)]
-        return list(self._ports)
+        """Every CA server port of the beamline, in :attr:`IOCS` order."""
+        return list(self.ca_port_map().values())
 
     def resolved_broadcast_port(self) -> int:
         if self.broadcast_port is None:
@@ -311,8 +319,7 @@ class BeamlineConfig:
 
     def services(self) -> list[Service]:
         """The beamline's services, in start order."""
-        ports = self.ca_ports()
-        ts_port = ports[0]
+        ts_port = self.ca_port_of("timeserver")
         prefix = self.timeserver_prefix
         timeserver = Service(
             name="timeserver",

@@ -101,15 +101,15 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) -
     """Collect the supervisor's output until ``marker`` appears (deadline-bound)."""
     lines: list[str] = []
 
-    def seen() -> bool:
+    def seen_or_exited() -> bool:
         line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError("trainstamp up exited:\n" + "".join(lines))
         lines.append(line)
-        return marker in line
+        return marker in line or (not line and proc.poll() is not None)
 
-    wait_until(seen, timeout=timeout, interval=0, message=lambda: "".join(lines))
-    return "".join(lines)
+    wait_until(seen_or_exited, timeout=timeout, interval=0, message=lambda: "".join(lines))
+    out = "".join(lines)
+    assert marker in out, f"trainstamp up exited with {proc.returncode}:\n{out}"
+    return out
 
 
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
