@@ -130,6 +130,28 @@ _REBASE_AFTER = 1 << 60  # packed values stay below 2**62 while t - base < this
 
 
 @njit(**_NJ)
+def _pack(t_first, t_last, xt, xk, nx0, nx, yt, yk, ny0, ny, off, bw, inv, sh, st):
+    """Bring the packed values of both buffers up to date (see :func:`cross_stream`).
+
+    Packs only the new tags while the packing is valid and its origin ``st[6]`` is
+    recent enough; otherwise repacks the whole buffer from a new origin.
+    """
+    base = st[6]
+    if st[7] == 0 or t_last + off - base > _REBASE_AFTER:
+        base = t_first
+        if nx > 1:
+            base = min(base, xt[1])
+        if ny > 1:
+            base = min(base, yt[1])
+        st[6] = base
+        nx0 = 1
+        ny0 = 1
+    _pack_range(xt, xk, nx0, nx, -base, bw, inv, sh)
+    _pack_range(yt, yk, ny0, ny, off - base, bw, inv, sh)
+    st[7] = 1
+
+
+@njit(**_NJ)
 def cross_stream(times, chans, x_ch, y_ch, bw, off, n_bins, hist, xt, xp, xk, yt, yp, yk, act, st):
     """Count every pair (x, y) of two channels by ``dt = t_y - t_x`` into ``hist``.
 
@@ -200,7 +222,7 @@ def cross_stream(times, chans, x_ch, y_ch, bw, off, n_bins, hist, xt, xp, xk, yt
             ny += c == y_ch
         pairs = 0
         if 2 * st[4] < 4 * st[5] or st[5] == 0:  # < 2 pairs per tag: breadth first
-            st[7] = 0
+            st[7] = 0  # packed values are not kept up to date here
             # 2a. new y with earlier x: dt >= 0, in range while x > y + off - span
             cnt = 0
             for j in range(ny0, ny):
@@ -238,22 +260,7 @@ def cross_stream(times, chans, x_ch, y_ch, bw, off, n_bins, hist, xt, xp, xk, yt
                 cnt = c2
                 d += 1
         else:  # depth first, bins from packed values
-            base = st[6]
-            if st[7] == 0 or times[e - 1] + off - base > _REBASE_AFTER:
-                base = times[s]  # (re)pack the whole buffer from a new origin
-                if nx > 1:
-                    base = min(base, xt[1])
-                if ny > 1:
-                    base = min(base, yt[1])
-                st[6] = base
-                fx = 1
-                fy = 1
-            else:
-                fx = nx0
-                fy = ny0
-            _pack_range(xt, xk, fx, nx, -base, bw, inv, sh)
-            _pack_range(yt, yk, fy, ny, off - base, bw, inv, sh)
-            st[7] = 1
+            _pack(times[s], times[e - 1], xt, xk, nx0, nx, yt, yk, ny0, ny, off, bw, inv, sh, st)
             for j in range(ny0, ny):
                 y = yk[j]
                 k = yp[j] - 1
