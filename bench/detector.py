@@ -38,9 +38,12 @@ C_REFERENCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+static double cpu(void) { struct rusage u; getrusage(RUSAGE_SELF, &u);
+    return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6; }
 int main(int argc, char **argv) {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in a; memset(&a, 0, sizeof a); a.sin_family = AF_INET;
@@ -61,11 +64,11 @@ int main(int argc, char **argv) {
             n++; bytes += r;
             if (t1 - t0 > secs) break;
         }
-        printf("%ld %ld %.6f\n", n, bytes, t1 - t0);
+        printf("%ld %ld %.6f %.3f\n", n, bytes, t1 - t0, cpu());
     } else {
         int size = atoi(argv[4]); long n = 0; double t0 = now();
         while (now() - t0 < secs) { for (int k = 0; k < 64; k++) if (sendto(s, buf, size, 0, (struct sockaddr *)&a, sizeof a) > 0) n++; }
-        printf("%ld\n", n);
+        printf("%ld %.3f\n", n, cpu());
     }
     return 0;
 }
@@ -94,13 +97,16 @@ def raw_reference(seconds: float, payload: int, workdir: Path) -> dict:
     assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
     tx = subprocess.run([str(exe), "send", str(port), str(seconds), str(P.HEADER_SIZE + payload)],
                         capture_output=True, text=True, check=True)
-    n, nbytes, dt = rx.communicate(timeout=seconds + 10)[0].split()
-    sent, n, nbytes, dt = int(tx.stdout), int(n), int(nbytes), float(dt)
+    n, nbytes, dt, rx_cpu = rx.communicate(timeout=seconds + 10)[0].split()
+    sent, tx_cpu = tx.stdout.split()
+    sent, n, nbytes, dt = int(sent), int(n), int(nbytes), float(dt)
     return {"sent": sent, "received": n, "pps": n / dt, "MBps": nbytes / dt / 1e6,
-            "fps": n / dt / P.packets_per_frame(payload), "loss": 1 - n / max(sent, 1)}
+            "fps": n / dt / P.packets_per_frame(payload), "loss": 1 - n / max(sent, 1),
+            "rx_us_per_packet": float(rx_cpu) / n * 1e6, "tx_us_per_packet": float(tx_cpu) / max(sent, 1) * 1e6}
 
 
-def pipeline(rate: float, seconds: float, payload: int, workdir: Path, frames_per_file: int) -> dict:
+def pipeline(rate: float, seconds: float, payload: int, workdir: Path, frames_per_file: int,
+             slots: int = 256) -> dict:
     """One paced run: emulator subprocess -> receiver process -> rolling HDF5 files."""
     rp, dp = free_port("udp"), free_port("udp")
     n_frames = int(rate * seconds)
@@ -111,7 +117,7 @@ def pipeline(rate: float, seconds: float, payload: int, workdir: Path, frames_pe
     assert emu.stdout is not None
     emu.stdout.readline()  # "team1k emulator ready ..."
     rx = Receiver(ReceiverConfig(detector_ip="127.0.0.1", data_port=dp, bind_host="127.0.0.1",
-                                 payload_size=payload, n_slots=64)).start()
+                                 payload_size=payload, n_slots=slots)).start()
     regs = RegisterClient("127.0.0.1", rp)
     cmd = DetectorCommands(regs)
     try:
@@ -173,11 +179,12 @@ def pipeline(rate: float, seconds: float, payload: int, workdir: Path, frames_pe
     return {"rate": rate, "frames": n_frames, "written": written, "overruns": overruns, "lost": c["lost"],
             "incomplete": c["incomplete"], "dropped": c["dropped"], "achieved_fps": achieved,
             "MBps": achieved * P.FRAME_BYTES / 1e6, "elapsed": elapsed, "cpu": cpu, "zero_loss": zero_loss,
-            "rcvbuf": rcvbuf}
+            "rcvbuf": rcvbuf, "ppf": P.packets_per_frame(payload)}
 
 
 def show(r: dict) -> str:
-    cpu = ", ".join(f"{k} {v:.1f} s" for k, v in r["cpu"].items())
+    packets = r["written"] * r["ppf"]
+    cpu = ", ".join(f"{k} {v:.1f} s ({v / max(packets, 1) * 1e6:.1f} us/packet)" for k, v in r["cpu"].items())
     return (f"  asked {r['rate']:6.0f} fps: achieved {r['achieved_fps']:6.1f} fps ({r['MBps']:6.0f} MB/s), "
             f"written {r['written']}/{r['frames']}, lost pkts {r['lost']}, incomplete {r['incomplete']}, "
             f"dropped {r['dropped']}, writer overruns {r['overruns']} -> {'ZERO LOSS' if r['zero_loss'] else 'LOSS'}"
@@ -191,22 +198,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="100,200,300,350,400,450,500,600", help="scan ladder, fps")
     ap.add_argument("--payload-size", type=int, default=P.JUMBO_PAYLOAD, choices=P.PAYLOAD_SIZES)
     ap.add_argument("--frames-per-file", type=int, default=200)
-    ap.add_argument("--workdir", default=None, help="where the rolling HDF5 files go (default: a temp dir)")
+    ap.add_argument("--workdir", default=None,
+                    help="where the rolling HDF5 files go (default: a temp dir in /dev/shm, else /tmp)")
+    ap.add_argument("--ring-slots", type=int, default=256, help="receiver ring slots (2 MiB each)")
     ap.add_argument("--quick", action="store_true", help="short runs only (5 s confirm)")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds = 5.0
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="team1k-bench-"))
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="team1k-bench-", dir=shm))
     workdir.mkdir(parents=True, exist_ok=True)
+    print(f"HDF5 files in {workdir}; receiver ring {args.ring_slots} slots")
     print(f"TEAM1k detector data path; payload {args.payload_size} B, {P.packets_per_frame(args.payload_size)} "
           f"packets/frame, frame {P.FRAME_BYTES} B; {os.cpu_count()} CPUs (shared, timings are noisy)")
     ref = raw_reference(5.0, args.payload_size, workdir)
     print(f"raw UDP reference (C sender flat out -> C recv loop, 5 s): {ref['pps'] / 1e3:.0f} k packets/s, "
-          f"{ref['MBps']:.0f} MB/s = {ref['fps']:.0f} frames/s equivalent (sender loss {ref['loss']:.1%})")
+          f"{ref['MBps']:.0f} MB/s = {ref['fps']:.0f} frames/s equivalent (sender loss {ref['loss']:.1%}); "
+          f"CPU per packet: receiver {ref['rx_us_per_packet']:.1f} us, sender {ref['tx_us_per_packet']:.1f} us")
     print(f"scan ({args.scan_seconds:g} s per rate):")
     best = None
     for rate in (float(x) for x in args.rates.split(",")):
-        r = pipeline(rate, args.scan_seconds, args.payload_size, workdir, args.frames_per_file)
+        r = pipeline(rate, args.scan_seconds, args.payload_size, workdir, args.frames_per_file, args.ring_slots)
         print(show(r), flush=True)
         if not r["zero_loss"]:
             break
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     confirmed = None
     for _ in range(4):
         print(f"confirm {rate:g} fps for {args.seconds:g} s:")
-        r = pipeline(rate, args.seconds, args.payload_size, workdir, args.frames_per_file)
+        r = pipeline(rate, args.seconds, args.payload_size, workdir, args.frames_per_file, args.ring_slots)
         print(show(r), flush=True)
         if r["zero_loss"]:
             confirmed = r

@@ -29,6 +29,20 @@ _sendto = _libc.sendto
 _sendto.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
                     ctypes.c_void_p, ctypes.c_uint32]
 _sendto.restype = ctypes.c_ssize_t
+_recvmmsg = _libc.recvmmsg
+_recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+_recvmmsg.restype = ctypes.c_int
+_sendmmsg = _libc.sendmmsg
+_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+_sendmmsg.restype = ctypes.c_int
+
+MSG_WAITFORONE = 0x10000
+MSG_TRUNC = 0x20
+#: struct mmsghdr on 64-bit Linux as 8 uint64 words: msg_name, msg_namelen, msg_iov,
+#: msg_iovlen, msg_control, msg_controllen, msg_flags, msg_len
+MM_NAME, MM_NAMELEN, MM_IOV, MM_IOVLEN, MM_FLAGS, MM_LEN = 0, 1, 2, 3, 6, 7
+#: largest datagram kept whole; anything longer is truncated by the kernel and flagged
+MAX_DATAGRAM = 9216
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
@@ -83,6 +97,98 @@ def receive_batch(fd, max_packets, pkt, addr, addrlen, src_ip, src_port,
             continue
         published += assemble_packet(pkt, n, payload, ppf, ring, meta, masks, counters, state)
     return got, published, 0
+
+
+class RecvBatch:
+    """Preallocated ``recvmmsg`` vectors: ``n`` datagram buffers, addresses and headers."""
+
+    def __init__(self, n: int = 64) -> None:
+        if not 1 <= n <= 1024:
+            raise ValueError(f"batch size {n} outside 1..1024")
+        self.n = n
+        self.packets = np.zeros((n, MAX_DATAGRAM), np.uint8)
+        self.names = np.zeros((n, 16), np.uint8)
+        self.iov = np.zeros((n, 2), np.uint64)
+        self.mm = np.zeros((n, 8), np.uint64)
+        for i in range(n):
+            self.iov[i] = (self.packets.ctypes.data + i * MAX_DATAGRAM, MAX_DATAGRAM)
+            self.mm[i, MM_NAME] = self.names.ctypes.data + i * 16
+            self.mm[i, MM_NAMELEN] = 16
+            self.mm[i, MM_IOV] = self.iov.ctypes.data + i * 16
+            self.mm[i, MM_IOVLEN] = 1
+
+
+@numba.njit(nogil=True)  # not cacheable: calls through ctypes pointers
+def receive_mmsg(fd, max_calls, mm, packets, names, src_ip, src_port,
+                 payload, ppf, ring, meta, masks, counters, state):
+    """Like :func:`receive_batch`, but up to ``mm.shape[0]`` datagrams per ``recvmmsg``.
+
+    Returns (packets read, frames published, timed out). Datagrams longer than the
+    buffer come back truncated with ``MSG_TRUNC`` and are counted malformed.
+    """
+    got = 0
+    published = 0
+    vlen = mm.shape[0]
+    for _ in range(max_calls):
+        for i in range(vlen):
+            mm[i, MM_NAMELEN] = 16
+            mm[i, MM_FLAGS] = 0
+        n = _recvmmsg(fd, mm.ctypes.data, vlen, MSG_WAITFORONE, 0)
+        if n < 0:
+            return got, published, 1
+        got += n
+        for i in range(n):
+            a = names[i]
+            port = (np.int64(a[2]) << 8) | np.int64(a[3])
+            if (a[4] != src_ip[0] or a[5] != src_ip[1] or a[6] != src_ip[2] or a[7] != src_ip[3]
+                    or (src_port != 0 and port != src_port)):
+                counters[C_FOREIGN] += 1
+                continue
+            length = np.int64(mm[i, MM_LEN] & np.uint64(0xFFFFFFFF))
+            if mm[i, MM_FLAGS] & np.uint64(MSG_TRUNC):
+                length = 0  # longer than any valid packet: malformed
+            published += assemble_packet(packets[i], length, payload, ppf, ring, meta, masks, counters, state)
+    return got, published, 0
+
+
+@numba.njit(nogil=True)
+def send_frame_mmsg(fd, dest, header, frame_bytes, payload, ppf, headers, iov, mm):
+    """Send one frame with ``sendmmsg``: each datagram gathers its own header copy and a
+    slice of ``frame_bytes`` (no payload copy in user space).
+
+    ``headers`` (ppf, 48), ``iov`` (ppf, 4) and ``mm`` (ppf, 8) are scratch arrays.
+    Returns the number of datagrams the kernel accepted.
+    """
+    hs = P.HEADER_SIZE
+    base_h = headers.ctypes.data
+    base_f = frame_bytes.ctypes.data
+    base_iov = iov.ctypes.data
+    for i in range(ppf):
+        headers[i, :] = header
+        headers[i, P.OFF_PACKET_INDEX] = i & 0xFF
+        headers[i, P.OFF_PACKET_INDEX + 1] = (i >> 8) & 0xFF
+        headers[i, P.OFF_PACKET_INDEX + 2] = (i >> 16) & 0xFF
+        headers[i, P.OFF_PACKET_INDEX + 3] = (i >> 24) & 0xFF
+        iov[i, 0] = base_h + i * hs
+        iov[i, 1] = hs
+        iov[i, 2] = base_f + i * payload
+        iov[i, 3] = payload
+        mm[i, MM_NAME] = dest.ctypes.data
+        mm[i, MM_NAMELEN] = 16
+        mm[i, MM_IOV] = base_iov + i * 32
+        mm[i, MM_IOVLEN] = 2
+        mm[i, 4] = 0
+        mm[i, 5] = 0
+        mm[i, MM_FLAGS] = 0
+    sent = 0
+    failures = 0
+    while sent < ppf and failures < 3:
+        r = _sendmmsg(fd, mm.ctypes.data + sent * 64, ppf - sent, 0)
+        if r <= 0:
+            failures += 1  # ENOBUFS and the like: count what went, give up on the rest
+            continue
+        sent += r
+    return sent
 
 
 @numba.njit(nogil=True)
