@@ -2,10 +2,11 @@
 
 Python's socket module has no ``recvmmsg``, and a Python-level loop spends most of its
 time creating objects per packet. These kernels call libc directly from nopython code,
-so the receive path creates no Python object per packet: ``recvfrom`` lands in one
-packet buffer, the source address is checked in place, and
+so the receive path creates no Python object per packet: ``recvmmsg`` fills a batch of
+preallocated datagram buffers, each source address is checked in place, and
 :func:`~trainstamp.detector._frames.assemble_packet` copies the payload into its frame
-slot. The send kernel does the same for the emulator's fault-free fast path.
+slot. The emulator's fault-free fast path sends a whole frame per ``sendmmsg`` call,
+each datagram gathering its header and a slice of the frame (no payload copy).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 from trainstamp.detector import _protocol as P
 from trainstamp.detector._frames import C_FOREIGN, assemble_packet
 
+if ctypes.sizeof(ctypes.c_void_p) != 8 or not hasattr(socket, "SO_RCVBUF"):
+    raise ImportError("the detector's packet loops need 64-bit Linux (struct mmsghdr layout)")
 _libc = ctypes.CDLL(None, use_errno=True)
 _recvfrom = _libc.recvfrom
 _recvfrom.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
