@@ -377,11 +377,18 @@ class TimerModel:
 
     def set_period(self, period_ms: float) -> None:
         self.period.set(period_ms)
-        self.ticks.nominal_period_us = round(self.period.setpoint_ns / 1000)
+        self._update_nominal()
+
+    def _update_nominal(self) -> None:
+        # Only the internal source runs at PERIOD_SET; for the others the period is
+        # unknown (0) until two consecutive IDs have been seen.
+        internal = self.source == Source("local", "internal")
+        self.ticks.nominal_period_us = round(self.period.setpoint_ns / 1000) if internal else 0
 
     def initialized(self) -> None:
         if self.state != State.INIT:
             raise ValueError(f"cannot go ON from {self.state.name}")
+        self._update_nominal()
         self.state = State.ON
         self.status = f"ON from {self.source.uri}"
 

@@ -302,3 +302,13 @@ def test_set_period_updates_nominal():
     assert m.period.setpoint_ms == 50.0 and m.ticks.nominal_period_us == 50_000
     with pytest.raises(ValueError, match="nan"):
         m.set_period(float("nan"))
+
+
+def test_nominal_period_only_for_the_internal_source():
+    m = TimerModel("tcp://h:1", 100.0)
+    m.initialized()
+    assert m.on_id(10, T0).period_us == 0  # unknown until two consecutive IDs
+    assert m.on_id(11, T0 + 80_000_000).period_us == 80_000
+    m = TimerModel("internal", 100.0)
+    m.initialized()
+    assert m.on_id(10, T0).period_us == 100_000
