@@ -221,7 +221,8 @@ def main(argv: Sequence[str]) -> int:
     from trainstamp.timing.cli import _period_ms, _port
 
     parser, split_args = template_arg_parser(
-        default_prefix=DEFAULT_PREFIX, desc=dedent(TimeServerIOC.__doc__ or ""))
+        default_prefix=DEFAULT_PREFIX, desc=dedent(TimeServerIOC.__doc__ or ""),
+        supported_async_libs=["asyncio"])
     parser.prog = "trainstamp ioc timeserver"
 
     def source_uri(text: str) -> str:
