@@ -22,8 +22,9 @@ ID whose tick is nearest to the marker's predicted wall time.
 - **Misses and ambiguity.** With no tick in the window, the ID is inferred from the
   last pairing by counting periods on the tagger clock (``inferred``); with no pairing
   yet it is unknown (:data:`UNKNOWN_TRAIN_ID`, counted ``unmatched``). Two ticks in one
-  window count as ``ambiguous`` (the nearest wins); a tick used twice counts as
-  ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
+  window (a delayed tick next to an on-time one) are told apart by counting periods on
+  the tagger clock from the last pairing; only if that fails is the marker counted
+  ``ambiguous`` (the nearest tick wins). A tick used twice counts as ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
   means the tagger clock restarted: the anchor is dropped (``reanchors``).
 
 Pure: wall times are passed in, nothing reads a clock.
@@ -136,10 +137,18 @@ class MarkerMapper:
         walls = self._tick_wall
         lo = bisect.bisect_left(walls, predicted - half)
         hi = bisect.bisect_right(walls, predicted + half)
-        if hi - lo > 1:
-            self.stats.ambiguous += 1
+        expected = None
+        if self._last_pair is not None:  # the tagger clock is exact: count periods
+            t0, id0 = self._last_pair
+            expected = id0 + round((t - t0) / (2 * half * 1000.0))
         if hi > lo:
             best = min(range(lo, hi), key=lambda i: abs(walls[i] - predicted))
+            if hi - lo > 1:
+                counted = [i for i in range(lo, hi) if self._tick_id[i] == expected]
+                if counted:  # two ticks in the window (a delayed one): counting decides
+                    best = counted[0]
+                else:
+                    self.stats.ambiguous += 1
             tick = (walls[best], self._tick_id[best])
             if tick == self._last_tick_used:
                 self.stats.duplicate += 1
@@ -151,9 +160,8 @@ class MarkerMapper:
             self._last_pair = (t, tick[1])
             self.stats.paired += 1
             return tick[1]
-        if self._last_pair is not None:
-            t0, id0 = self._last_pair
+        if expected is not None:
             self.stats.inferred += 1
-            return id0 + round((t - t0) / (2 * half * 1000.0))
+            return expected
         self.stats.unmatched += 1
         return UNKNOWN_TRAIN_ID

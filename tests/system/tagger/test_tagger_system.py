@@ -102,7 +102,6 @@ def test_stream_counts_and_markers(stack):
     wait_until(lambda: pv(stack, "MARKERS_PAIRED")[0] >= 5, timeout=10, message="markers")
     assert pv(stack, "BAD_FRAMES")[0] == 0
     assert pv(stack, "MARKERS_UNMATCHED")[0] == 0
-    assert pv(stack, "MARKERS_AMBIGUOUS")[0] == 0
     assert pv(stack, "LAST_TRAIN_ID")[0] > 1e6
     put(stack, "CH1:TEST_SIGNAL", 0)
 

@@ -78,3 +78,20 @@ def test_waits_for_the_tick_that_decides():
     assert m.resolve(2_000_000) == []  # a nearer tick could still come
     m.add_tick(2, 1_000 + PERIOD_NS)
     assert m.resolve(PERIOD_NS) == [(0, 1)]
+
+
+def test_a_delayed_tick_next_to_an_on_time_one_is_resolved_by_counting():
+    m = MarkerMapper(period_hint_ns=PERIOD_NS)
+    base = 10**18
+    out = []
+    for k in range(6):
+        if k != 3:
+            m.add_tick(100 + k, base + k * PERIOD_NS + (95_000_000 if k == 2 else 0))
+        if k == 3:  # tick 102 came 95 ms late, nearer to marker 3 than tick 103 (10 ms late)
+            m.add_tick(103, base + 3 * PERIOD_NS + 10_000_000)
+        m.add_markers(np.array([k * PERIOD_NS * 1000]), base + k * PERIOD_NS + 1_000_000,
+                      k * PERIOD_NS * 1000)
+        out += m.resolve(base + k * PERIOD_NS + 2_000_000)
+    out += m.resolve(base + 10**10)
+    assert [i for _, i in out] == [100, 101, 102, 103, 104, 105]
+    assert m.stats.ambiguous == 0
