@@ -143,6 +143,9 @@ def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any,
       ``train_id_start_status`` to the start document (unless the plan set them).
     - Before each ``save``: if no reading in the bundle had a ``train_id`` key, read
       the stamp into it, so the event gets ``train_id`` and ``train_id_status``.
+    - ``declare_stream`` (not ``collect``): add the stamp to the declared devices, unless
+      one of them describes its own ``train_id``; events of that stream then always (or
+      never) read the stamp, as their descriptor says.
 
     Parameters
     ----------
@@ -156,12 +159,13 @@ def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any,
     msg : Msg
         The plan's messages, with the stamp reads inserted.
     """
-    bundles: dict[Any, set[str]] = {}  # open bundles per run key -> data keys read so far
+    bundles: dict[Any, tuple[str, set[str]]] = {}  # run key -> (stream, data keys read)
+    declared: dict[tuple[Any, str], bool] = {}  # (run key, stream) -> stamp declared in it
 
     def record(msg: Msg):
         reading = yield msg
         if msg.run in bundles and isinstance(reading, dict):
-            bundles[msg.run].update(reading)
+            bundles[msg.run][1].update(reading)
         return reading
 
     def open_run(msg: Msg):
@@ -169,29 +173,62 @@ def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any,
         md = {**msg.kwargs, **document_stamp(_stamp_from_reading(reading, stamp), "train_id_start")}
         return (yield msg._replace(kwargs=md))
 
+    def declare_stream(msg: Msg):
+        # A declared stream's descriptor is fixed here: put the stamp in it, unless one
+        # of its devices already describes a train_id of its own.
+        stream = msg.kwargs.get("name", "primary")
+        with_stamp = not _describes_train_id(msg.args)
+        declared[(msg.run, stream)] = with_stamp
+        if with_stamp:
+            msg = msg._replace(args=(*msg.args, stamp))
+        return (yield msg)
+
     def save(msg: Msg):
-        seen = bundles.pop(msg.run, set())
-        if TRAIN_ID_KEY not in seen:
+        stream, seen = bundles.pop(msg.run, ("primary", set()))
+        # Undeclared streams: stamp unless a reading brought its own train_id. Declared
+        # streams: as their declaration said.
+        if declared.get((msg.run, stream), True) and TRAIN_ID_KEY not in seen:
             yield Msg("read", stamp, run=msg.run)
         return (yield msg)
 
     def msg_proc(msg: Msg):
         if msg.command == "open_run" and "train_id_start" not in msg.kwargs:
             return open_run(msg), None
+        if (msg.command == "declare_stream" and not msg.kwargs.get("collect", False)
+                and stamp not in msg.args):
+            return declare_stream(msg), None
         if msg.command == "create":
-            bundles[msg.run] = set()
-        elif msg.command == "read" and msg.obj is not stamp and msg.run in bundles:
+            bundles[msg.run] = (msg.kwargs.get("name", "primary"), set())
+        elif msg.command == "read" and msg.run in bundles:
             return record(msg), None
         elif msg.command == "save":
             return save(msg), None
         elif msg.command == "drop":
             bundles.pop(msg.run, None)
+        elif msg.command == "close_run":
+            for key in [k for k in declared if k[0] == msg.run]:
+                del declared[key]
         return None, None
 
     return (yield from bpp.plan_mutator(plan, msg_proc))
 
 
 stamp_decorator = make_decorator(stamp_wrapper)
+
+
+def _describes_train_id(objs: Iterable[Any]) -> bool:
+    """Whether any of ``objs`` (synchronous ophyd devices) describes a ``train_id`` key."""
+    for obj in objs:
+        try:
+            keys = obj.describe()
+        except Exception:  # not describable here; the first event decides instead
+            continue
+        if hasattr(keys, "close"):  # an ophyd-async coroutine: cannot run it here
+            keys.close()
+            continue
+        if isinstance(keys, dict) and TRAIN_ID_KEY in keys:
+            return True
+    return False
 
 
 def _stamp_from_reading(reading: Any, stamp: TrainStamp) -> Stamp:

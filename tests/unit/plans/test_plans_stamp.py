@@ -133,3 +133,93 @@ def test_stop_stamper_adds_the_end_id(fake_timeserver, clock):
     assert seen[-1][1]["train_id_end_status"] == "OK"
     stamper("start", {"uid": "s", "time": 0.0})
     assert seen[-1] == ("start", {"uid": "s", "time": 0.0})
+
+
+def test_wrapper_as_a_runengine_preprocessor_stamps_plain_bluesky_plans(fake_timeserver, clock):
+    """``RE.preprocessors.append(...)`` makes every plan of a session keep the contract."""
+    from bluesky import RunEngine
+    from bluesky.preprocessors import baseline_wrapper
+
+    tick(fake_timeserver, FIRST_ID, clock.t_ns)
+    stamp = TrainStamp(fake_timeserver, clock_ns=clock)
+    RE = RunEngine(context_managers=[])
+    RE.preprocessors.append(lambda plan: stamp_wrapper(plan, stamp))
+    docs = []
+    RE(baseline_wrapper(count([det1], 2), [det1]), lambda name, doc: docs.append((name, doc)))
+    events = [d for n, d in docs if n == "event"]
+    streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    assert sorted(streams[e["descriptor"]] for e in events) == ["baseline", "baseline",
+                                                                 "primary", "primary"]
+    assert all(e["data"]["train_id"] == FIRST_ID for e in events)
+    assert docs[0][1]["train_id_start"] == FIRST_ID
+
+
+class ExactDevice:
+    """A readable that knows its train exactly, as a detector reading packet headers."""
+
+    name, parent = "exact", None
+
+    def __init__(self) -> None:
+        self.train_id = FIRST_ID
+
+    def describe(self):
+        return {"train_id": {"source": "header", "dtype": "integer", "shape": []},
+                "train_id_status": {"source": "header", "dtype": "string", "shape": []}}
+
+    def read(self):
+        self.train_id += 1
+        return {"train_id": {"value": self.train_id, "timestamp": 0.0},
+                "train_id_status": {"value": "EXACT", "timestamp": 0.0}}
+
+    def read_configuration(self):
+        return {}
+
+    def describe_configuration(self):
+        return {}
+
+
+def test_declared_streams_with_and_without_exact_ids(fake_timeserver, clock):
+    from bluesky import RunEngine
+
+    tick(fake_timeserver, FIRST_ID, clock.t_ns)
+    stamp = TrainStamp(fake_timeserver, clock_ns=clock)
+    exact = ExactDevice()
+
+    def plan():
+        yield from bps.open_run()
+        yield from bps.declare_stream(det1, name="stamped")
+        yield from bps.declare_stream(exact, name="exact")
+        for _ in range(2):
+            yield from bps.trigger_and_read([det1], name="stamped")
+            yield from bps.trigger_and_read([exact], name="exact")
+            yield from bps.create("mine")  # the plan reads the stamp itself: not twice
+            yield from bps.read(det1)
+            yield from bps.read(stamp)
+            yield from bps.save()
+        yield from bps.close_run()
+
+    docs = []
+    RunEngine(context_managers=[])(stamp_wrapper(plan(), stamp),
+                                   lambda name, doc: docs.append((name, doc)))
+    streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    by_stream: dict[str, list] = {}
+    for n, d in docs:
+        if n == "event":
+            by_stream.setdefault(streams[d["descriptor"]], []).append(d["data"])
+    assert [e["train_id"] for e in by_stream["exact"]] == [FIRST_ID + 1, FIRST_ID + 2]
+    assert {e["train_id_status"] for e in by_stream["exact"]} == {"EXACT"}
+    assert [e["train_id"] for e in by_stream["stamped"]] == [FIRST_ID, FIRST_ID]
+    assert [e["train_id"] for e in by_stream["mine"]] == [FIRST_ID, FIRST_ID]
+
+
+def test_collect_streams_are_left_alone(fake_timeserver):
+    stamp = TrainStamp(fake_timeserver)
+
+    def plan():
+        yield from bps.open_run()
+        yield from bps.declare_stream(det1, name="fly", collect=True)
+        yield from bps.close_run()
+
+    msgs = RunEngineSimulator().simulate_plan(stamp_wrapper(plan(), stamp))
+    (declare,) = [m for m in msgs if m.command == "declare_stream"]
+    assert declare.args == (det1,)
