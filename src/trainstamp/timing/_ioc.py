@@ -36,6 +36,9 @@ from trainstamp.timing._timer import Timer
 
 log = logging.getLogger(__name__)
 
+#: Largest train ID a CA DOUBLE holds exactly; above it ``ID`` is in MAJOR alarm.
+MAX_EXACT_ID = 2**53
+
 #: Longest text in the ``SOURCE`` and ``STATUS`` character-array PVs.
 TEXT_LEN = 256
 
@@ -159,8 +162,13 @@ class TimeServerIOC(PVGroup):
         await self.period.write(float(tick.period_us), timestamp=stamp)
         await self.period_actual.write(self.model.ticks.averager.period_ms, timestamp=stamp)
         # ID last, so a client woken by its monitor finds the other fields already new.
-        await self.train_id.write(float(tick.train_id), timestamp=stamp,
-                                  status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM)
+        if tick.train_id <= MAX_EXACT_ID:
+            alarm = {"status": AlarmStatus.NO_ALARM, "severity": AlarmSeverity.NO_ALARM}
+        else:  # a DOUBLE cannot hold it exactly: publish, but never as if it were exact
+            alarm = {"status": AlarmStatus.HIHI, "severity": AlarmSeverity.MAJOR_ALARM}
+            self.model.status = (f"train ID {tick.train_id} is above 2**53: ID over CA is "
+                                 "inexact (the TCP broadcast carries it exactly)")
+        await self.train_id.write(float(tick.train_id), timestamp=stamp, **alarm)
 
     async def _publish_health(self) -> None:
         model = self.model

@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+from caproto import AlarmSeverity
+from caproto.sync.client import read
 
 from trainstamp.testing import free_port
 from trainstamp.timing import PV
@@ -125,6 +127,13 @@ def test_tcp_source_counts_bad_messages_and_keeps_going(timeserver, train_server
     train_server.send(b"0\n1\n2\n")
     ts.wait(PV.ID, lambda v: v == 2)
     assert ts.get(PV.DISCONTINUITIES) == 1
+    assert read(ts.pv(PV.ID), data_type="time").metadata.severity == AlarmSeverity.NO_ALARM
+
+    # An ID a DOUBLE cannot hold exactly is published in MAJOR alarm, never as exact.
+    train_server.send(b"%d\n" % (2**53 + 1))
+    ts.wait(PV.DISCONTINUITIES, lambda n: n == 2)
+    ts.wait(PV.STATUS, lambda s: "above 2**53" in s)
+    assert read(ts.pv(PV.ID), data_type="time").metadata.severity == AlarmSeverity.MAJOR_ALARM
     assert ts.get(PV.BAD_MESSAGES) == bad
     assert ts.get(PV.STATE) == "ON"
 
