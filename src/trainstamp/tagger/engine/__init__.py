@@ -7,7 +7,7 @@
 - :mod:`._counting`: :class:`Countrate`, :class:`Counter`, :class:`CountBetweenMarkers`.
 - :mod:`._virtual`: :class:`DelayedChannel`, :class:`GatedChannel`,
   :class:`Coincidence`, :class:`Coincidences`, :class:`Combiner`.
-- :mod:`._kernels`: the numba kernels (no GIL), used by all of the above.
+- :mod:`._kernels`, :mod:`._pairs`: the numba kernels (no GIL), used by all of the above.
 
 No I/O happens here; see ``docs/tagger-engine.md`` for conventions and limits.
 """
