@@ -209,3 +209,20 @@ def test_long_streams_switching_between_sparse_and_dense_pairs():
     # Histogram: start 1, click 2, 0 <= dt < 1000 -> the upper half of a centred
     # correlation of width 2000 with the same binwidth
     np.testing.assert_array_equal(hist.getData(), correlation_np(a, b, 5, 400)[200:])
+
+
+def test_dense_pairs_across_huge_time_jumps_stay_exact():
+    """Packed bin values are re-based when the stream runs far from their origin."""
+    from tagger_engine_refs import correlation_np
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for start in (1_000, 1 << 51, 1 << 53, (1 << 60) + 12345, (1 << 61) + 999):
+        parts.append(start + np.cumsum(rng.exponential(30, 20_000).astype(np.int64)))
+    times = np.concatenate(parts)
+    chans = rng.choice(np.array([1, 2], np.int32), times.size)
+    t = TimeTaggerVirtual(channels=CHANNELS)
+    cross = Correlation(t, 1, 2, binwidth=3, n_bins=333)
+    feed(t, times, chans, [7_000, 45_000, 60_001])
+    a, b = times[chans == 1], times[chans == 2]
+    np.testing.assert_array_equal(cross.getData(), correlation_np(a, b, 3, 333))
