@@ -165,12 +165,17 @@ class Slot(PVGroup):
             await self.running.write(running)
 
 
-def _positive(name: str, limit: int | None = None):
+def _positive(name: str, limit: int):
+    """A putter for a whole number in 1..limit (also on DOUBLE PVs, which hold ps values
+    beyond the 32-bit range of CA's LONG exactly up to 2**53)."""
+
     async def put(self, instance, value):
-        v = int(value)
-        if v <= 0 or (limit is not None and v > limit):
-            raise ValueError(f"{name} {v} outside 1..{limit if limit else 'inf'}")
-        return v
+        v = float(value)
+        if not v.is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value}")
+        if not 1 <= v <= limit:
+            raise ValueError(f"{name} {v:.0f} outside 1..{limit}")
+        return type(instance.value)(v)
 
     return put
 
@@ -184,7 +189,8 @@ class CorrelationSlot(Slot):
 
     chan1 = pvproperty(name="CHAN1", value=1, doc="channel 1 (start)")
     chan2 = pvproperty(name="CHAN2", value=2, doc="channel 2 (stop)")
-    binwidth = pvproperty(name="BINWIDTH", value=1000, units="ps", doc="bin width")
+    binwidth = pvproperty(name="BINWIDTH", value=1000.0, units="ps", precision=0,
+                          doc="bin width (whole ps)")
     n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
                       read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
@@ -205,7 +211,7 @@ class CorrelationSlot(Slot):
         from trainstamp.tagger.engine import Correlation
 
         c1, c2, bw, nb = config
-        return Correlation(tagger, c1, c2, binwidth=bw, n_bins=nb)
+        return Correlation(tagger, c1, c2, binwidth=int(bw), n_bins=nb)
 
     async def publish_data(self, m) -> None:
         await self.data.write(m.getData())
@@ -218,7 +224,8 @@ class HistogramSlot(Slot):
 
     click_chan = pvproperty(name="CLICK_CHAN", value=1, doc="click channel")
     start_chan = pvproperty(name="START_CHAN", value=2, doc="start channel")
-    binwidth = pvproperty(name="BINWIDTH", value=1000, units="ps", doc="bin width")
+    binwidth = pvproperty(name="BINWIDTH", value=1000.0, units="ps", precision=0,
+                          doc="bin width (whole ps)")
     n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
                       read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
@@ -238,7 +245,7 @@ class HistogramSlot(Slot):
         from trainstamp.tagger.engine import Histogram
 
         c1, c2, bw, nb = config
-        return Histogram(tagger, c1, c2, binwidth=bw, n_bins=nb)
+        return Histogram(tagger, c1, c2, binwidth=int(bw), n_bins=nb)
 
     async def publish_data(self, m) -> None:
         await self.data.write(m.getData())
@@ -281,7 +288,8 @@ class CounterSlot(Slot):
 
     channels = pvproperty(name="CHANNELS", value=[1], max_length=MAX_SLOT_CHANNELS,
                           dtype=ChannelType.LONG, doc="channels to count")
-    binwidth = pvproperty(name="BINWIDTH", value=1_000_000_000, units="ps", doc="bin width")
+    binwidth = pvproperty(name="BINWIDTH", value=1e9, units="ps", precision=0,
+                          doc="bin width (whole ps; DOUBLE, so beyond 2**31 ps)")
     n_values = pvproperty(name="N_VALUES", value=100, doc="bins per channel")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
                       read_only=True, doc="counts, channel-major", max_subscription_backlog=_BACKLOG)
@@ -306,7 +314,7 @@ class CounterSlot(Slot):
         chans, bw, nv = config
         if len(chans) * nv > MAX_SLOT_BINS:
             raise ValueError(f"{len(chans)} channels x {nv} values exceed {MAX_SLOT_BINS}")
-        return Counter(tagger, list(chans), binwidth=bw, n_values=nv)
+        return Counter(tagger, list(chans), binwidth=int(bw), n_values=nv)
 
     async def publish_data(self, m) -> None:
         await self.data.write(np.asarray(m.getData()).ravel())

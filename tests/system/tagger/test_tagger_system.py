@@ -138,10 +138,29 @@ def test_correlation_slot_for_trains(stack):
     assert np.max(pv(stack, "CORR1:G2")) > 10
 
 
+def test_histogram_and_counter_slots_for_a_duration(stack):
+    for suffix, value in (("HIST1:CLICK_CHAN", 4), ("HIST1:START_CHAN", 3),
+                          ("HIST1:BINWIDTH", 100), ("HIST1:N_BINS", 50),
+                          ("HIST1:N_TRAINS", 0), ("HIST1:DURATION", 0.3),
+                          ("CNT1:CHANNELS", [3, 4]), ("CNT1:BINWIDTH", 100_000_000_000),
+                          ("CNT1:N_VALUES", 5), ("CNT1:N_TRAINS", 0), ("CNT1:DURATION", 0.5)):
+        put(stack, suffix, value)
+    put(stack, "HIST1:ACQUIRE", 1, timeout=10)
+    hist, index = pv(stack, "HIST1:DATA"), pv(stack, "HIST1:INDEX")
+    assert len(hist) == 50 and index[int(np.argmax(hist))] == PAIR_DELAY_PS
+    assert abs(pv(stack, "HIST1:CAPTURE_DURATION")[0] - 0.3) < 1e-9
+    put(stack, "CNT1:ACQUIRE", 1, timeout=10)
+    counts = pv(stack, "CNT1:DATA").reshape(2, 5)
+    assert np.all(counts > 10_000)  # 200 kHz pairs: ~20,000 per 0.1 s bin and channel
+    with pytest.raises(Exception, match="write"):
+        put(stack, "CNT1:N_VALUES", 9000)  # 2 channels x 9000 > 16384
+
+
 @pytest.mark.parametrize(("suffix", "value", "text"), [
     ("CORR1:N_BINS", 0, "n_bins 0 outside"),
     ("CORR1:N_BINS", 10**8, "outside 1..16384"),
     ("CORR1:BINWIDTH", 0, "binwidth 0 outside"),
+    ("CORR1:BINWIDTH", 2.5, "binwidth must be a whole number"),
     ("CORR1:CHAN1", 99, "unknown channel 99"),
     ("HIST1:START_CHAN", -7, "unknown channel -7"),
     ("CH2:TRIGGER_LEVEL", 9.0, "trigger level 9.0 V outside"),
