@@ -50,6 +50,21 @@ def _text(value: str = "", length: int = 1024, **kw):
                       string_encoding="utf-8", **kw)
 
 
+def _guarded(putter):
+    """Wrap a putter: any failure is counted in ERR:BAD_PUTS, described in ERR:MESSAGE,
+    then re-raised so the client sees the refusal."""
+
+    @functools.wraps(putter)
+    async def wrapper(self, instance, value):
+        try:
+            return await putter(self, instance, value)
+        except Exception as exc:
+            await self._refuse(exc)
+            raise
+
+    return wrapper
+
+
 def _counter(name: str, doc: str):
     return pvproperty(name=name, value=0.0, read_only=True, doc=doc, precision=0)
 
@@ -182,209 +197,182 @@ class Team1kIOC(PVGroup):
         await self.err_message.write(f"{type(exc).__name__}: {exc}"[:250])
         log.warning("refused: %s", exc)
 
-    async def _guard(self, coro):
-        """Run a put's work; count and describe any failure, then re-raise it to the client."""
-        try:
-            return await coro
-        except Exception as exc:
-            await self._refuse(exc)
-            raise
-
     # ------------------------------------------------------------ commands
     @cmd_exposure_mode.putter
+    @_guarded
     async def cmd_exposure_mode(self, instance, value):
-        async def work():
-            mode = check_exposure_mode(value)
-            await self._io(self.server.cmd.set_exposure_mode, mode)
-            await self.exposure_mode.write(int(mode))
-            return int(mode)
-        return await self._guard(work())
+        mode = check_exposure_mode(value)
+        await self._io(self.server.cmd.set_exposure_mode, mode)
+        await self.exposure_mode.write(int(mode))
+        return int(mode)
 
     @cmd_trigger_mode.putter
+    @_guarded
     async def cmd_trigger_mode(self, instance, value):
-        async def work():
-            mode = check_trigger_mode(value)
-            await self._io(self.server.cmd.set_trigger_mode, mode)
-            await self.trigger_mode.write(int(mode))
-            return int(mode)
-        return await self._guard(work())
+        mode = check_trigger_mode(value)
+        await self._io(self.server.cmd.set_trigger_mode, mode)
+        await self.trigger_mode.write(int(mode))
+        return int(mode)
 
     @cmd_integration_time.putter
+    @_guarded
     async def cmd_integration_time(self, instance, value):
-        async def work():
-            integration_us(value)
-            await self._io(self.server.cmd.set_integration_time, value)
-            await self.integration_time.write(value)
-            return value
-        return await self._guard(work())
+        integration_us(value)
+        await self._io(self.server.cmd.set_integration_time, value)
+        await self.integration_time.write(value)
+        return value
 
     @cmd_start_daq.putter
+    @_guarded
     async def cmd_start_daq(self, instance, value):
-        async def work():
-            if value not in (0, 1):
-                raise ValueError(f"CMD:START_DAQ {value} must be 1 (start) or 0 (stop)")
-            await self._io(self.server.start_daq if value else self.server.stop_daq)
-            await self.acquiring.write(int(value))
-            return value
-        return await self._guard(work())
+        if value not in (0, 1):
+            raise ValueError(f"CMD:START_DAQ {value} must be 1 (start) or 0 (stop)")
+        await self._io(self.server.start_daq if value else self.server.stop_daq)
+        await self.acquiring.write(int(value))
+        return value
 
     @cmd_capture.putter
+    @_guarded
     async def cmd_capture(self, instance, value):
-        async def work():
-            srv = self.server
-            srv.capture_timeout = float(self.capture_timeout.value)
-            path = None
-            if srv.file is None:
-                path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
-                                        self.capture_number.value)
-            job = await self._io(srv.capture, value, path)
-            if path is not None:
-                await self.capture_number.write(self.capture_number.value + 1)
-            await self.capture_full_path.write(str(job.path))
-            await self.capture_total.write(job.total)
-            await self.capture_progress.write(0)
-            await self.capture_first_index.write(job.first_index)
-            await self.capture_message.write("")
-            await self.capture_status.write(CaptureState.CAPTURING)
-            return value
-        return await self._guard(work())
+        srv = self.server
+        srv.capture_timeout = float(self.capture_timeout.value)
+        path = None
+        if srv.file is None:
+            path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
+                                    self.capture_number.value)
+        job = await self._io(srv.capture, value, path)
+        if path is not None:
+            await self.capture_number.write(self.capture_number.value + 1)
+        await self.capture_full_path.write(str(job.path))
+        await self.capture_total.write(job.total)
+        await self.capture_progress.write(0)
+        await self.capture_first_index.write(job.first_index)
+        await self.capture_message.write("")
+        await self.capture_status.write(CaptureState.CAPTURING)
+        return value
 
     @cmd_adc_clock_freq.putter
+    @_guarded
     async def cmd_adc_clock_freq(self, instance, value):
-        async def work():
-            solve(value * 1e6)
-            await self._io(self.server.cmd.set_adc_clock_freq, value)
-            await self.adc_clock_freq.write(await self._io(self.server.cmd.get_adc_clock_freq))
-            return value
-        return await self._guard(work())
+        solve(value * 1e6)
+        await self._io(self.server.cmd.set_adc_clock_freq, value)
+        await self.adc_clock_freq.write(await self._io(self.server.cmd.get_adc_clock_freq))
+        return value
 
     @cmd_adc_data_delay.putter
+    @_guarded
     async def cmd_adc_data_delay(self, instance, value):
-        async def work():
-            await self._io(self.server.cmd.set_adc_data_delay, value)
-            await self.adc_data_delay.write(value)
-            return value
-        return await self._guard(work())
+        await self._io(self.server.cmd.set_adc_data_delay, value)
+        await self.adc_data_delay.write(value)
+        return value
 
     @cmd_parameter_file.putter
+    @_guarded
     async def cmd_parameter_file(self, instance, value):
-        async def work():
-            await self._io(self.server.apply_parameter_file, value)
-            await self._sync_settings()
-            return value
-        return await self._guard(work())
+        await self._io(self.server.apply_parameter_file, value)
+        await self._sync_settings()
+        return value
 
     @cmd_reset.putter
+    @_guarded
     async def cmd_reset(self, instance, value):
-        async def work():
-            if value not in (0, 1):
-                raise ValueError(f"CMD:RESET {value} must be 1 (reset) or 0")
-            if value:
-                await self._io(self.server.reset)
-                await self.acquiring.write(0)
-                await self._sync_settings()
-            return 0
-        return await self._guard(work())
+        if value not in (0, 1):
+            raise ValueError(f"CMD:RESET {value} must be 1 (reset) or 0")
+        if value:
+            await self._io(self.server.reset)
+            await self.acquiring.write(0)
+            await self._sync_settings()
+        return 0
 
     @cmd_test_mode.putter
+    @_guarded
     async def cmd_test_mode(self, instance, value):
-        async def work():
-            if value not in (0, 1):
-                raise ValueError(f"CMD:TEST_MODE {value} must be 0 or 1")
-            await self._io(self.server.cmd.set_test_mode, bool(value))
-            await self.test_mode.write(value)
-            return value
-        return await self._guard(work())
+        if value not in (0, 1):
+            raise ValueError(f"CMD:TEST_MODE {value} must be 0 or 1")
+        await self._io(self.server.cmd.set_test_mode, bool(value))
+        await self.test_mode.write(value)
+        return value
 
     @capture_dir.putter
+    @_guarded
     async def capture_dir(self, instance, value):
-        async def work():
-            confine(self.server.data_dir, value, "probe")
-            return value
-        return await self._guard(work())
+        confine(self.server.data_dir, value, "probe")
+        return value
 
     @capture_name.putter
+    @_guarded
     async def capture_name(self, instance, value):
-        async def work():
-            confine(self.server.data_dir, self.capture_dir.value, f"{value}_00000.h5")
-            return value
-        return await self._guard(work())
+        confine(self.server.data_dir, self.capture_dir.value, f"{value}_00000.h5")
+        return value
 
     @capture_number.putter
+    @_guarded
     async def capture_number(self, instance, value):
-        async def work():
-            if not 0 <= value <= 99999:
-                raise ValueError(f"capture number {value} outside 0..99999")
-            return value
-        return await self._guard(work())
+        if not 0 <= value <= 99999:
+            raise ValueError(f"capture number {value} outside 0..99999")
+        return value
 
     @capture_timeout.putter
+    @_guarded
     async def capture_timeout(self, instance, value):
-        async def work():
-            if not 0.1 <= value <= 3600:
-                raise ValueError(f"capture timeout {value} s outside 0.1..3600 s")
-            return value
-        return await self._guard(work())
+        if not 0.1 <= value <= 3600:
+            raise ValueError(f"capture timeout {value} s outside 0.1..3600 s")
+        return value
 
     @capture_open.putter
+    @_guarded
     async def capture_open(self, instance, value):
-        async def work():
-            srv = self.server
-            if value not in (0, 1):
-                raise ValueError(f"CAPTURE:OPEN {value} must be 0 or 1")
-            if value:
-                path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
-                                        self.capture_number.value)
-                await self._io(srv.open_file, path)
-                await self.capture_number.write(self.capture_number.value + 1)
-                await self.capture_full_path.write(str(path))
-                await self.capture_file_frames.write(0)
-            else:
-                if srv.busy:
-                    raise ValueError("a capture is in progress")
-                await self._io(srv.close_file)
-            return value
-        return await self._guard(work())
+        srv = self.server
+        if value not in (0, 1):
+            raise ValueError(f"CAPTURE:OPEN {value} must be 0 or 1")
+        if value:
+            path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
+                                    self.capture_number.value)
+            await self._io(srv.open_file, path)
+            await self.capture_number.write(self.capture_number.value + 1)
+            await self.capture_full_path.write(str(path))
+            await self.capture_file_frames.write(0)
+        else:
+            if srv.busy:
+                raise ValueError("a capture is in progress")
+            await self._io(srv.close_file)
+        return value
 
     @image_binning.putter
+    @_guarded
     async def image_binning(self, instance, value):
-        async def work():
-            if value not in (1, 2, 4, 8):
-                raise ValueError(f"IMAGE:BINNING {value} not one of 1, 2, 4, 8")
-            await self.image_width.write(FRAME_COLS // value)
-            await self.image_height.write(FRAME_ROWS // value)
-            return value
-        return await self._guard(work())
+        if value not in (1, 2, 4, 8):
+            raise ValueError(f"IMAGE:BINNING {value} not one of 1, 2, 4, 8")
+        await self.image_width.write(FRAME_COLS // value)
+        await self.image_height.write(FRAME_ROWS // value)
+        return value
 
     @image_period.putter
+    @_guarded
     async def image_period(self, instance, value):
-        async def work():
-            if not 0.5 <= value <= 3600:
-                raise ValueError(f"IMAGE:PERIOD {value} s outside 0.5..3600 s")
-            return value
-        return await self._guard(work())
+        if not 0.5 <= value <= 3600:
+            raise ValueError(f"IMAGE:PERIOD {value} s outside 0.5..3600 s")
+        return value
 
     @bellow_insert.putter
+    @_guarded
     async def bellow_insert(self, instance, value):
-        async def work():
-            if self.server.bellow is None:
-                raise ValueError("no bellow stage configured (--bellow-port)")
-            if value not in (0, 1):
-                raise ValueError(f"BELLOW:INSERT {value} must be 1 (insert) or 0 (retract)")
-            await self._io(self.server.bellow.insert if value else self.server.bellow.retract)
-            return value
-        return await self._guard(work())
+        if self.server.bellow is None:
+            raise ValueError("no bellow stage configured (--bellow-port)")
+        if value not in (0, 1):
+            raise ValueError(f"BELLOW:INSERT {value} must be 1 (insert) or 0 (retract)")
+        await self._io(self.server.bellow.insert if value else self.server.bellow.retract)
+        return value
 
     @power_on.putter
+    @_guarded
     async def power_on(self, instance, value):
-        async def work():
-            if self.server.power is None:
-                raise ValueError("no power supply configured (--power-port)")
-            if value not in (0, 1):
-                raise ValueError(f"POWER:ON {value} must be 1 or 0")
-            await self._io(self.server.power.set_output, bool(value))
-            return value
-        return await self._guard(work())
+        if self.server.power is None:
+            raise ValueError("no power supply configured (--power-port)")
+        if value not in (0, 1):
+            raise ValueError(f"POWER:ON {value} must be 1 or 0")
+        await self._io(self.server.power.set_output, bool(value))
+        return value
 
     # ------------------------------------------------------------ background
     async def _sync_settings(self) -> None:

@@ -247,6 +247,11 @@ def test_writer_killed_mid_capture_leaves_a_readable_file(tmp_path, ca_ports):
         client.put(PV.CMD_CAPTURE, 1000)
         path = client.get(PV.CAPTURE_FULL_PATH)
         wait_until(lambda: client.get(PV.CAPTURE_PROGRESS) >= 5, timeout=20, message="5 frames written")
+        # another process reads the file while the IOC is writing it (SWMR)
+        live = read_capture(path)
+        assert len(live["frame_number"]) >= 1
+        for img, fn in zip(live["data"], live["frame_number"], strict=True):
+            assert F.check_test_pattern(img, int(fn)) == 0
         client.close()
         ioc.kill()  # SIGKILL: no close, no final flush
         got = read_capture(path)

@@ -142,3 +142,13 @@ def test_any_loss_and_order_is_accounted_for(data):
     assert a.count("lost") == lost
     assert a.count("complete") + a.count("incomplete") == 3
     assert a.count("packets") == sum(len(k) for k in kept_per_frame)
+
+
+def test_internal_trigger_frame_time():
+    from trainstamp.detector._registers import frame_time_us, readout_time_us
+
+    assert readout_time_us(60e6) == pytest.approx(546.133, rel=1e-4)
+    # CDS reads twice; a longer period wins; integration adds
+    assert frame_time_us(ExposureModes.GLOBAL_SHUTTER, 6000, 0, 60e6) == pytest.approx(6546.133, rel=1e-6)
+    assert frame_time_us(ExposureModes.GLOBAL_SHUTTER_CDS, 6000, 0, 60e6) == pytest.approx(7092.267, rel=1e-6)
+    assert frame_time_us(ExposureModes.GLOBAL_SHUTTER_CDS, 6000, 50_000, 60e6) == 50_000
