@@ -170,6 +170,7 @@ class Counter(Measurement):
 
     def getIndex(self) -> np.ndarray:
         """Bin start relative to the first bin, in ps: ``arange(n_values) * binwidth``."""
+        self._check_alive()
         return np.arange(self._nv, dtype=np.int64) * self._bw
 
     def getDataTotalCounts(self) -> np.ndarray:

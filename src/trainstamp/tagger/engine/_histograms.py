@@ -88,9 +88,11 @@ class _PairHistogram(Measurement):
             return _to_int32(self._hist)
 
     def getBinwidth(self) -> int:
+        self._check_alive()
         return self._bw
 
     def getNBins(self) -> int:
+        self._check_alive()
         return self._nb
 
 
@@ -113,6 +115,7 @@ class Correlation(_PairHistogram):
 
     def getIndex(self) -> np.ndarray:
         """Bin centres in ps (int64, rounded down where a centre is a half ps)."""
+        self._check_alive()
         i = np.arange(self._nb, dtype=np.int64)
         return ((2 * i - (self._nb - 1)) * self._bw) // 2
 
@@ -154,6 +157,7 @@ class Histogram(_PairHistogram):
 
     def getIndex(self) -> np.ndarray:
         """Left bin edges in ps."""
+        self._check_alive()
         return np.arange(self._nb, dtype=np.int64) * self._bw
 
 
@@ -208,6 +212,7 @@ class StartStop(Measurement):
             return np.stack([self._keys * self._bw, self._vals], axis=1)
 
     def getBinwidth(self) -> int:
+        self._check_alive()
         return self._bw
 
     def getDroppedPairs(self) -> int:
