@@ -134,11 +134,28 @@ class Slot(PVGroup):
         if not value:
             return 0
         m = await self.run(clear=True)
+        limit = self.time_limit()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
         while m.isRunning():
+            if loop.time() > deadline:  # no tags or no markers: do not hang the caller
+                m.stop()
+                await self.publish()
+                exc = TimeoutError(f"acquisition not done after {limit:.0f} s; "
+                                   "is the tag stream (or train feed) running?")
+                await self._fail(exc)
+                raise exc
             await asyncio.sleep(0.02)
         await self.publish()
         await self.status.write("done")
         return 0
+
+    def time_limit(self) -> float:
+        """Wall-clock seconds an acquisition may take before it is abandoned."""
+        if self.n_trains.value > 0:
+            period_s = self.parent.service.mapper.period_ns * 1e-9
+            return self.n_trains.value * period_s * 2 + 10.0
+        return max(self.duration.value, 0.0) * 2 + 10.0 if self.duration.value > 0 else 1e9
 
     @running.scan(period=0.25)
     async def running(self, instance, async_lib):
