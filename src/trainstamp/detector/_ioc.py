@@ -192,6 +192,17 @@ class Team1kIOC(PVGroup):
     async def _io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
 
+    async def _next_path(self):
+        """The capture path for CAPTURE:NUMBER, moving the number past files that exist."""
+        number = int(self.capture_number.value)
+        for n in range(number, 100_000):
+            path = self.server.capture_path(self.capture_dir.value, self.capture_name.value, n)
+            if not path.exists():
+                if n != number:
+                    await self.capture_number.write(n)
+                return path
+        raise ValueError(f"no free file number for {self.capture_name.value!r} below 100000")
+
     async def _refuse(self, exc: BaseException) -> None:
         await self.err_bad_puts.write(self.err_bad_puts.value + 1)
         await self.err_message.write(f"{type(exc).__name__}: {exc}"[:250])
@@ -236,10 +247,7 @@ class Team1kIOC(PVGroup):
     async def cmd_capture(self, instance, value):
         srv = self.server
         srv.capture_timeout = float(self.capture_timeout.value)
-        path = None
-        if srv.file is None:
-            path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
-                                    self.capture_number.value)
+        path = None if srv.file is not None else await self._next_path()
         job = await self._io(srv.capture, value, path)
         if path is not None:
             await self.capture_number.write(self.capture_number.value + 1)
@@ -326,8 +334,7 @@ class Team1kIOC(PVGroup):
         if value not in (0, 1):
             raise ValueError(f"CAPTURE:OPEN {value} must be 0 or 1")
         if value:
-            path = srv.capture_path(self.capture_dir.value, self.capture_name.value,
-                                    self.capture_number.value)
+            path = await self._next_path()
             await self._io(srv.open_file, path)
             await self.capture_number.write(self.capture_number.value + 1)
             await self.capture_full_path.write(str(path))

@@ -27,8 +27,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -67,6 +69,35 @@ class ReceiverConfig:
             raise ValueError(f"frame_timeout {self.frame_timeout} s outside (0, 10]")
 
 
+SHM_PREFIX = "team1k_"
+SHM_DIR = Path("/dev/shm")
+
+
+def sweep_stale_rings() -> list[str]:
+    """Unlink rings left behind by owners that died without cleaning up (kill -9).
+
+    Ring names carry the owner's pid (``team1k_<pid>_<random>``); a ring whose owner no
+    longer exists is unlinked. Returns the names removed.
+    """
+    removed = []
+    if not SHM_DIR.is_dir():
+        return removed
+    for path in SHM_DIR.glob(f"{SHM_PREFIX}*_*"):
+        try:
+            pid = int(path.name[len(SHM_PREFIX):].split("_", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
+
+
 class SharedRing:
     """The arrays of one receiver, laid out in one shared-memory block."""
 
@@ -82,7 +113,9 @@ class SharedRing:
         ]
         size = sum(int(np.prod(s)) * np.dtype(t).itemsize for _, s, t in self.shapes)
         if name is None:
-            self.shm = shared_memory.SharedMemory(create=True, size=size)
+            sweep_stale_rings()
+            name = f"{SHM_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            self.shm = shared_memory.SharedMemory(name=name, create=True, size=size)
             self.owner = True
         else:
             self.shm = shared_memory.SharedMemory(name=name)

@@ -99,6 +99,12 @@ def test_acquire_frames_internal_trigger(line):
     wait_until(lambda: not client.is_acquiring(), timeout=5)
     assert client.get_capture_status() == "READY"
     assert client.get(PV.CAPTURE_PROGRESS) == client.get(PV.CAPTURE_TOTAL) == 3
+    # a file number that is taken is skipped, never overwritten
+    first = client.get(PV.CAPTURE_FULL_PATH)
+    client.put(PV.CAPTURE_NUMBER, 1)
+    client.acquire_frames(1)
+    second = client.get(PV.CAPTURE_FULL_PATH)
+    assert second != first and os.path.exists(first) and os.path.exists(second)
 
 
 def test_running_stream_preview_and_rate(line):

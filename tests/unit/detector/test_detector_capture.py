@@ -42,3 +42,21 @@ def test_layout_and_swmr_reader(tmp_path):
         assert h["/entry/data/data"].chunks == (1, 1024, 1024)
     with pytest.raises(FileExistsError):
         CaptureFile(path)
+
+
+def test_rings_of_dead_owners_are_swept():
+    from trainstamp.detector._receiver import SHM_DIR, SHM_PREFIX, sweep_stale_rings
+
+    if not SHM_DIR.is_dir():
+        pytest.skip("no /dev/shm")
+    dead = SHM_DIR / f"{SHM_PREFIX}{2**22 + 12345}_deadbeef"  # above pid_max's default
+    alive = SHM_DIR / f"{SHM_PREFIX}{os.getpid()}_cafef00d"
+    dead.write_bytes(b"x")
+    alive.write_bytes(b"x")
+    try:
+        assert dead.name in sweep_stale_rings()
+        assert not dead.exists() and alive.exists()
+    finally:
+        alive.unlink()
+        if dead.exists():
+            dead.unlink()
