@@ -15,6 +15,7 @@ from trainstamp.tagger.engine import (
     MAX_BINS,
     TAG_DTYPE,
     Correlation,
+    CountBetweenMarkers,
     Counter,
     Countrate,
     Histogram,
@@ -325,3 +326,28 @@ def test_stream_events_anywhere_are_counted_and_cut_pair_histories(rows, cuts):
         sel = (seg == k) & is_t
         ref += correlation_ref(times[sel & (chans == 1)], times[sel & (chans == 2)], 2, 5)
     np.testing.assert_array_equal(corr.getData(), ref)
+
+
+def test_synchronized_trains_and_registration():
+    times, chans, ids = marker_stream(12)
+    t = TimeTaggerVirtual(marker_channel=8)
+    rate = Countrate(t, [1, 2])
+    cbm = CountBetweenMarkers(t, 1, 8, n_values=3)
+    sync = SynchronizedMeasurements(t)
+    sync.registerMeasurement(rate)
+    sync.registerMeasurement(cbm)
+    assert not rate.isRunning() and not cbm.isRunning()
+    with pytest.raises(ValueError, match="another tagger"):
+        sync.registerMeasurement(Countrate(TimeTaggerVirtual(), [1]))
+    t.process(make_tags(times[:50], chans[:50]), ids[: int(np.sum(chans[:50] == 8))])
+    sync.startForTrains(3)
+    m0 = int(np.sum(chans[:50] == 8))
+    t.process(make_tags(times[50:], chans[50:]), ids[m0:])
+    assert not sync.isRunning() and sync.waitUntilFinished(0)
+    assert rate.getTrainRange() == cbm.getTrainRange() == (int(ids[m0]), int(ids[m0 + 2]))
+    # one bin per train, the last one closed by the end of the window
+    assert cbm.ready() and cbm.getBinWidths().tolist() == [1000, 1000, 1000]
+    assert int(cbm.getData().sum()) == int(rate.getCountsTotal()[0])
+    sync.unregisterMeasurement(rate)
+    rate.start()
+    assert rate.isRunning() and not sync.isRunning()

@@ -183,9 +183,11 @@ class CountBetweenMarkers(Measurement):
     """Counts ``click_channel`` tags in bins opened by ``begin_channel`` tags.
 
     A bin closes at the next ``end_channel`` tag, or, with ``end_channel`` unused, at
-    the next begin tag (which opens the following bin). After ``n_values`` bins the
-    measurement is ready and stops by itself. With the marker channel as begin channel
-    this counts per train.
+    the next begin tag (which opens the following bin); a bin still open when a
+    ``startFor``/``startForTrains`` window ends closes with the window. After
+    ``n_values`` bins the measurement is ready and stops by itself. With the marker
+    channel as begin channel this counts per train: ``startForTrains(n)`` gives
+    exactly n bins.
     """
 
     def __init__(
@@ -222,6 +224,17 @@ class CountBetweenMarkers(Measurement):
         )  # fmt: skip
         if self._state[0] >= self._nv:
             self._stop()
+
+    def _close_window(self, t_end):
+        st = self._state
+        if st[1] == 1 and st[0] < self._nv:  # the last bin ends with the window
+            k = st[0]
+            self._data[k] = st[3]
+            self._widths[k] = t_end - st[2]
+            self._starts[k] = st[2]
+            st[0] += 1
+            st[1] = 0
+            st[3] = 0
 
     def ready(self) -> bool:
         """True once all ``n_values`` bins are filled."""

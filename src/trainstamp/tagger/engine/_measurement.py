@@ -276,7 +276,8 @@ class Measurement:
                 if self._first_train <= 0:
                     self._first_train = int(ids[0])
                 self._last_train = int(ids[-1])
-        if self._t_stop is not None and seg.t_end >= self._t_stop:
+        if self._running and self._t_stop is not None and seg.t_end >= self._t_stop:
+            self._close_window(self._t_stop)
             self._stop()
 
     def _marker_index(self, times, chans, t: int, after: int | None = None) -> int:
@@ -295,6 +296,9 @@ class Measurement:
 
     def _reset_history(self) -> None:
         """Forget tags kept from earlier blocks (a new capture interval or an overflow)."""
+
+    def _close_window(self, t_end: int) -> None:
+        """The capture window has reached its end at ``t_end`` (startFor, trains)."""
 
     def _accumulate(self, times, chans, seg: Segment, lo: int, hi: int) -> None:
         """Add the tags ``times``/``chans`` (all in ``[lo, hi)``) to the data."""
