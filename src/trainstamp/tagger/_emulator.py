@@ -195,24 +195,24 @@ class TaggerEmulator:
                 if gap is not None:
                     overflow = self._merge_overflow(overflow, *gap)
                 if overflow is None and queued > self.backlog_bytes:
-                    overflow = {"first": int(tags["time"][0]) if len(tags) else self.generator.t0,
-                                "last": self.generator.t0, "missed": collections.Counter()}
+                    at = int(tags["time"][0]) if len(tags) else self.generator.complete_to
+                    overflow = {"first": at, "last": at, "missed": collections.Counter()}
                     self.stats["overflow_begins"] += 1
-                if overflow is not None:
+                if overflow is not None and queued <= self.backlog_bytes // 2:
+                    # the consumer caught up: report what was lost, then stream on
+                    summary = overflow_tags(overflow["first"], overflow["last"],
+                                            {int(k): int(v) for k, v in overflow["missed"].items()})
+                    self.stats["overflows"] += 1
+                    self.stats["missed_events"] += sum(overflow["missed"].values())
+                    queued += self._queue(frames, summary, seq, FLAG_OVERFLOW, overflow["last"])
+                    seq += 1
+                    overflow = None
+                if overflow is not None:  # still behind: this block is lost, and counted
                     if len(tags):
                         overflow["missed"].update(
                             dict(zip(*np.unique(tags["channel"], return_counts=True),
                                      strict=True)))
                         overflow["last"] = int(tags["time"][-1])
-                    if queued <= self.backlog_bytes // 2:
-                        tags = overflow_tags(overflow["first"], overflow["last"],
-                                             {int(k): int(v) for k, v in overflow["missed"].items()})
-                        self.stats["overflows"] += 1
-                        self.stats["missed_events"] += sum(overflow["missed"].values())
-                        end = max(overflow["last"], self.generator.complete_to)
-                        queued += self._queue(frames, tags, seq, FLAG_OVERFLOW, end)
-                        seq += 1
-                        overflow = None
                 else:
                     queued += self._queue(frames, tags, seq, 0, self.generator.complete_to)
                     seq += 1
@@ -252,9 +252,11 @@ class TaggerEmulator:
         with self._lock:
             lag = now - self.generator.t0
             if lag > self.max_lag_s * 1e12:
-                first = self.generator.t0
+                # Overflow tags for the gap sit just after the stream time already
+                # promised, so they precede every tag still to come.
+                at = max(self.generator.complete_to + 1, 0)
                 skipped = self.generator.skip(now - int(self.block_s * 1e12))
-                gap = (first, self.generator.t0, skipped)
+                gap = (at, at, skipped)
                 self.stats["lag_skips"] += 1
             t1 = min(now, self.generator.t0 + int(4 * self.block_s * 1e12))
             markers = np.array(self._markers, np.int64)
