@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
+from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
@@ -88,6 +90,7 @@ def train_count(
             yield from step(detectors, timeserver)
 
     @bpp.stage_decorator(detectors)
+    @bpp.finalize_decorator(partial(bps.stop, timeserver))  # fail any pending train wait
     def staged() -> MsgGenerator[str]:
         # A train before the run opens: the clock is alive and train_id_start is valid.
         yield from wait_for_train(timeserver)

@@ -38,7 +38,28 @@ def test_message_sequence(fake_timeserver):
             msgs, lambda m: m.command == "read" and m.obj is stamp)
         msgs = assert_message_and_return_remaining(msgs, lambda m: m.command == "save")
     msgs = assert_message_and_return_remaining(msgs, lambda m: m.command == "close_run")
+    msgs = assert_message_and_return_remaining(
+        msgs, lambda m: m.command == "stop" and m.obj is ts)
     assert_message_and_return_remaining(msgs, lambda m: m.command == "unstage")
+
+
+def test_failure_while_waiting_for_a_train_still_cleans_up(fake_timeserver, monkeypatch):
+    """A TimeServer that never ticks: the plan fails, detectors are unstaged, no waiters."""
+    from bluesky.utils import FailedStatus
+    from ophyd import Staged
+
+    import trainstamp.timing.device as device
+
+    monkeypatch.setattr(device, "MIN_TRIGGER_TIMEOUT", 0.2)
+    ts = fake_timeserver
+    ts.period.sim_put(10_000)
+    docs = []
+    RE = RunEngine(context_managers=[])
+    with pytest.raises(FailedStatus):
+        RE(train_count([det1], 2, timeserver=ts), lambda name, doc: docs.append(name))
+    assert docs == []  # it failed before opening a run: nothing half-recorded
+    assert det1._staged is Staged.no
+    assert ts._waiters == []
 
 
 def test_timeserver_among_detectors_is_read_not_triggered_twice(fake_timeserver):
