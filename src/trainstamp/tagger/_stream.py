@@ -294,17 +294,18 @@ class TagService:
         st.tags += len(tags)
         if len(tags):
             st.last_tag_ps = int(tags["time"][-1])
-            special = tags["type"] != TagType.TimeTag
-            if special.any():
+            ch = tags["channel"]
+            if tags["type"].any():  # stream events (TimeTag is 0): rare
+                special = tags["type"] != TagType.TimeTag
                 types = tags["type"][special]
                 st.overflows += int(np.count_nonzero(types == TagType.OverflowBegin))
                 st.errors += int(np.count_nonzero(types == TagType.Error))
                 st.missed_events += int(tags["missed_events"][special][
                     types == TagType.MissedEvents].sum())
-            ch = tags["channel"][~special]
-            ch = ch[(ch > 0) & (ch < len(self.counts))]
-            if len(ch):
-                self.counts += np.bincount(ch, minlength=len(self.counts))[:len(self.counts)]
+                ch = ch[~special]
+            n = len(self.counts)
+            if n:  # rising-edge counts; anything outside 1..n-1 lands in bins 0 and n
+                self.counts[1:] += np.bincount(np.clip(ch, 0, n), minlength=n + 1)[1:n]
         if len(train_ids):
             st.last_train_id = int(train_ids[-1])
         # the engine's convention: 0 is "unknown train"

@@ -212,7 +212,7 @@ class FrameReader:
         while len(buf) - pos >= HEADER_SIZE:
             try:
                 kind, seq, count, flags, length, crc, end_time = check_header(
-                    memoryview(buf)[pos:pos + HEADER_SIZE])
+                    bytes(buf[pos:pos + HEADER_SIZE]))
             except BadFrame as exc:
                 self.stats.bad_headers += 1
                 self.stats.note(str(exc))
@@ -225,7 +225,8 @@ class FrameReader:
             end = pos + HEADER_SIZE + length
             if len(buf) < end:
                 break
-            payload = bytes(buf[pos + HEADER_SIZE:end])
+            with memoryview(buf) as view:  # one copy, and no export left when resizing
+                payload = bytes(view[pos + HEADER_SIZE:end])
             pos = end
             if zlib.crc32(payload) != crc:
                 self.stats.bad_payloads += 1
