@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from textwrap import dedent
 
-from caproto import AlarmSeverity, AlarmStatus, ChannelType
+from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from trainstamp.tagger._slots import (
@@ -34,6 +34,8 @@ from trainstamp.tagger._slots import (
     CountrateSlot,
     HistogramSlot,
     blocking,
+    mark_unknown,
+    write_train_id,
 )
 
 
@@ -121,6 +123,7 @@ class TaggerIOCBase(PVGroup):
     missed_events = pvproperty(name="MISSED_EVENTS", value=0.0, read_only=True, precision=0,
                                doc="events the tagger dropped in overflows")
     last_train_id = pvproperty(name="LAST_TRAIN_ID", value=0.0, read_only=True, precision=0,
+                               alarm_group="last_train_id",
                                doc="train ID of the latest marker (0 + INVALID if unknown)")
     markers_paired = pvproperty(name="MARKERS_PAIRED", value=0, read_only=True,
                                 doc="markers paired with a TimeServer tick")
@@ -141,6 +144,10 @@ class TaggerIOCBase(PVGroup):
     hist1 = SubGroup(HistogramSlot, prefix="HIST1:")
     rate1 = SubGroup(CountrateSlot, prefix="RATE1:")
     cnt1 = SubGroup(CounterSlot, prefix="CNT1:")
+
+    @last_train_id.startup
+    async def last_train_id(self, instance, async_lib):
+        await mark_unknown(instance)
 
     def __init__(self, *args, service, instrument, rpc=None, pyro_uri: str = "",
                  **kwargs) -> None:
@@ -198,13 +205,7 @@ class TaggerIOCBase(PVGroup):
                           (self.markers_ambiguous, ms.ambiguous)):
             if pv.value != value:
                 await pv.write(value)
-        if st.last_train_id > 0:
-            await self.last_train_id.write(float(st.last_train_id),
-                                           severity=AlarmSeverity.NO_ALARM,
-                                           status=AlarmStatus.NO_ALARM)
-        else:
-            await self.last_train_id.write(0.0, severity=AlarmSeverity.INVALID_ALARM,
-                                           status=AlarmStatus.UDF)
+        await write_train_id(self.last_train_id, st.last_train_id)
         if self.rpc is not None:
             await self.pyro_objects.write(self.rpc.client_objects())
         if self.instrument.version != self._settings_version:

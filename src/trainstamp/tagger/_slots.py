@@ -29,6 +29,26 @@ async def blocking(fn, *args):
     return await loop.run_in_executor(None, functools.partial(fn, *args))
 
 
+async def write_train_id(instance, train_id: int | None) -> None:
+    """Write a train ID (DOUBLE, exact to 2**53); unknown is 0 with INVALID severity.
+
+    The alarm is written after the value: caproto's own limit check on a DOUBLE write
+    would otherwise replace the severity given with the value. Each train-ID PV has
+    an alarm group of its own, so this alarm is only this PV's.
+    """
+    known = train_id is not None and train_id > 0
+    await instance.write(float(train_id) if known else 0.0)
+    if known:
+        await instance.alarm.write(severity=AlarmSeverity.NO_ALARM, status=AlarmStatus.NO_ALARM)
+    else:
+        await instance.alarm.write(severity=AlarmSeverity.INVALID_ALARM, status=AlarmStatus.UDF)
+
+
+async def mark_unknown(instance) -> None:
+    """A train-ID PV with no train yet: 0 with INVALID severity, never a plain 0."""
+    await write_train_id(instance, None)
+
+
 class Slot(PVGroup):
     """Lifecycle PVs shared by every measurement slot."""
 
@@ -44,11 +64,21 @@ class Slot(PVGroup):
     capture_duration = pvproperty(name="CAPTURE_DURATION", value=0.0, units="s", precision=6,
                                   read_only=True, doc="tagger time accumulated since clear")
     first_train_id = pvproperty(name="FIRST_TRAIN_ID", value=0.0, read_only=True, precision=0,
+                                alarm_group="first_train_id",
                                 doc="first train covered (0 + INVALID when unknown)")
     last_train_id = pvproperty(name="LAST_TRAIN_ID", value=0.0, read_only=True, precision=0,
+                               alarm_group="last_train_id",
                                doc="last train covered (0 + INVALID when unknown)")
     status = pvproperty(name="STATUS", value="idle", dtype=ChannelType.STRING, read_only=True,
                         doc="last action or error")
+
+    @first_train_id.startup
+    async def first_train_id(self, instance, async_lib):
+        await mark_unknown(instance)
+
+    @last_train_id.startup
+    async def last_train_id(self, instance, async_lib):
+        await mark_unknown(instance)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -169,15 +199,9 @@ class Slot(PVGroup):
         running = m.isRunning()
         await self.publish_data(m)
         await self.capture_duration.write(m.getCaptureDuration() * 1e-12)
-        train_range = m.getTrainRange()
-        for pv, value in zip((self.first_train_id, self.last_train_id),
-                             train_range or (0, 0), strict=True):
-            if train_range is None:
-                await pv.write(0.0, severity=AlarmSeverity.INVALID_ALARM,
-                               status=AlarmStatus.UDF)
-            else:
-                await pv.write(float(value), severity=AlarmSeverity.NO_ALARM,
-                               status=AlarmStatus.NO_ALARM)
+        train_range = m.getTrainRange() or (None, None)
+        await write_train_id(self.first_train_id, train_range[0])
+        await write_train_id(self.last_train_id, train_range[1])
         if self.running.value != running:
             await self.running.write(running)
 

@@ -94,6 +94,17 @@ def test_seed_client_runs_unchanged(stack, tmp_path):
 
 
 # -- the stream and the IOC ------------------------------------------------------------------
+def test_unknown_train_ids_are_invalid_not_zero(stack):
+    from caproto import AlarmSeverity, ChannelType
+
+    reading = read(stack["prefix"] + "CORR1:FIRST_TRAIN_ID", data_type=ChannelType.TIME_DOUBLE)
+    assert reading.data[0] == 0
+    assert reading.metadata.severity == AlarmSeverity.INVALID_ALARM
+    # and only the train-ID PVs carry that alarm
+    other = read(stack["prefix"] + "CORR1:CAPTURE_DURATION", data_type=ChannelType.TIME_DOUBLE)
+    assert other.metadata.severity == AlarmSeverity.NO_ALARM
+
+
 def test_stream_counts_and_markers(stack):
     put(stack, "CH1:TEST_SIGNAL", 1)
     assert pv(stack, "CH1:TEST_SIGNAL")[0] in (1, b"On")
@@ -134,6 +145,10 @@ def test_correlation_slot_for_trains(stack):
     assert abs(peak - PAIR_DELAY_PS) <= 100
     first, last = pv(stack, "CORR1:FIRST_TRAIN_ID")[0], pv(stack, "CORR1:LAST_TRAIN_ID")[0]
     assert first > 1e6 and last - first in (2, 3)
+    from caproto import AlarmSeverity, ChannelType
+
+    reading = read(stack["prefix"] + "CORR1:LAST_TRAIN_ID", data_type=ChannelType.TIME_DOUBLE)
+    assert reading.metadata.severity == AlarmSeverity.NO_ALARM
     assert 0.2 < pv(stack, "CORR1:CAPTURE_DURATION")[0] < 0.45
     assert np.max(pv(stack, "CORR1:G2")) > 10
 
