@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Engine methods never served: feeding tags is the stream's job, freeing has its own rules.
 _HIDDEN = {"process", "free", "isFreed"}
+
+
 def engine_module():
     from trainstamp.tagger import engine
 
@@ -120,9 +122,10 @@ class Adapter:
         kwargs = {k: self._rpc.unwrap(v) for k, v in kwargs.items()}
         return getattr(self._target(), name)(*args, **kwargs)
 
-    def _release(self) -> None:
+    def _release(self) -> list[Adapter]:
+        """Free the engine object and drop it; return the adapters freed by this call."""
         if self._freed:
-            return
+            return []
         self._freed = True
         free = getattr(self._target_obj, "free", None)
         if free is not None:
@@ -130,6 +133,8 @@ class Adapter:
                 free()
             except Exception:  # already detached with its tagger
                 log.debug("freeing %s", self.kind, exc_info=True)
+        self._target_obj = None  # what stays registered is a small tombstone
+        return [self]
 
     @Pyro5.api.expose
     @builtin_errors
@@ -211,13 +216,13 @@ class TaggerAdapter(Adapter):
         super().__init__(rpc, target, owner, None)
         self._children: list[Adapter] = []
 
-    def _release(self) -> None:
+    def _release(self) -> list[Adapter]:
         if self._freed:
-            return
-        for child in self._children:
-            child._release()
+            return []
+        freed = [a for child in self._children for a in child._release()]
+        self._children.clear()
         self._rpc.service.remove_sink(self._target_obj)
-        super()._release()
+        return freed + super()._release()
 
     def _hw(self, op: str, *args: object) -> object:
         self._target()  # refuse on a freed tagger

@@ -26,6 +26,7 @@ Pyro's serializers only rebuild builtin exception types.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -55,6 +56,8 @@ VIRTUAL_CHANNELS = ("DelayedChannel", "GatedChannel", "Coincidence", "Coincidenc
 #: memory up to the engine's MAX_BINS).
 MAX_TAGGERS = 32
 MAX_OBJECTS_PER_CLIENT = 256
+#: Freed objects kept registered (to answer "has been freed") before being forgotten.
+MAX_TOMBSTONES = 4096
 #: Largest Pyro5 message the server accepts or sends (Pyro's default is 1 GiB).
 MAX_MESSAGE_SIZE = 256 << 20
 
@@ -77,6 +80,7 @@ class TimeTaggerRPC:
         self.settings = settings
         self._lock = threading.RLock()
         self._objects: dict[str, Adapter] = {}
+        self._tombstones: collections.deque[Adapter] = collections.deque()
         self._by_client: dict[int | None, list[Adapter]] = {}
         self._daemon: Pyro5.server.Daemon | None = None
 
@@ -141,7 +145,32 @@ class TimeTaggerRPC:
                                   "only its creator can free it")
 
     def release(self, adapter: Adapter) -> None:
-        adapter._release()
+        """Free ``adapter`` (and a tagger's children); keep tombstones, boundedly.
+
+        Freed objects stay registered so that later calls get a clear "has been freed"
+        error; beyond MAX_TOMBSTONES the oldest are forgotten (Pyro then answers
+        "unknown object").
+        """
+        freed = adapter._release()
+        with self._lock:
+            self._tombstones.extend(freed)
+            evicted = []
+            while len(self._tombstones) > MAX_TOMBSTONES:
+                evicted.append(self._tombstones.popleft())
+        for old in evicted:
+            self._forget(old)
+
+    def _forget(self, adapter: Adapter) -> None:
+        with self._lock:
+            self._objects.pop(getattr(adapter, "_pyroId", ""), None)
+            owned = self._by_client.get(adapter._owner)
+            if owned is not None and adapter in owned:
+                owned.remove(adapter)
+        if self._daemon is not None:
+            try:
+                self._daemon.unregister(adapter)
+            except Exception:  # already gone
+                log.debug("unregister", exc_info=True)
 
     def release_client(self, key: int) -> None:
         """Free everything a closed client connection created, and forget it."""
@@ -149,6 +178,9 @@ class TimeTaggerRPC:
             owned = self._by_client.pop(key, [])
             for adapter in owned:
                 self._objects.pop(getattr(adapter, "_pyroId", ""), None)
+            if owned:
+                self._tombstones = collections.deque(
+                    a for a in self._tombstones if a._owner != key)
         for adapter in owned:
             adapter._release()
             if self._daemon is not None:
@@ -200,7 +232,7 @@ class TimeTaggerRPC:
         if not isinstance(adapter, TaggerAdapter):
             raise ValueError(f"expected a tagger, got a {adapter.kind}")
         self.check_owner(adapter)
-        adapter._release()
+        self.release(adapter)
         return True
 
     @Pyro5.api.expose

@@ -222,6 +222,24 @@ def test_pyro_bad_input_gets_clear_errors(stack):
         assert tt.scanTimeTagger() == ["EMU-TT-0001"]
 
 
+def test_freed_objects_are_tombstones_and_stay_bounded(stack):
+    from trainstamp.tagger._pyro import MAX_OBJECTS_PER_CLIENT
+
+    with Pyro5.Proxy(stack["uri"]) as tt:
+        tagger = tt.createTimeTagger()
+        for _ in range(MAX_OBJECTS_PER_CLIENT + 10):  # freeing makes room again
+            tt.Countrate(tagger, [1]).free()
+        kept = [tt.Countrate(tagger, [1]) for _ in range(MAX_OBJECTS_PER_CLIENT - 1)]
+        with pytest.raises(ValueError, match="limit 256"):
+            tt.Countrate(tagger, [1])
+        wait_until(lambda: pv(stack, "PYRO_OBJECTS")[0] == MAX_OBJECTS_PER_CLIENT, timeout=5,
+                   message="PYRO_OBJECTS to count the live objects")
+        tt.freeTimeTagger(tagger)
+        with pytest.raises(RuntimeError, match="freed"):
+            kept[0].getData()
+    wait_until(lambda: pv(stack, "PYRO_OBJECTS")[0] == 0, timeout=10, message="cleanup")
+
+
 def test_one_client_cannot_free_another(stack):
     with Pyro5.Proxy(stack["uri"]) as a, Pyro5.Proxy(stack["uri"]) as b:
         ta, tb = a.createTimeTagger(), b.createTimeTagger()
