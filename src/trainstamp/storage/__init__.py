@@ -4,21 +4,23 @@
   run catalog (embedded SQLite + DuckDB in a data directory, or a server).
 - :func:`make_writer` / :func:`subscribe`: ``TiledWriter`` for a RunEngine, optionally
   stamping the run-end train ID into stop documents.
-- :func:`last_run`, :func:`read_train_ids`, :func:`train_id_problems`: read runs back
-  and check their train IDs.
+- :func:`last_run`, :func:`find_runs`, :func:`read_train_ids`,
+  :func:`train_id_problems`: find runs (by train ID), read them back and check their
+  train IDs.
 - :class:`StorageConfig`: how the settings (arguments, ``TRAINSTAMP_*`` environment)
   resolve.
 """
 
 from trainstamp.storage._catalog import catalog, close_catalog, make_writer, open_catalog, subscribe
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
-from trainstamp.storage._read import last_run, read_train_ids, train_id_problems
+from trainstamp.storage._read import find_runs, last_run, read_train_ids, train_id_problems
 
 __all__ = [
     "DEFAULT_DATA_DIR",
     "StorageConfig",
     "catalog",
     "close_catalog",
+    "find_runs",
     "last_run",
     "make_writer",
     "open_catalog",

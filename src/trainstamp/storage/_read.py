@@ -8,7 +8,7 @@ import numpy as np
 
 from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 
-__all__ = ["last_run", "read_train_ids", "train_id_problems"]
+__all__ = ["find_runs", "last_run", "read_train_ids", "train_id_problems"]
 
 
 def last_run(client: Any) -> Any:
@@ -16,6 +16,23 @@ def last_run(client: Any) -> Any:
     if len(client) == 0:
         raise LookupError("the catalog holds no runs")
     return client.values().last()
+
+
+def find_runs(client: Any, train_id: int) -> Any:
+    """The runs whose span of trains contains ``train_id``.
+
+    A run spans ``train_id_start`` (start document) to ``train_id_end`` (stop document),
+    both inclusive, so this finds the runs recorded while that train was in force.
+    Runs without both keys (not written by trainstamp plans and writer) are not found.
+    Returns a Tiled container: iterate it, or index it by uid.
+    """
+    from tiled.queries import Key
+
+    if isinstance(train_id, bool) or not isinstance(train_id, int | np.integer):
+        raise ValueError(f"train_id must be an integer, got {train_id!r}")
+    train_id = int(train_id)
+    return (client.search(Key("start.train_id_start") <= train_id)
+            .search(Key("stop.train_id_end") >= train_id))
 
 
 def read_train_ids(run: Any, stream: str = "primary") -> np.ndarray:
