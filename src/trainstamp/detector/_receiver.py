@@ -60,6 +60,9 @@ class ReceiverConfig:
     #: an open frame with no packet for this long is published incomplete
     frame_timeout: float = 0.1
     check_source_port: bool = True
+    #: 1..99: run the receive loop under SCHED_FIFO at this priority (needs root or
+    #: CAP_SYS_NICE), so other load on the host cannot starve it; 0: normal scheduling
+    realtime_priority: int = 0
 
     def __post_init__(self) -> None:
         P.packets_per_frame(self.payload_size)
@@ -67,6 +70,8 @@ class ReceiverConfig:
             raise ValueError(f"n_slots {self.n_slots} must be at least 2")
         if not 0 < self.frame_timeout <= 10:
             raise ValueError(f"frame_timeout {self.frame_timeout} s outside (0, 10]")
+        if not 0 <= self.realtime_priority <= 99:
+            raise ValueError(f"realtime_priority {self.realtime_priority} outside 0..99")
 
 
 SHM_PREFIX = "team1k_"
@@ -166,6 +171,11 @@ def _receiver_main(cfg: ReceiverConfig, shm_name: str) -> None:
     fd = sock.fileno()
     dest = (socket.gethostbyname(cfg.detector_ip), cfg.data_port)
     c, ctl = ring.counters, ring.control
+    if cfg.realtime_priority:
+        try:  # the loop blocks in recvmmsg, so a real-time receiver cannot spin the CPU away
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(cfg.realtime_priority))
+        except (OSError, AttributeError) as exc:
+            log.warning("cannot set SCHED_FIFO priority %d: %s", cfg.realtime_priority, exc)
     # compile the kernel before announcing readiness
     receive_mmsg(fd, 0, batch.mm, batch.packets, batch.names, src_ip, src_port, cfg.payload_size, ppf,
                  ring.ring, ring.meta, ring.masks, c, ring.state)

@@ -38,6 +38,8 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--receive-port", type=int, default=0, help="local port of the data socket (0 = any)")
     parser.add_argument("--ring-slots", type=int, default=64, help="frame slots in the shared ring (2 MiB each)")
     parser.add_argument("--rcvbuf", type=int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
+    parser.add_argument("--receiver-rt-priority", type=int, default=0,
+                        help="SCHED_FIFO priority 1..99 for the receive loop (root); 0 = normal")
     parser.add_argument("--frame-timeout", type=float, default=0.1,
                         help="publish a frame incomplete after this many seconds without its packets")
     parser.add_argument("--register-timeout", type=float, default=0.2, help="seconds per register try")
@@ -48,7 +50,8 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     try:
         rx = ReceiverConfig(detector_ip=args.detector_ip, data_port=args.data_port, bind_host=args.receive_host,
                             bind_port=args.receive_port, payload_size=args.payload_size, n_slots=args.ring_slots,
-                            rcvbuf=args.rcvbuf, frame_timeout=args.frame_timeout)
+                            rcvbuf=args.rcvbuf, frame_timeout=args.frame_timeout,
+                            realtime_priority=args.receiver_rt_priority)
         server = Team1kServer(args.detector_ip, args.register_port, args.data_port, args.data_dir, rx,
                               args.register_timeout, args.register_retries, args.bellow_port, args.power_port)
     except (ValueError, OSError) as exc:
