@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainstamp.timing._core import check_period_ms
 from trainstamp.timing._pvnames import DEFAULT_BROADCAST_PORT, DEFAULT_PREFIX, PV
 
 __all__ = ["Beamline", "BeamlineConfig", "Service", "main"]
@@ -336,10 +337,10 @@ class BeamlineConfig:
 
 
 def _period(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 60_000:
-        raise argparse.ArgumentTypeError(f"period {text} ms outside (0, 60000]")
-    return value
+    try:
+        return check_period_ms(float(text))  # the IOC's own limits
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:

@@ -135,3 +135,17 @@ def test_up_starts_the_beamline_and_stops_it(tmp_path, how):
             proc.kill()
             proc.wait(10)
         proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "--period", "0.1"], "period 0.1 ms outside 1..60000 ms"),
+        (["up", "--ca-port", "70000"], "port '70000' outside 1..65535"),
+        (["demo", "--num-trains", "0"], "--num-trains '0' outside 1..100000"),
+    ],
+)
+def test_bad_options_are_refused_with_the_limit(args, message):
+    proc = subprocess.run(trainstamp(*args), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
