@@ -18,6 +18,17 @@ CA_PORTS.install()
 os.environ.setdefault("OPHYD_CONTROL_LAYER", "caproto")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ca_repeater():
+    """One CA repeater for the session, on the pool's repeater port, stopped at the end.
+
+    caproto's sync client spawns a repeater that outlives the test run unless one is
+    already listening; running our own keeps the machine clean.
+    """
+    with CA_PORTS.repeater() as proc:
+        yield proc
+
+
 @pytest.fixture(scope="session")
 def ca_ports() -> CAPortPool:
     """The session's pool of loopback CA server ports (see :class:`CAPortPool`)."""

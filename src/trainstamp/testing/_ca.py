@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import Iterable, MutableMapping
 
@@ -70,3 +71,23 @@ class CAPortPool:
 
     def install(self) -> None:
         os.environ.update(self.env())
+
+    def repeater(self):
+        """A CA repeater subprocess on this pool's repeater port (a context manager).
+
+        While it runs, caproto clients find a repeater and do not spawn their own
+        detached one, which would outlive the tests.
+        """
+        from caproto.sync.repeater import RepeaterAlreadyRunning, check_for_running_repeater
+
+        from trainstamp.testing._process import Subprocess
+
+        def running() -> bool:
+            try:
+                check_for_running_repeater(("0.0.0.0", self.repeater_port)).close()
+            except RepeaterAlreadyRunning:
+                return True
+            return False
+
+        return Subprocess([sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
+                          env=self.env(), ready=running, python_module=False)

@@ -118,7 +118,7 @@ class SubprocessIOC(Subprocess):
         self.ready_pv = ready_pv
 
         def ready() -> bool:
-            read(ready_pv, timeout=0.5)
+            read(ready_pv, timeout=0.5, repeater=False)
             return True
 
         super().__init__(args, env=full_env, ready=ready, timeout=timeout)
