@@ -53,14 +53,19 @@ def ca_env(
 class CAPortPool:
     """A fixed set of CA server ports for one test session.
 
+    The pool is large so that a port comes round again only long after the IOC that
+    last used it has gone, and a search can never reach a lingering predecessor.
+
     ``install()`` writes the client environment into ``os.environ``; call it before any
     CA client context is created. ``next_port()`` hands out the ports round-robin, so
     concurrent IOCs in one session never share a search port.
     """
 
-    def __init__(self, size: int = 12) -> None:
-        self.ports = [free_port("both") for _ in range(size)]
-        self.repeater_port = free_port("both")
+    def __init__(self, size: int = 40) -> None:
+        ports: dict[int, None] = {}
+        while len(ports) < size + 1:
+            ports[free_port("both")] = None
+        *self.ports, self.repeater_port = ports
         self._cycle = itertools.cycle(self.ports)
 
     def next_port(self) -> int:
