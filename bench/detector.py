@@ -200,13 +200,17 @@ def pipeline(rate: float, seconds: float, payload: int, workdir: Path, frames_pe
             "rcvbuf": rcvbuf, "ppf": P.packets_per_frame(payload)}
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def show(r: dict) -> str:
     packets = r["written"] * r["ppf"]
     cpu = ", ".join(f"{k} {v:.1f} s ({v / max(packets, 1) * 1e6:.1f} us/packet)" for k, v in r["cpu"].items())
     return (f"  asked {r['rate']:6.0f} fps: achieved {r['achieved_fps']:6.1f} fps ({r['MBps']:6.0f} MB/s), "
             f"written {r['written']}/{r['frames']}, lost pkts {r['lost']}, incomplete {r['incomplete']}, "
             f"dropped {r['dropped']}, writer overruns {r['overruns']} -> {'ZERO LOSS' if r['zero_loss'] else 'LOSS'}"
-            f"\n      CPU over {r['elapsed']:.1f} s: {cpu}")
+            f"\n      CPU over {r['elapsed']:.1f} s: {cpu}; {load()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"HDF5 files in {workdir}; receiver ring {args.ring_slots} slots, SO_RCVBUF asked {args.rcvbuf >> 20} MiB, "
           f"receiver {'SCHED_FIFO ' + str(args.rt_priority) if args.rt_priority else 'normal scheduling'}")
     print(f"TEAM1k detector data path; payload {args.payload_size} B, {P.packets_per_frame(args.payload_size)} "
-          f"packets/frame, frame {P.FRAME_BYTES} B; {os.cpu_count()} CPUs (shared, timings are noisy)")
+          f"packets/frame, frame {P.FRAME_BYTES} B; {os.cpu_count()} CPUs (shared, timings are noisy); {load()}")
     ref = raw_reference(5.0, args.payload_size, workdir)
     print(f"raw UDP reference (C sendmmsg flat out -> C recv loop, 5 s): {ref['pps'] / 1e3:.0f} k packets/s, "
           f"{ref['MBps']:.0f} MB/s = {ref['fps']:.0f} frames/s equivalent (sender loss {ref['loss']:.1%}); "
