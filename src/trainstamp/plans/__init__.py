@@ -1,6 +1,11 @@
 """Train-synchronous Bluesky plans, and the train-ID stamping contract they keep.
 
-- :func:`train_count`: one reading per train.
+- :func:`train_count`: one reading per train; :func:`train_scan`: a step scan with
+  ``trains_per_point`` trains per point; :func:`train_fly`: every train of a free-running
+  acquisition, collected in event pages as it goes; :func:`g2_delay_scan`: g2 against a
+  tagger input delay.
+- :func:`check_train_consistency` / :func:`train_consistency`: detector frames, tagger
+  marker trains and TimeServer ticks of a run name the same trains.
 - :func:`wait_for_train`, :func:`one_train`: plan stubs.
 - :class:`TrainStamp`, :func:`stamp_wrapper`, :func:`stamp_decorator`,
   :class:`StopStamper`: the stamping contract (``train_id`` in every event,
@@ -8,6 +13,14 @@
   these plans and any other bluesky plan.
 """
 
+from trainstamp.plans._consistency import (
+    StreamTrains,
+    TrainConsistency,
+    check_train_consistency,
+    train_consistency,
+)
+from trainstamp.plans._exact import ExactTrainId
+from trainstamp.plans._science import g2_delay_scan
 from trainstamp.plans._stamp import (
     NO_TRAIN_ID,
     TRAIN_ID_KEY,
@@ -19,16 +32,34 @@ from trainstamp.plans._stamp import (
 )
 from trainstamp.plans._stubs import one_train, wait_for_train
 from trainstamp.plans._train_count import train_count
+from trainstamp.plans._train_fly import (
+    FrameCollector,
+    MarkerCountCollector,
+    TickCollector,
+    train_fly,
+)
+from trainstamp.plans._train_scan import train_scan
 
 __all__ = [
     "NO_TRAIN_ID",
     "TRAIN_ID_KEY",
     "TRAIN_ID_STATUS_KEY",
+    "ExactTrainId",
+    "FrameCollector",
+    "MarkerCountCollector",
     "StopStamper",
+    "StreamTrains",
+    "TickCollector",
+    "TrainConsistency",
     "TrainStamp",
+    "check_train_consistency",
+    "g2_delay_scan",
     "one_train",
     "stamp_decorator",
     "stamp_wrapper",
+    "train_consistency",
     "train_count",
+    "train_fly",
+    "train_scan",
     "wait_for_train",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import MsgGenerator, plan, separate_devices, short_uid
+
+from trainstamp.plans._exact import exact_stamp_for, exact_train_id_of, has_exact_ids
 
 __all__ = ["one_train", "wait_for_train"]
 
@@ -47,7 +50,10 @@ def one_train(
     This is the default per-train step of :func:`~trainstamp.plans.train_count`. It is
     :func:`bluesky.plan_stubs.trigger_and_read` with one difference: if the TimeServer
     itself is among ``detectors`` it is read but not triggered again (triggering it
-    means waiting for another train), so its tick lands in the same event.
+    means waiting for another train), so its tick lands in the same event. If a device
+    has exact train IDs (a ``train_id_key``, as the detector's packet-header IDs), the
+    event's ``train_id`` is that exact ID (status ``"EXACT"``) instead of an
+    interpolated one.
 
     Parameters
     ----------
@@ -75,10 +81,21 @@ def one_train(
         yield from bps.wait(group=group)
     yield from bps.create(stream_name)
 
+    exact_devices = [obj for obj in devices if has_exact_ids(obj)]
+
     def read_all() -> MsgGenerator[dict[str, Any]]:
         readings: dict[str, Any] = {}
         for obj in devices:
             reading = yield from bps.read(obj)
+            if reading is not None:
+                readings.update(reading)
+        if exact_devices:
+            # A device with exact IDs (packet headers) gives the event's train_id.
+            exact = exact_stamp_for(timeserver)
+            found = exact_train_id_of(exact_devices, readings)
+            source, train_id = found if found else (exact_devices[0].name, None)
+            exact.set_exact(source, train_id, time.time())
+            reading = yield from bps.read(exact)
             if reading is not None:
                 readings.update(reading)
         return readings

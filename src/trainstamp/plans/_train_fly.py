@@ -1,0 +1,550 @@
+"""``train_fly``: every train of an acquisition, collected while it runs.
+
+A step plan waits for each train and so is bound by the RunEngine (a few hundred
+events/s at best) and skips trains whenever one step takes longer than a period. A fly
+scan lets the hardware run free and collects what it recorded, in event pages, as the
+acquisition goes. Three collectors, one event stream each, one event per train:
+
+- :class:`TickCollector` (stream ``timeserver``): every TimeServer tick, from the
+  Channel Access monitor on ``ID``: ``train_id`` is the tick itself.
+- :class:`FrameCollector` (stream ``detector``): every detector frame, read from the
+  capture file (HDF5, SWMR) while the IOC writes it: ``train_id`` is the exact ID from
+  the frame's packet headers (``"EXACT"``), with the frame number and completeness.
+- :class:`MarkerCountCollector` (stream ``tagger``): photon counts per train from a
+  ``CountBetweenMarkers`` on the tagger server (Pyro5) whose begin channel is the
+  marker channel, so bin *k* is the *k*-th train of the window; it carries the first
+  and last train it covers.
+
+Every stream's events carry ``train_id`` and ``train_id_status``; every descriptor
+carries the TimeServer configuration (each collector's configuration is the
+TimeServer's).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from bluesky import preprocessors as bpp
+from bluesky.utils import CustomPlanMetadata, MsgGenerator
+from ophyd.status import Status
+
+from trainstamp.plans._stamp import (
+    NO_TRAIN_ID,
+    TRAIN_ID_KEY,
+    TRAIN_ID_STATUS_KEY,
+    TrainStamp,
+    stamp_wrapper,
+)
+from trainstamp.plans._stubs import wait_for_train
+
+__all__ = ["FrameCollector", "MarkerCountCollector", "TickCollector", "train_fly"]
+
+_STATUS_CHOICES = ["OK", "STALE", "INVALID", "EXACT"]
+
+
+def _id_keys(source: str) -> dict[str, dict[str, Any]]:
+    return {
+        TRAIN_ID_KEY: {"source": source, "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
+        TRAIN_ID_STATUS_KEY: {"source": source, "dtype": "string", "shape": [],
+                              "choices": _STATUS_CHOICES},
+    }
+
+
+def _page(columns: dict[str, list], times: list[float]) -> dict[str, Any]:
+    return {"data": columns, "timestamps": {k: list(times) for k in columns}, "time": list(times)}
+
+
+class _Collector:
+    """What the three collectors share: name, TimeServer configuration, done status."""
+
+    parent = None
+
+    def __init__(self, name: str, timeserver: Any) -> None:
+        self.name = name
+        self.timeserver = timeserver
+        self._done: Status | None = None
+
+    def read_configuration(self) -> dict[str, Any]:
+        return dict(self.timeserver.read_configuration())
+
+    def describe_configuration(self) -> dict[str, Any]:
+        return dict(self.timeserver.describe_configuration())
+
+    def complete(self) -> Status:
+        if self._done is None:
+            raise RuntimeError(f"{self.name}: complete() before kickoff()")
+        return self._done
+
+    def _finish(self, exc: BaseException | None = None) -> None:
+        if self._done is not None and not self._done.done:
+            if exc is None:
+                self._done.set_finished()
+            else:
+                self._done.set_exception(exc)
+
+
+class TickCollector(_Collector):
+    """Every TimeServer tick from ``kickoff`` until ``num_trains`` ticks have come.
+
+    With ``hold`` set it keeps going past ``num_trains`` until :meth:`finish_at` names
+    the last train wanted, so the ticks cover every train the other streams recorded.
+
+    Parameters
+    ----------
+    timeserver : TimeServer
+        Its ``train_id`` signal is monitored; each new whole ID above 0 is one tick.
+    num_trains : int
+        Ticks to record.
+    timeout : float
+        Seconds without a tick after which ``complete`` fails.
+    """
+
+    def __init__(self, timeserver: Any, num_trains: int, *, name: str | None = None,
+                 timeout: float = 5.0) -> None:
+        super().__init__(name or f"{timeserver.name}_ticks", timeserver)
+        self.num_trains = num_trains
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._ids: list[int] = []
+        self._times: list[float] = []
+        self._taken = 0
+        self._last = 0
+        self._cid = None
+        self._watch: threading.Thread | None = None
+        self._until: int | None = None
+        self.hold = False
+
+    def finish_at(self, train_id: int) -> None:
+        """Keep recording until a tick at or above ``train_id`` (then finish)."""
+        with self._lock:
+            self._until, self.hold = int(train_id), False
+            done = bool(self._ids) and self._ids[-1] >= self._until
+        if done:
+            self._stop_monitor()
+            self._finish()
+
+    def _full(self) -> bool:
+        if self.hold or len(self._ids) < self.num_trains:
+            return False
+        return self._until is None or self._ids[-1] >= self._until
+
+    def _on_id(self, value=None, timestamp=None, **kwargs) -> None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return
+        if not number.is_integer() or number <= 0 or int(number) == self._last:
+            return
+        with self._lock:
+            if self._done is None or self._done.done:
+                return
+            self._last = int(number)
+            self._ids.append(int(number))
+            self._times.append(float(timestamp or time.time()))
+            full = self._full()
+        if full:
+            self._stop_monitor()
+            self._finish()
+
+    def _stop_monitor(self) -> None:
+        cid, self._cid = self._cid, None
+        if cid is not None:
+            self.timeserver.train_id.unsubscribe(cid)
+
+    def kickoff(self) -> Status:
+        self._done = Status(obj=self)
+        with self._lock:
+            self._ids, self._times, self._taken = [], [], 0
+            self._last = int(self.timeserver.train_id.get() or 0)  # the tick already in force
+        self._cid = self.timeserver.train_id.subscribe(self._on_id, run=False)
+        self._watch = threading.Thread(target=self._watchdog, daemon=True,
+                                       name=f"{self.name}-watchdog")
+        self._watch.start()
+        status = Status(obj=self)
+        status.set_finished()
+        return status
+
+    def _watchdog(self) -> None:
+        seen, since = -1, time.monotonic()
+        while self._done is not None and not self._done.done:
+            n = len(self._ids)
+            if n != seen:
+                seen, since = n, time.monotonic()
+            elif time.monotonic() - since > self.timeout:
+                self._stop_monitor()
+                self._finish(TimeoutError(f"{self.name}: no tick for {self.timeout} s "
+                                          f"after {n} of {self.num_trains}"))
+            time.sleep(0.05)
+
+    def stop(self, *, success: bool = False) -> None:
+        self._stop_monitor()
+        self._finish(None if success else RuntimeError(f"{self.name} stopped"))
+
+    def describe_collect(self) -> dict[str, Any]:
+        source = f"{self.timeserver.name}:tick"
+        keys = _id_keys(source)
+        keys[f"{self.timeserver.name}_tick_time"] = {"source": source, "dtype": "number",
+                                                     "shape": [], "units": "s"}
+        return keys
+
+    def collect_pages(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            ids, times = self._ids[self._taken:], self._times[self._taken:]
+            self._taken = len(self._ids)
+        if ids:
+            yield _page({TRAIN_ID_KEY: ids, TRAIN_ID_STATUS_KEY: ["OK"] * len(ids),
+                         f"{self.timeserver.name}_tick_time": times}, times)
+
+
+class FrameCollector(_Collector):
+    """Every frame of one detector capture, read from the capture file as it grows.
+
+    ``kickoff`` asks the IOC for ``num_trains`` frames into the file the (staged)
+    :class:`~trainstamp.detector.Team1k` opened for the run; ``collect_pages`` reads the
+    per-frame train IDs, frame numbers and completeness that the IOC has flushed
+    (``/entry/data/train_id`` ...; SWMR), and ``complete`` finishes when all frames are
+    there. In external-trigger mode there is one frame per train and its ``train_id`` is
+    exact; a frame without one (header ID 0) is flagged ``"INVALID"`` with -1.
+    """
+
+    def __init__(self, detector: Any, timeserver: Any, num_trains: int, *,
+                 name: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(name or f"{detector.name}_frames", timeserver)
+        self.detector = detector
+        self.num_trains = num_trains
+        self.timeout = timeout
+        self._path: str | None = None
+        self._first = 0
+        self._taken = 0
+        self._file = None
+        self._last_growth = 0.0
+        self.last_train_id = 0
+
+    def _open(self):
+        import h5py
+
+        if self._file is None:
+            self._file = h5py.File(self._path, "r", libver="latest", swmr=True)
+        return self._file
+
+    def _length(self) -> int:
+        f = self._open()
+        n = None
+        for key in ("train_id", "frame_number", "complete"):
+            ds = f[f"/entry/data/{key}"]
+            ds.refresh()
+            n = ds.shape[0] if n is None else min(n, ds.shape[0])
+        return int(n)
+
+    def kickoff(self) -> Status:
+        det = self.detector
+        self._path = det.capture_full_path.get()
+        if not self._path:
+            raise RuntimeError(f"{det.name} has no open capture file: stage it first")
+        self._file = None
+        self._first = self._length()
+        self._taken = 0
+        self._last_growth = time.monotonic()
+        self._done = Status(obj=self)
+        det.capture_cmd.put(self.num_trains, wait=True)
+        status = Status(obj=self)
+        status.set_finished()
+        return status
+
+    def describe_collect(self) -> dict[str, Any]:
+        source = f"{self.detector.name}:packet_header"
+        keys = _id_keys(source)
+        keys[self.detector.frame_number_key] = {"source": source, "dtype": "integer",
+                                                "dtype_numpy": "<u8", "shape": []}
+        keys[f"{self.detector.name}_complete"] = {"source": source, "dtype": "boolean",
+                                                  "shape": []}
+        return keys
+
+    def collect_pages(self) -> Iterator[dict[str, Any]]:
+        if self._path is None:
+            return
+        n = min(self._length() - self._first, self.num_trains)
+        if n > self._taken:
+            self._last_growth = time.monotonic()
+            f = self._file
+            lo, hi = self._first + self._taken, self._first + n
+            ids = f["/entry/data/train_id"][lo:hi].astype(np.int64)
+            numbers = f["/entry/data/frame_number"][lo:hi].astype(np.int64)
+            complete = f["/entry/data/complete"][lo:hi].astype(bool)
+            self._taken = n
+            if ids.size and ids[-1] > 0:
+                self.last_train_id = int(ids[-1])
+            now = time.time()
+            good = ids > 0
+            yield _page({
+                TRAIN_ID_KEY: np.where(good, ids, NO_TRAIN_ID).tolist(),
+                TRAIN_ID_STATUS_KEY: np.where(good, "EXACT", "INVALID").tolist(),
+                self.detector.frame_number_key: numbers.tolist(),
+                f"{self.detector.name}_complete": complete.tolist(),
+            }, [now] * (hi - lo))
+        if self._taken >= self.num_trains:
+            self._finish()
+        elif time.monotonic() - self._last_growth > self.timeout:
+            self._finish(TimeoutError(f"{self.name}: no frame for {self.timeout} s after "
+                                      f"{self._taken} of {self.num_trains}"))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class MarkerCountCollector(_Collector):
+    """Photon counts per train from the tagger server's ``CountBetweenMarkers``.
+
+    The measurement's begin channel is the tagger's marker channel (one tag per train),
+    so with ``startForTrains(num_trains)`` bin *k* holds the clicks of the *k*-th train
+    of the window. The server maps the first marker to its train ID
+    (``getTrainRange``); bin *k* is that ID plus *k*. ``complete`` checks that the
+    window's last train is first + ``num_trains`` − 1, so a train missed on the marker
+    channel fails the acquisition instead of shifting IDs silently.
+
+    Parameters
+    ----------
+    uri : str
+        Pyro5 URI of the tagger server (the IOC's ``PYRO_URI``), e.g.
+        ``"PYRO:TimeTagger@127.0.0.1:23000"``.
+    click_channel : int
+        Channel whose tags are counted.
+    marker_channel : int, optional
+        The tagger's marker channel; asked from the server by default.
+    """
+
+    def __init__(self, uri: str, click_channel: int, timeserver: Any, num_trains: int, *,
+                 marker_channel: int | None = None, name: str = "tagger_counts",
+                 timeout: float = 10.0) -> None:
+        super().__init__(name, timeserver)
+        self.uri = uri
+        self.click_channel = int(click_channel)
+        self.marker_channel = marker_channel
+        self.num_trains = num_trains
+        self.timeout = timeout
+        self._module = self._tagger = self._measurement = None
+        self._taken = 0
+        self._last_growth = 0.0
+        self.last_train_id = 0
+
+    def _claim(self) -> None:
+        for proxy in (self._module, self._tagger, self._measurement):
+            if proxy is not None:
+                proxy._pyroClaimOwnership()
+
+    def stage(self) -> list[Any]:
+        """Connect and create the measurement now, so kickoff only starts it."""
+        import Pyro5.api
+
+        self.close()
+        self._module = Pyro5.api.Proxy(self.uri)
+        self._tagger = self._module.createTimeTagger()
+        marker = self.marker_channel
+        if marker is None:
+            marker = self._tagger.getMarkerChannel()
+            if marker is None:
+                raise RuntimeError(f"tagger at {self.uri} announces no marker channel")
+        self._measurement = self._module.CountBetweenMarkers(
+            self._tagger, self.click_channel, int(marker), n_values=self.num_trains)
+        self._measurement.stop()
+        return [self]
+
+    def unstage(self) -> list[Any]:
+        self.close()
+        return [self]
+
+    def kickoff(self) -> Status:
+        if self._measurement is None:
+            self.stage()
+        self._claim()
+        self._measurement.startForTrains(self.num_trains)
+        self.last_train_id = 0
+        self._taken = 0
+        self._last_growth = time.monotonic()
+        self._done = Status(obj=self)
+        status = Status(obj=self)
+        status.set_finished()
+        return status
+
+    def describe_collect(self) -> dict[str, Any]:
+        source = f"{self.name}:markers"
+        keys = _id_keys(source)
+        for key in ("first_train_id", "last_train_id"):
+            keys[f"{self.name}_{key}"] = {"source": source, "dtype": "integer",
+                                          "dtype_numpy": "<i8", "shape": []}
+        keys[f"{self.name}_counts"] = {"source": source, "dtype": "integer",
+                                       "dtype_numpy": "<i8", "shape": []}
+        keys[f"{self.name}_width"] = {"source": source, "dtype": "integer", "units": "ps",
+                                      "dtype_numpy": "<i8", "shape": []}
+        return keys
+
+    def collect_pages(self) -> Iterator[dict[str, Any]]:
+        if self._measurement is None:
+            return
+        self._claim()
+        widths = np.asarray(self._measurement.getBinWidths(), dtype=np.int64)
+        filled = int(np.argmin(widths > 0)) if (widths <= 0).any() else widths.size
+        train_range = self._measurement.getTrainRange()
+        if filled > self._taken and train_range:
+            self._last_growth = time.monotonic()
+            counts = np.asarray(self._measurement.getData(), dtype=np.int64)
+            first = int(train_range[0])
+            k = np.arange(self._taken, filled)
+            ids = (first + k).tolist()
+            self.last_train_id = ids[-1]
+            now = time.time()
+            yield _page({
+                TRAIN_ID_KEY: ids,
+                TRAIN_ID_STATUS_KEY: ["OK"] * len(ids),
+                f"{self.name}_first_train_id": ids,
+                f"{self.name}_last_train_id": ids,
+                f"{self.name}_counts": counts[self._taken:filled].tolist(),
+                f"{self.name}_width": widths[self._taken:filled].tolist(),
+            }, [now] * len(ids))
+            self._taken = filled
+        if self._taken >= self.num_trains:
+            first, last = (int(x) for x in train_range)
+            if last - first + 1 != self.num_trains:
+                self._finish(RuntimeError(
+                    f"{self.name}: {self.num_trains} bins but markers span trains {first}..{last}"))
+            else:
+                self._finish()
+        elif time.monotonic() - self._last_growth > self.timeout:
+            self._finish(TimeoutError(f"{self.name}: no train for {self.timeout} s after "
+                                      f"{self._taken} of {self.num_trains}"))
+
+    def close(self) -> None:
+        for proxy in (self._measurement, self._tagger, self._module):
+            if proxy is not None:
+                try:
+                    proxy._pyroClaimOwnership()
+                    proxy._pyroRelease()
+                except Exception:  # the server went away: nothing left to release
+                    pass
+        self._module = self._tagger = self._measurement = None
+
+
+def train_fly(
+    detectors: Sequence[Any],
+    num_trains: int,
+    *,
+    timeserver: Any,
+    tagger_uri: str | None = None,
+    click_channel: int = 1,
+    marker_channel: int | None = None,
+    poll_period: float = 0.2,
+    stamp: TrainStamp | None = None,
+    md: CustomPlanMetadata | None = None,
+) -> MsgGenerator[str]:
+    """Record ``num_trains`` consecutive trains from every device, collecting as it goes.
+
+    Streams (one event per train): ``timeserver`` (every tick, always), ``detector`` (one
+    per detector with ``train_id_key``, i.e. :class:`~trainstamp.detector.Team1k` in
+    external-trigger mode: exact IDs from the packet headers) and ``tagger`` (if
+    ``tagger_uri`` is given: counts per train on ``click_channel``). The collectors start
+    together after a train, then the plan collects every ``poll_period`` seconds, in event
+    pages, until all have their trains. Works at any train rate the devices keep up with
+    (the RunEngine sees one page per poll, not one message per train).
+
+    With several detectors their streams are ``detector``, ``detector_2`` ... in order.
+
+    Parameters
+    ----------
+    detectors : sequence
+        Team1k devices (staged by the plan; the file they open holds the frames).
+    num_trains : int
+        Trains to record; at least 1.
+    timeserver : TimeServer
+        The clock; its ticks are one stream.
+    tagger_uri : str, optional
+        Pyro5 URI of the tagger server; no tagger stream without it.
+    click_channel, marker_channel : int
+        Tagger channel counted per train, and the marker channel (asked by default).
+    poll_period : float
+        Seconds between collections.
+    stamp : TrainStamp, optional
+        Gives ``train_id_start``; ``TrainStamp(timeserver)`` by default.
+    md : dict, optional
+        Metadata; overrides the plan's defaults.
+
+    Returns
+    -------
+    uid : str
+    """
+    if isinstance(num_trains, bool) or not isinstance(num_trains, int) or num_trains < 1:
+        raise ValueError(f"num_trains must be an integer >= 1, got {num_trains!r}")
+    if not poll_period > 0:
+        raise ValueError(f"poll_period must be > 0, got {poll_period!r}")
+    detectors = list(detectors)
+    stamp = stamp if stamp is not None else TrainStamp(timeserver)
+    ticks = TickCollector(timeserver, num_trains)
+    collectors: list[tuple[str, Any]] = [("timeserver", ticks)]
+    for i, det in enumerate(detectors):
+        stream = "detector" if i == 0 else f"detector_{i + 1}"
+        collectors.append((stream, FrameCollector(det, timeserver, num_trains)))
+    if tagger_uri is not None:
+        collectors.append(("tagger", MarkerCountCollector(
+            tagger_uri, click_channel, timeserver, num_trains, marker_channel=marker_channel)))
+    _md: dict[str, Any] = {
+        "detectors": [det.name for det in detectors],
+        "timeserver": timeserver.name,
+        "num_trains": num_trains,
+        "num_points": num_trains,
+        "streams": [s for s, _ in collectors],
+        "plan_args": {"detectors": list(map(repr, detectors)), "num_trains": num_trains,
+                      "timeserver": repr(timeserver), "tagger_uri": tagger_uri,
+                      "click_channel": click_channel},
+        "plan_name": "train_fly",
+        "hints": {},
+    }
+    _md.update(md or {})
+
+    def collect_all() -> MsgGenerator[None]:
+        for stream, c in collectors:
+            yield from bps.collect(c, name=stream)
+
+    @bpp.run_decorator(md=_md)
+    def inner() -> MsgGenerator[None]:
+        for stream, c in collectors:
+            yield from bps.declare_stream(c, name=stream, collect=True)
+        others = [c for _, c in collectors if c is not ticks]
+        ticks.hold = bool(others)
+        yield from wait_for_train(timeserver)  # start everything just after a tick
+        for _, c in collectors:
+            yield from bps.kickoff(c, wait=True)
+        while not all(c.complete().done for _, c in collectors):
+            yield from bps.sleep(poll_period)
+            yield from collect_all()
+            if ticks.hold and all(c.complete().done for c in others):
+                ticks.finish_at(max(c.last_train_id for c in others))
+        yield from collect_all()
+        for _, c in collectors:
+            yield from bps.complete(c, wait=True)  # raises if a collector failed
+
+    def cleanup() -> MsgGenerator[None]:
+        yield from bps.stop(timeserver)
+        for _, c in collectors:
+            if not (c._done is not None and c._done.done):
+                c._finish(RuntimeError(f"{c.name}: plan ended"))
+            close = getattr(c, "close", None)
+            if close is not None:
+                close()
+            if isinstance(c, TickCollector):
+                c._stop_monitor()
+
+    staged_objs = [*detectors, *(c for _, c in collectors if hasattr(c, "stage"))]
+
+    @bpp.stage_decorator(staged_objs)
+    @bpp.finalize_decorator(cleanup)
+    def staged() -> MsgGenerator[str]:
+        yield from wait_for_train(timeserver)
+        return (yield from stamp_wrapper(inner(), stamp))
+
+    return (yield from staged())
