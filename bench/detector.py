@@ -233,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="team1k-bench-", dir=shm))
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args, workdir)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
     print(f"HDF5 files in {workdir}; receiver ring {args.ring_slots} slots, SO_RCVBUF asked {args.rcvbuf >> 20} MiB, "
           f"receiver {'SCHED_FIFO ' + str(args.rt_priority) if args.rt_priority else 'normal scheduling'}")
     print(f"TEAM1k detector data path; payload {args.payload_size} B, {P.packets_per_frame(args.payload_size)} "
@@ -267,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
             confirmed = r
             break
         rate = round(rate * 0.85, -1)
-    shutil.rmtree(workdir, ignore_errors=True)
     if confirmed is None:
         print("RESULT: no rate held zero loss for the full run")
         return 1

@@ -43,7 +43,7 @@ set -- ioc detector \
     --data-port "${DET_DATA_PORT:-41000}" \
     --payload-size "${DET_PAYLOAD_SIZE:-8192}" \
     --data-dir "${DET_DATA_DIR:-./data/team1k}" \
-    --ring-slots "${DET_RING_SLOTS:-64}" \
+    --ring-slots "${DET_RING_SLOTS:-128}" \
     --rcvbuf "${DET_RCVBUF:-134217728}" \
     --log-level "${DET_LOG_LEVEL:-INFO}" \
     "$@"

@@ -55,7 +55,7 @@ class ReceiverConfig:
     bind_host: str = "0.0.0.0"
     bind_port: int = 0
     payload_size: int = P.JUMBO_PAYLOAD
-    n_slots: int = 64
+    n_slots: int = 128
     rcvbuf: int = 128 * 1024 * 1024
     #: an open frame with no packet for this long is published incomplete
     frame_timeout: float = 0.1

@@ -36,7 +36,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                         help="data packet payload bytes (must match the detector)")
     parser.add_argument("--receive-host", default="0.0.0.0", help="local address of the data socket")
     parser.add_argument("--receive-port", type=int, default=0, help="local port of the data socket (0 = any)")
-    parser.add_argument("--ring-slots", type=int, default=64, help="frame slots in the shared ring (2 MiB each)")
+    parser.add_argument("--ring-slots", type=int, default=128, help="frame slots in the shared ring (2 MiB each)")
     parser.add_argument("--rcvbuf", type=int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
     parser.add_argument("--receiver-rt-priority", type=int, default=0,
                         help="SCHED_FIFO priority 1..99 for the receive loop (root); 0 = normal")
