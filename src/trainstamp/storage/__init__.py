@@ -7,10 +7,25 @@
 - :func:`last_run`, :func:`find_runs`, :func:`read_train_ids`,
   :func:`train_id_problems`: find runs (by train ID), read them back and check their
   train IDs.
+- :func:`runs_with_train`, :func:`load_trains`, :func:`detector_frames`,
+  :func:`tagger_data`, :func:`side_by_side`, :func:`train_table`: analysis by train ID (xarray).
+- :func:`tiled_profile`, :func:`write_tiled_profile`: open the embedded catalog with
+  ``databroker.from_profile``.
 - :class:`StorageConfig`: how the settings (arguments, ``TRAINSTAMP_*`` environment)
   resolve.
 """
 
+from trainstamp.storage._analysis import (
+    detector_frames,
+    load_trains,
+    runs_with_train,
+    side_by_side,
+    tagger_data,
+    tiled_profile,
+    train_key_of,
+    train_table,
+    write_tiled_profile,
+)
 from trainstamp.storage._catalog import catalog, close_catalog, make_writer, open_catalog, subscribe
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
 from trainstamp.storage._read import find_runs, last_run, read_train_ids, train_id_problems
@@ -20,11 +35,20 @@ __all__ = [
     "StorageConfig",
     "catalog",
     "close_catalog",
+    "detector_frames",
     "find_runs",
     "last_run",
+    "load_trains",
     "make_writer",
     "open_catalog",
     "read_train_ids",
+    "runs_with_train",
+    "side_by_side",
     "subscribe",
+    "tagger_data",
+    "tiled_profile",
     "train_id_problems",
+    "train_key_of",
+    "train_table",
+    "write_tiled_profile",
 ]
