@@ -71,10 +71,19 @@ def _host(key: str, value: Any) -> str:
     return value
 
 
+#: Names whose data keys collide with the columns TiledWriter adds: it stores the
+#: timestamps of key ``k`` as ``ts_k``, and renames ``time`` and ``seq_num``.
+_RESERVED_NAMES = ("ts", "time", "seq_num")
+
+
 def _name(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.isidentifier() or value.startswith("_"):
         raise ValueError(f"{key} = {value!r}: a device name must be a Python identifier "
                          "not starting with '_' (it becomes a variable in the session)")
+    if value in _RESERVED_NAMES or value.startswith("ts_"):
+        raise ValueError(f"{key} = {value!r}: reserved; the catalog stores the timestamps of "
+                         "data key K as ts_K, so device names may not be 'ts', 'ts_...', "
+                         "'time' or 'seq_num'")
     return value
 
 
@@ -110,7 +119,7 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
 class TimeServerConfig:
     """``[timeserver]``: the TimeServer IOC and its tick broadcaster."""
 
-    name: str = "ts"  #: device name in the session (and data-key prefix)
+    name: str = "timeserver"  #: device name in the session (and data-key prefix)
     prefix: str = "TS:"  #: PV prefix
     host: str = "127.0.0.1"  #: host of the IOC (CA server and broadcaster)
     ca_port: int = 5164  #: CA server port of the IOC
@@ -405,8 +414,8 @@ def client_env(config: BeamlineConfig) -> dict[str, str]:
 def make_devices(config: BeamlineConfig | None = None) -> dict[str, Any]:
     """The ophyd devices of the beamline, by the names users type.
 
-    Returns ``{ts.name: TimeServer, det.name: Team1k, tagger.name: TimeTagger}`` (by
-    default ``ts``, ``det``, ``tagger``), not yet connected. The CA client environment
+    Returns ``{timeserver.name: TimeServer, detector.name: Team1k, tagger.name:
+    TimeTagger}`` (by default ``timeserver``, ``det``, ``tagger``), not yet connected. The CA client environment
     (:func:`client_env`) must already be in place, since ophyd reads it when the first
     signal connects.
     """

@@ -28,7 +28,7 @@ def write(tmp_path, text: str):
 def test_packaged_default_spells_out_the_dataclass_defaults():
     assert default_config() == BeamlineConfig()
     cfg = default_config()
-    assert (cfg.timeserver.name, cfg.detector.name, cfg.tagger.name) == ("ts", "det", "tagger")
+    assert (cfg.timeserver.name, cfg.detector.name, cfg.tagger.name) == ("timeserver", "det", "tagger")
     assert (cfg.timeserver.prefix, cfg.detector.prefix, cfg.tagger.prefix) == ("TS:", "TEAM1K:", "TT:")
     assert cfg.tagger.pyro_port == 23000 and cfg.tagger.tag_port == 41101
     assert cfg.detector.register_port == 42000 and cfg.detector.data_port == 41000
@@ -69,6 +69,8 @@ def test_env_var_names_the_file(tmp_path):
         ("[timeserver]\nprefix = 'TS :'\n", "[timeserver].prefix = 'TS :': a PV prefix is 1..60"),
         ("[timeserver]\nprefix = ''\n", "[timeserver].prefix = '': a PV prefix"),
         ("[detector]\nname = 'my det'\n", "[detector].name = 'my det': a device name must be"),
+        ("[timeserver]\nname = 'ts'\n", "[timeserver].name = 'ts': reserved; the catalog stores"),
+        ("[detector]\nname = 'ts_det'\n", "[detector].name = 'ts_det': reserved"),
         ("[detector]\ntrigger_mode = 'EXT'\n", "trigger_mode = 'EXT': expected one of INTERNAL, EXTERNAL"),
         ("[detector]\nemulate = 1\n", "[detector].emulate = 1: expected true or false"),
         ("[detector]\nintegration_time_ms = 0\n", "integration_time_ms = 0: expected a number in 0.001..10000 ms"),
@@ -137,10 +139,10 @@ def test_replace_section_is_validated():
 def test_make_devices_names_and_prefixes():
     cfg = default_config().replace_section("detector", name="cam", prefix="CAM1:")
     devices = make_devices(cfg)
-    assert list(devices) == ["ts", "cam", "tagger"]
-    assert [d.name for d in devices.values()] == ["ts", "cam", "tagger"]
+    assert list(devices) == ["timeserver", "cam", "tagger"]
+    assert [d.name for d in devices.values()] == ["timeserver", "cam", "tagger"]
     assert devices["cam"].prefix == "CAM1:"
-    assert devices["ts"].train_id.pvname == "TS:ID"
+    assert devices["timeserver"].train_id.pvname == "TS:ID"
     for device in devices.values():
         device.destroy()
 
