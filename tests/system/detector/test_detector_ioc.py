@@ -272,7 +272,9 @@ def test_writer_killed_mid_capture_leaves_a_readable_file(tmp_path, ca_ports):
 
 def test_bad_packets_and_stray_register_replies_are_counted(tmp_path, ca_ports):
     faults = ["--rate", "20", "--drop", "0.01", "--duplicate", "0.01", "--corrupt", "0.01",
-              "--foreign", "0.01", "--rewind", "3", "--reply-wrong-seq", "0.3", "--seed", "3"]
+              "--truncate", "0.01", "--oversize", "0.01", "--bad-index", "0.01", "--reorder", "0.05",
+              "--foreign", "0.01", "--rewind", "3", "--stall", "0.2", "--stall-ms", "300",
+              "--reply-wrong-seq", "0.3", "--seed", "3"]
     emu, rp, dp = start_emulator(faults)
     ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data", ["--register-retries", "10"])
     try:
