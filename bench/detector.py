@@ -8,8 +8,9 @@ packet size. The emulator's internal trigger runs with a 0.1 ms integration time
 the frame-period register, not the exposure, sets the pace.
 
 The HDF5 writer rolls over to a new file every ``--frames-per-file`` frames and deletes
-each closed file, so a 30 s run does not need 25 GB of disk: it measures writing into the
-page cache. Sustained rates to a real disk are bounded by that disk (reported by
+each closed file (in a temp dir, on disk), so a 30 s run does not need 25 GB of disk: the
+files are gone before the kernel writes them back, so this measures writing into the page
+cache. Sustained rates to a real disk are bounded by that disk (reported by
 ``--disk-check``). CPU seconds of each process are printed to show where the time goes.
 
 Usage: .venv/bin/python bench/detector.py [--seconds 30] [--rates 100,200,...] [--quick]
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--payload-size", type=int, default=P.JUMBO_PAYLOAD, choices=P.PAYLOAD_SIZES)
     ap.add_argument("--frames-per-file", type=int, default=200)
     ap.add_argument("--workdir", default=None,
-                    help="where the rolling HDF5 files go (default: a temp dir in /dev/shm, else /tmp)")
+                    help="where the rolling HDF5 files go (default: a new temp dir)")
     ap.add_argument("--ring-slots", type=int, default=256, help="receiver ring slots (2 MiB each)")
     ap.add_argument("--rcvbuf", type=int, default=512 << 20, help="SO_RCVBUF to ask for, bytes")
     ap.add_argument("--rt-priority", type=int, default=0,
@@ -230,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds = 5.0
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="team1k-bench-", dir=shm))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="team1k-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         return run(args, workdir)
