@@ -222,7 +222,7 @@ def detector_frames(
     first: int | None = None,
     last: int | None = None,
     *,
-    detector: str = "team1k",
+    detector: str = "det",
     stream: str = "primary",
 ) -> Any:
     """The images of ``detector`` for trains ``first`` .. ``last``, at their exact IDs.
@@ -299,7 +299,7 @@ def side_by_side(
     first: int | None = None,
     last: int | None = None,
     *,
-    detector: str | None = "team1k",
+    detector: str | None = "det",
     tagger: str | None = "tagger",
     slot: str = "corr1",
     detector_stream: str = "primary",

@@ -46,10 +46,10 @@ def store(tmp_path_factory):
     RE, beam = run_engine(client)
     uids = {}
     for label, trains in (("step", STEP), ("sparse", SPARSE)):
-        det = FrameDetector("team1k", beam, cfg.detector_dir)
+        det = FrameDetector("det", beam, cfg.detector_dir)
         tagger = SlotTagger("tagger", beam)
         (uids[label],) = RE(step_run(beam, [det, tagger], trains))
-    det = FrameDetector("team1k", beam, cfg.detector_dir)
+    det = FrameDetector("det", beam, cfg.detector_dir)
     (uids["fly"],) = RE(fly_like_run(beam, det, SlotTagger("tagger", beam, trains=3), FLY))
     yield cfg, client, uids
     close_catalog(client)
@@ -89,9 +89,9 @@ def test_load_trains_indexes_by_train_id(store):
     ds = load_trains(client[uids["step"]], 1003, 1006)
     assert ds.attrs["train_key"] == "train_id"
     assert ds["train_id"].values.tolist() == [1003, 1004, 1005, 1006]
-    assert ds["team1k_image"].shape == (4, *SHAPE)  # frames-per-point axis squeezed
-    assert ds["team1k_image"].dtype == np.uint16
-    assert ds["team1k_image"].values[:, 0, 0].tolist() == [1003, 1004, 1005, 1006]
+    assert ds["det_image"].shape == (4, *SHAPE)  # frames-per-point axis squeezed
+    assert ds["det_image"].dtype == np.uint16
+    assert ds["det_image"].values[:, 0, 0].tolist() == [1003, 1004, 1005, 1006]
     # arrays in the event table come back as numbers, not strings
     assert ds["tagger_corr1_data"].dtype == np.int32
     assert ds["tagger_corr1_data"].values[1].tolist() == (1004 + np.arange(N_BINS)).tolist()
@@ -103,9 +103,9 @@ def test_load_trains_indexes_by_train_id(store):
 def test_load_trains_fields_and_unknown_stream(store):
     _, client, uids = store
     run = client[uids["step"]]
-    ds = load_trains(run, 1000, 1001, fields=["team1k_frame_number"])
-    assert list(ds.data_vars) == ["team1k_frame_number"]
-    assert ds["team1k_frame_number"].values.tolist() == [6000, 6001]
+    ds = load_trains(run, 1000, 1001, fields=["det_frame_number"])
+    assert list(ds.data_vars) == ["det_frame_number"]
+    assert ds["det_frame_number"].values.tolist() == [6000, 6001]
     with pytest.raises(KeyError, match="no stream 'baseline'"):
         load_trains(run, stream="baseline")
     with pytest.raises(KeyError, match="no data key 'nope'"):
@@ -114,12 +114,12 @@ def test_load_trains_fields_and_unknown_stream(store):
 
 def test_detector_frames_use_the_exact_ids(store):
     _, client, uids = store
-    frames = detector_frames(client[uids["fly"]], 2004, 2007, stream="team1k")
+    frames = detector_frames(client[uids["fly"]], 2004, 2007, stream="det")
     assert frames.dims == ("train_id", "y", "x")
     assert frames["train_id"].values.tolist() == [2004, 2005, 2006, 2007]
     assert frames["frame_number"].values.tolist() == [7004, 7005, 7006, 7007]
     assert np.all(frames.values == np.array([2004, 2005, 2006, 2007])[:, None, None])
-    assert train_key_of(client[uids["fly"]]["team1k"]) == "team1k_train_id"
+    assert train_key_of(client[uids["fly"]]["det"]) == "det_train_id"
 
 
 def test_tagger_data_covers_train_ranges(store):
@@ -131,31 +131,31 @@ def test_tagger_data_covers_train_ranges(store):
     assert tag["tagger_corr1_data"].dims == ("train_id", "bin")
     assert tag["bin"].values.tolist() == ((np.arange(N_BINS) - N_BINS // 2) * BIN_PS).tolist()
     with pytest.raises(KeyError, match="tagger_corr1_first_train_id"):
-        tagger_data(client[uids["fly"]], stream="team1k")
+        tagger_data(client[uids["fly"]], stream="det")
 
 
 def test_side_by_side_same_events(store):
     _, client, uids = store
     ds = side_by_side(client[uids["step"]], 1002, 1004)
     assert ds["train_id"].values.tolist() == [1002, 1003, 1004]
-    assert ds["team1k_image"].values[:, 0, 0].tolist() == [1002, 1003, 1004]
+    assert ds["det_image"].values[:, 0, 0].tolist() == [1002, 1003, 1004]
     assert ds["tagger_corr1_data"].values[:, 0].tolist() == [1002, 1003, 1004]
     assert ds["tagger_corr1_last_train_id"].values.tolist() == [1002, 1003, 1004]
     table = train_table(ds)
     assert table.index.name == "train_id" and list(table.index) == [1002, 1003, 1004]
     assert table["frame_number"].tolist() == [6002, 6003, 6004]
-    assert "team1k_image" not in table and "tagger_corr1_data" not in table
+    assert "det_image" not in table and "tagger_corr1_data" not in table
 
 
 def test_side_by_side_fly_streams_outer_join(store):
     _, client, uids = store
-    ds = side_by_side(client[uids["fly"]], 2000, 2005, detector_stream="team1k",
+    ds = side_by_side(client[uids["fly"]], 2000, 2005, detector_stream="det",
                       tagger_stream="tagger")
     assert ds["train_id"].values.tolist() == list(range(2000, 2006))
     got = ds["tagger_corr1_last_train_id"].values
     assert got[0] == 2002 and got[3] == 2005
     assert np.isnan(got[[1, 2, 4, 5]]).all()  # tagger rows sit at their first train
-    assert ds["team1k_image"].values[:, 0, 0].tolist() == list(range(2000, 2006))
+    assert ds["det_image"].values[:, 0, 0].tolist() == list(range(2000, 2006))
     with pytest.raises(ValueError, match="nothing to load"):
         side_by_side(client[uids["fly"]], detector=None, tagger=None)
 
@@ -174,7 +174,7 @@ def test_databroker_from_profile_reads_the_embedded_catalog(store, tmp_path, mon
         try:
             run = client[uids["step"]]
             assert run["primary"]["train_id"].read().tolist() == STEP
-            assert run["primary"]["team1k_image"][2:3, 0, 0, 0].tolist() == [1002]
+            assert run["primary"]["det_image"][2:3, 0, 0, 0].tolist() == [1002]
             assert load_trains(run, 1001, 1001)["train_id"].values.tolist() == [1001]
         finally:
             close_catalog(client)
