@@ -31,6 +31,7 @@ PAIR_DELAY_PS = 1000
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Pyro's daemon does
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -71,12 +72,24 @@ def stack(ca_ports):
         assert ioc.alive, ioc.output()
 
 
+def _ca(fn, *args, **kwargs):
+    """A caproto sync call, retried when the connection itself fails (busy host)."""
+    from caproto import CaprotoError
+
+    for attempt in range(3):
+        try:
+            return fn(*args, **kwargs)
+        except CaprotoError as exc:
+            if "Disconnected" not in str(exc) or attempt == 2:
+                raise
+
+
 def pv(stack, suffix: str):
-    return read(stack["prefix"] + suffix).data
+    return _ca(read, stack["prefix"] + suffix).data
 
 
 def put(stack, suffix: str, value, timeout: float = 5.0) -> None:
-    write(stack["prefix"] + suffix, value, notify=True, timeout=timeout)
+    _ca(write, stack["prefix"] + suffix, value, notify=True, timeout=timeout)
 
 
 # -- the seed's client, unchanged ----------------------------------------------------------
