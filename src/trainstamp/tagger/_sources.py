@@ -255,8 +255,12 @@ class ReplayGenerator:
         self.settings = settings
         self.period = int(period_ps)
         gen = TagGenerator(settings, seed=seed, t0_ps=0)
-        self._pattern = gen.generate(self.period)
-        self._times = np.ascontiguousarray(self._pattern["time"])
+        pattern = gen.generate(self.period)
+        # Kept as two int64 columns (first 8 bytes of each tag, then its time), so a
+        # block is two contiguous column copies instead of a structured copy + add.
+        packed = pattern.view(np.int64).reshape(-1, 2)
+        self._head = np.ascontiguousarray(packed[:, 0])
+        self._times = np.ascontiguousarray(packed[:, 1])
         self._rates = gen.expected_rates()
         self._index = gen._index
         self.rng = gen.rng
@@ -267,14 +271,19 @@ class ReplayGenerator:
         t0, t1 = self.t0, int(t1_ps)
         if t1 <= t0:
             return np.empty(0, TAG_DTYPE)
-        parts = []
+        spans = []
         for k in range(t0 // self.period, (t1 - 1) // self.period + 1):
             base = k * self.period
-            lo = np.searchsorted(self._times, max(t0, base) - base)
-            hi = np.searchsorted(self._times, min(t1, base + self.period) - base)
-            part = self._pattern[lo:hi].copy()
-            part["time"] += base
-            parts.append(part)
+            lo = int(np.searchsorted(self._times, max(t0, base) - base))
+            hi = int(np.searchsorted(self._times, min(t1, base + self.period) - base))
+            spans.append((base, lo, hi))
+        out = np.empty((sum(hi - lo for _, lo, hi in spans), 2), np.int64)
+        i = 0
+        for base, lo, hi in spans:
+            out[i:i + hi - lo, 0] = self._head[lo:hi]
+            np.add(self._times[lo:hi], base, out=out[i:i + hi - lo, 1])
+            i += hi - lo
+        parts = [out.reshape(-1).view(TAG_DTYPE)]
         if markers_ps is not None and len(markers_ps):
             m = np.zeros(len(markers_ps), TAG_DTYPE)
             m["channel"] = self.settings.marker_channel
