@@ -7,13 +7,22 @@ KeyboardInterrupt/SIGTERM or when one of them dies. Every child runs in its own 
 group (so its own children go with it) and gets SIGTERM if the supervisor itself dies
 (Linux parent-death signal), so no child is ever left behind.
 
-What runs is described by :class:`BeamlineConfig`: today the TimeServer IOC on its
-internal source; the detector and tagger emulators and IOCs are added as more
-:class:`Service` entries in :meth:`BeamlineConfig.services`. Everything listens on
-127.0.0.1. Each IOC gets its own Channel Access port (``ca_port`` + n) because two
-servers cannot share a UDP search port on loopback, and clients reach them with
-``EPICS_CA_AUTO_ADDR_LIST=NO`` and ``EPICS_CA_ADDR_LIST`` naming exactly those ports
-(:meth:`BeamlineConfig.client_env`).
+What runs comes from the beamline configuration (:mod:`trainstamp.config`), through
+:func:`services`:
+
+1. ``timeserver``: the TimeServer IOC, with its tick broadcaster (the train-ID source
+   of everything else);
+2. ``det-emulator``: the TEAM1k FPGA emulator, externally triggered by the broadcaster
+   (one frame per train, the train ID in the packet headers);
+3. ``det``: the detector IOC, configured for that trigger mode at start;
+4. ``tagger-emulator``: the time-tagger emulator, one marker tag per train from the
+   broadcaster;
+5. ``tagger``: the tagger IOC with its Pyro5 server.
+
+An emulator is left out when its section says ``emulate = false`` (real hardware).
+Each IOC serves Channel Access on its own port on its host; clients reach exactly those
+with ``EPICS_CA_AUTO_ADDR_LIST=NO`` and ``EPICS_CA_ADDR_LIST``
+(:func:`trainstamp.config.client_env`).
 """
 
 from __future__ import annotations
@@ -23,23 +32,19 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainstamp.timing._core import check_period_ms
-from trainstamp.timing._pvnames import DEFAULT_BROADCAST_PORT, DEFAULT_PREFIX, PV
+from trainstamp.config import BeamlineConfig, client_env, load_config
 
-__all__ = ["Beamline", "BeamlineConfig", "Service", "main"]
-
-#: First Channel Access server port of ``trainstamp up`` (one port per IOC from here).
-DEFAULT_CA_PORT = 5164
-HOST = "127.0.0.1"
-
+__all__ = ["Beamline", "BeamlineConfig", "Service", "main", "services"]
 
 # --- services and the supervisor ----------------------------------------------------------
 
@@ -210,7 +215,8 @@ class Beamline:
         self.stop()
 
 
-# --- the simulated beamline ------------------------------------------------------------
+
+# --- readiness checks -------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -227,120 +233,169 @@ def _environ(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def ca_ready(pv: str, client_env: Mapping[str, str]) -> Callable[[], bool]:
-    """A readiness check that reads ``pv`` once over CA with ``client_env``."""
+def _ca_value(pv: str) -> object:
+    from caproto.sync.client import read
+
+    # repeater=False: do not spawn a caproto-repeater that would outlive us.
+    data = read(pv, timeout=0.5, repeater=False).data
+    if len(data) and isinstance(data[0], bytes):
+        return b"".join(data).decode(errors="replace")
+    return data[0] if len(data) == 1 else data
+
+
+def ca_ready(checks: Mapping[str, Callable[[object], bool] | None],
+             env: Mapping[str, str]) -> Callable[[], bool]:
+    """A readiness check: every PV in ``checks`` answers a CA read (with ``env``) and
+    its value passes the predicate (``None``: any value)."""
 
     def check() -> bool:
-        from caproto.sync.client import read
-
-        with _environ(client_env):
-            # repeater=False: do not spawn a caproto-repeater that would outlive us.
-            read(pv, timeout=0.5, repeater=False)
+        with _environ(env):
+            for pv, ok in checks.items():
+                value = _ca_value(pv)
+                if ok is not None and not ok(value):
+                    raise RuntimeError(f"{pv} = {value!r}")
         return True
 
     return check
 
 
-def _free_port() -> int:
-    import socket
+def log_ready(log_path: Path, text: str) -> Callable[[], bool]:
+    """A readiness check: ``text`` appears in the child's log."""
 
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-            return port
+    def check() -> bool:
+        return text in log_path.read_text(errors="replace")
+
+    return check
 
 
-@dataclass
-class BeamlineConfig:
-    """Ports, prefixes and rates of the simulated beamline.
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    """A readiness check: something accepts TCP connections on ``host:port``."""
 
-    ``ca_port`` is the first CA server port (IOC n uses ``ca_port + n``); ``None`` picks
-    free ports, as the demo does so it never collides with a running ``trainstamp up``.
-    ``broadcast_port`` ``None`` likewise picks a free port.
+    def check() -> bool:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+
+    return check
+
+
+# --- the simulated beamline -------------------------------------------------------------
+
+
+def server_env(host: str, port: int) -> dict[str, str]:
+    """Environment of one IOC: serve CA on ``port``, on ``host`` only."""
+    return {
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CAS_INTF_ADDR_LIST": host,
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": host,
+    }
+
+
+def detector_data_dir(config: BeamlineConfig, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the detector IOC writes captures: ``[detector].data_dir``, else the
+    ``detector/`` folder of the storage data directory, so the catalog reads them back."""
+    if config.detector.data_dir:
+        return Path(config.detector.data_dir).expanduser().resolve()
+    from trainstamp.storage import StorageConfig
+
+    return StorageConfig.resolve(data_dir).detector_dir
+
+
+def services(config: BeamlineConfig, run_dir: str | os.PathLike, *,
+             data_dir: str | os.PathLike | None = None) -> list[Service]:
+    """The beamline's services, in start order.
+
+    ``run_dir`` is the supervisor's log directory (``<name>.log`` per service); the
+    detector's start-up parameter file is written there too. ``data_dir`` is the
+    storage data directory the detector captures go under (see :func:`detector_data_dir`).
     """
-
-    ca_port: int | None = DEFAULT_CA_PORT
-    timeserver_prefix: str = DEFAULT_PREFIX
-    period_ms: float = 100.0
-    source: str = "local:internal"
-    broadcast_port: int | None = DEFAULT_BROADCAST_PORT
-    ready_timeout: float = 30.0
-    _ports: dict[str, int] = field(default_factory=dict, repr=False)
-
-    #: The IOCs of the beamline, in CA port order: IOC n serves on ``ca_port + n``.
-    #: A new IOC appends its name here and its :class:`Service` in :meth:`services`.
-    IOCS = ("timeserver",)
-
-    def ca_port_of(self, ioc: str) -> int:
-        """The CA server port of ``ioc`` (one of :attr:`IOCS`)."""
-        return self.ca_port_map()[ioc]
-
-    def ca_port_map(self) -> dict[str, int]:
-        if not self._ports:
-            for i, name in enumerate(self.IOCS):
-                port = _free_port() if self.ca_port is None else self.ca_port + i
-                self._ports[name] = port
-        return dict(self._ports)
-
-    def ca_ports(self) -> list[int]:
-        """Every CA server port of the beamline, in :attr:`IOCS` order."""
-        return list(self.ca_port_map().values())
-
-    def resolved_broadcast_port(self) -> int:
-        if self.broadcast_port is None:
-            self.broadcast_port = _free_port()
-        return self.broadcast_port
-
-    def client_env(self) -> dict[str, str]:
-        """The EPICS environment a client of this beamline needs."""
-        return {
-            "EPICS_CA_AUTO_ADDR_LIST": "NO",
-            "EPICS_CA_ADDR_LIST": " ".join(f"{HOST}:{p}" for p in self.ca_ports()),
-            "OPHYD_CONTROL_LAYER": "caproto",
-        }
-
-    def server_env(self, port: int) -> dict[str, str]:
-        """Environment of one IOC: serve on ``port``, on loopback only."""
-        return {
-            "EPICS_CA_SERVER_PORT": str(port),
-            "EPICS_CAS_INTF_ADDR_LIST": HOST,
-            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-            "EPICS_CAS_BEACON_ADDR_LIST": HOST,
-        }
-
-    @property
-    def broadcast_uri(self) -> str:
-        return f"tcp://{HOST}:{self.resolved_broadcast_port()}"
-
-    def services(self) -> list[Service]:
-        """The beamline's services, in start order."""
-        ts_port = self.ca_port_of("timeserver")
-        prefix = self.timeserver_prefix
-        timeserver = Service(
-            name="timeserver",
-            argv=["ioc", "timeserver", "--prefix", prefix, "--source", self.source,
-                  "--period", f"{self.period_ms:g}",
-                  "--broadcast-port", str(self.resolved_broadcast_port()),
-                  "--interfaces", HOST],
-            env=self.server_env(ts_port),
-            ready=ca_ready(prefix + PV.ID, self.client_env()),
-            ready_timeout=self.ready_timeout,
-            where=f"PVs {prefix}* on CA {HOST}:{ts_port}, ticks on {self.broadcast_uri}",
-        )
-        return [timeserver]
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ts, det, tt = config.timeserver, config.detector, config.tagger
+    env = client_env(config)
+    timeout = config.ready_timeout
+    out: list[Service] = [Service(
+        name="timeserver",
+        argv=["ioc", "timeserver", "--prefix", ts.prefix, "--source", ts.source,
+              "--period", f"{ts.period_ms:g}", "--broadcast-port", str(ts.broadcast_port),
+              "--broadcast-bind", ts.host, "--interfaces", ts.host],
+        env=server_env(ts.host, ts.ca_port),
+        ready=ca_ready({ts.prefix + "ID": lambda v: float(v) > 0}, env),
+        ready_timeout=timeout,
+        where=f"{ts.prefix}* on CA {ts.host}:{ts.ca_port}; ticks on {ts.broadcast_uri}",
+    )]
+    if det.emulate:
+        out.append(Service(
+            name="det-emulator",
+            argv=["emulate", "detector", "--bind", det.detector_ip,
+                  "--register-port", str(det.register_port), "--data-port", str(det.data_port),
+                  "--trains", ts.broadcast_uri, *(["--test-mode"] if det.test_mode else [])],
+            ready=log_ready(run_dir / "det-emulator.log", "emulator ready"), ready_timeout=timeout,
+            where=f"FPGA registers udp://{det.detector_ip}:{det.register_port}, "
+                  f"data udp://{det.detector_ip}:{det.data_port}, trains from {ts.broadcast_uri}",
+        ))
+    params = run_dir / "detector-startup.cfg"
+    params.write_text(f"# written by trainstamp up from {config.origin}\n"
+                      f"trigger_mode {det.trigger_mode}\n"
+                      f"integration_time {det.integration_time_ms:g}\n"
+                      f"test_mode {int(det.test_mode)}\n")
+    trigger = 1 if det.trigger_mode == "EXTERNAL" else 0
+    captures = detector_data_dir(config, data_dir)
+    out.append(Service(
+        name=det.name,
+        argv=["ioc", "detector", "--prefix", det.prefix, "--interfaces", det.host,
+              "--detector-ip", det.detector_ip, "--register-port", str(det.register_port),
+              "--data-port", str(det.data_port), "--data-dir", str(captures),
+              "--config", str(params), "--ring-slots", "32", "--log-level", "WARNING"],
+        env=server_env(det.host, det.ca_port),
+        ready=ca_ready({det.prefix + "STATUS": lambda v: v == "OK",
+                        det.prefix + "TRIGGER_MODE": lambda v: int(v) == trigger}, env),
+        ready_timeout=timeout,
+        where=f"{det.prefix}* on CA {det.host}:{det.ca_port}; captures in {captures}",
+    ))
+    if tt.emulate:
+        out.append(Service(
+            name="tagger-emulator",
+            argv=["emulate", "tagger", "--bind", tt.tagger_host, "--port", str(tt.tag_port),
+                  "--trains", ts.broadcast_uri, *tt.emulator_args],
+            ready=log_ready(run_dir / "tagger-emulator.log", "listening on"),
+            ready_timeout=timeout,
+            where=f"tag stream tcp://{tt.tagger_host}:{tt.tag_port}, markers from "
+                  f"{ts.broadcast_uri}",
+        ))
+    ioc_ready = ca_ready({tt.prefix + "CONNECTED": lambda v: bool(v),
+                          tt.prefix + "LAST_TRAIN_ID": lambda v: float(v) > 0}, env)
+    pyro_ready = tcp_ready(tt.host, tt.pyro_port)
+    out.append(Service(
+        name=tt.name,
+        argv=["ioc", "tagger", "--prefix", tt.prefix, "--interfaces", tt.host,
+              "--tagger", f"tcp://{tt.tagger_host}:{tt.tag_port}", "--trains", ts.broadcast_uri,
+              "--pyro-host", tt.host, "--pyro-port", str(tt.pyro_port)],
+        env=server_env(tt.host, tt.ca_port),
+        ready=lambda: ioc_ready() and pyro_ready(),
+        ready_timeout=timeout,
+        where=f"{tt.prefix}* on CA {tt.host}:{tt.ca_port}; Pyro5 {tt.pyro_uri}",
+    ))
+    return out
 
 
-def _period(text: str) -> float:
+# --- command line -----------------------------------------------------------------------
+
+
+def _toml_value(text: str) -> object:
     try:
-        return check_period_ms(float(text))  # the IOC's own limits
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string
+
+
+def _setting(text: str) -> tuple[str, str, object]:
+    key, eq, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not eq or not dot or not name:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected SECTION.KEY=VALUE, "
+                                         "e.g. detector.prefix=DET1:")
+    return section, name, _toml_value(value.strip())
 
 
 def _port(text: str) -> int:
@@ -351,24 +406,52 @@ def _port(text: str) -> int:
 
 def add_beamline_arguments(parser: argparse.ArgumentParser, *, free_ports: bool) -> None:
     """The options shared by ``trainstamp up`` and ``trainstamp demo``."""
-    where = "free ports" if free_ports else f"{DEFAULT_CA_PORT}"
-    parser.add_argument("--ca-port", type=_port, default=None if free_ports else DEFAULT_CA_PORT,
-                        help=f"first Channel Access server port, one per IOC (default {where})")
-    parser.add_argument("--timeserver-prefix", default=DEFAULT_PREFIX,
-                        help=f"TimeServer PV prefix (default {DEFAULT_PREFIX})")
-    parser.add_argument("--period", type=_period, default=100.0,
-                        help="train period in ms (default 100, i.e. 10 Hz)")
-    parser.add_argument("--broadcast-port", type=_port,
-                        default=None if free_ports else DEFAULT_BROADCAST_PORT,
-                        help="TCP port of the TimeServer's tick broadcaster (default "
-                             f"{'a free port' if free_ports else DEFAULT_BROADCAST_PORT})")
+    parser.add_argument("--config", default=None,
+                        help="beamline configuration file (TOML; default $TRAINSTAMP_CONFIG, "
+                             "else the packaged default; see docs/beamline.md)")
+    parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="override one configuration key, e.g. --set timeserver.period_ms=50 "
+                             "(repeatable; the value is TOML, a bare word is a string)")
+    if free_ports:
+        parser.add_argument("--fixed-ports", action="store_true",
+                            help="use the configured ports instead of free loopback ports")
+    else:
+        parser.add_argument("--free-ports", action="store_true",
+                            help="move every service to a free port on 127.0.0.1")
+        parser.add_argument("--ca-port", type=_port, default=None,
+                            help="CA server ports PORT, PORT+1, PORT+2 for the three IOCs")
+        parser.add_argument("--broadcast-port", type=_port, default=None,
+                            help="TCP port of the TimeServer's tick broadcaster")
+    parser.add_argument("--timeserver-prefix", default=None, help="TimeServer PV prefix")
+    parser.add_argument("--period", type=float, default=None, help="train period in ms")
     parser.add_argument("--log-dir", default=None,
                         help="directory for the children's logs (default: a temp directory)")
 
 
-def config_from_args(args: argparse.Namespace) -> BeamlineConfig:
-    return BeamlineConfig(ca_port=args.ca_port, timeserver_prefix=args.timeserver_prefix,
-                          period_ms=args.period, broadcast_port=args.broadcast_port)
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> BeamlineConfig:
+    """The configuration named by ``--config``, with the command-line overrides applied;
+    a bad file or value exits through ``parser.error`` (code 2) with the reason."""
+    try:
+        config = load_config(args.config)
+        if getattr(args, "free_ports", False) or not getattr(args, "fixed_ports", True):
+            config = config.with_free_ports()
+        if getattr(args, "ca_port", None):
+            for i, section in enumerate(("timeserver", "detector", "tagger")):
+                if args.ca_port + i > 65535:
+                    raise ValueError(f"--ca-port {args.ca_port}: needs 3 ports up to 65535")
+                config = config.replace_section(section, ca_port=args.ca_port + i)
+        if getattr(args, "broadcast_port", None):
+            config = config.replace_section("timeserver", broadcast_port=args.broadcast_port)
+        if args.timeserver_prefix is not None:
+            config = config.replace_section("timeserver", prefix=args.timeserver_prefix)
+        if args.period is not None:
+            config = config.replace_section("timeserver", period_ms=args.period)
+        for section, key, value in args.settings:
+            config = config.replace_section(section, **{key: value})
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    return config
 
 
 @contextlib.contextmanager
@@ -385,29 +468,46 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def print_endpoints(config: BeamlineConfig, out: Callable[[str], object] = print) -> None:
+    """The client's view: device names, PV prefixes, Pyro5 URI and the EPICS environment."""
+    ts, det, tt = config.timeserver, config.detector, config.tagger
+    out("\ndevices (trainstamp.config.make_devices):")
+    out(f"  {ts.name:<8} TimeServer  {ts.prefix}")
+    out(f"  {det.name:<8} Team1k      {det.prefix}")
+    out(f"  {tt.name:<8} TimeTagger  {tt.prefix}   Pyro5 {tt.pyro_uri}")
+    out("\nclients need this environment:")
+    for key, value in client_env(config).items():
+        out(f"  export {key}='{value}'")
+
+
 def main(argv: Sequence[str]) -> int:
     """``trainstamp up``: start the simulated beamline and run until Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="trainstamp up",
-        description="Start the simulated beamline on 127.0.0.1 (today: the TimeServer IOC "
-                    "on its internal source) and keep it running until Ctrl-C.")
+        description="Start the simulated beamline (TimeServer IOC with its broadcaster, "
+                    "detector FPGA emulator and IOC, tagger emulator and IOC with Pyro5) "
+                    "and keep it running until Ctrl-C.")
     add_beamline_arguments(parser, free_ports=False)
+    parser.add_argument("--data-dir", default=None,
+                        help="storage data directory; detector captures go to its detector/ "
+                             "folder (default $TRAINSTAMP_DATA_DIR or ./data)")
     args = parser.parse_args(list(argv))
-    config = config_from_args(args)
-    print("starting the simulated beamline:", flush=True)
+    config = config_from_args(args, parser)
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="trainstamp-up-"))
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    say(f"trainstamp up: starting the simulated beamline from {config.origin} "
+        f"(logs in {log_dir}):")
     try:
-        with sigterm_as_interrupt(), Beamline(config.services(), log_dir=args.log_dir,
-                                              out=lambda s: print(s, flush=True)) as beamline:
-            print(f"logs in {beamline.log_dir}")
-            print("\nclients need this environment:")
-            for key, value in config.client_env().items():
-                print(f"  export {key}='{value}'")
-            print("\nCtrl-C stops everything.", flush=True)
+        with sigterm_as_interrupt(), Beamline(services(config, log_dir, data_dir=args.data_dir),
+                                              log_dir=log_dir, out=say) as beamline:
+            print_endpoints(config, say)
+            say("\nCtrl-C stops everything.")
             name = beamline.wait()
-            print(f"trainstamp up: {name} exited; stopping the beamline", file=sys.stderr)
+            print(f"trainstamp up: {name} exited; stopping the beamline "
+                  f"(see {log_dir / (name + '.log')})", file=sys.stderr)
             return 1
     except KeyboardInterrupt:
-        print("\nstopped.")
+        say("\nstopped.")
         return 0
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"trainstamp up: {exc}", file=sys.stderr)
