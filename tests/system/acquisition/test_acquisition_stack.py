@@ -1,0 +1,131 @@
+"""Train-synchronous acquisition with the whole simulated beamline.
+
+TimeServer IOC -> (broadcaster) -> detector emulator in external trigger + detector IOC,
+and tagger emulator (marker channel) + tagger IOC; the runs go through
+``trainstamp.storage`` into an embedded Tiled catalog and are read back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from acquisition_stack import CLICK_CHANNEL, PAIR_CHANNELS, PAIR_DELAY_PS, acquisition_stack, connect_devices
+from bluesky import RunEngine
+
+from trainstamp.plans import check_train_consistency, g2_delay_scan, train_fly, train_scan
+from trainstamp.storage import catalog, subscribe
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory, ca_ports):
+    data = tmp_path_factory.mktemp("acq") / "data"
+    with acquisition_stack(ca_ports, data, period_ms=100) as stack:
+        ts, det, tt = connect_devices(stack)
+        with catalog(data) as client:
+            RE = RunEngine(context_managers=[])
+            subscribe(RE, client, timeserver=ts)
+            yield stack, ts, det, tt, client, RE
+        for dev in (ts, det, tt):
+            dev.destroy()
+        assert not stack.dead(), stack.dead()
+
+
+def _contract(run):
+    start, stop = run.metadata["start"], run.metadata["stop"]
+    assert start["train_id_start_status"] == "OK" and start["train_id_start"] > 0
+    assert stop["train_id_end_status"] == "OK" and stop["train_id_end"] >= start["train_id_start"]
+    for name in run:
+        conf = run[name].metadata["configuration"]
+        assert any("timeserver_source" in c.get("data", {}) for c in conf.values()), (name, conf)
+
+
+@pytest.mark.parametrize("ticks_from", ["feed", "ca"])
+def test_fly_at_10_hz_all_three_devices_agree(line, ticks_from):
+    stack, ts, det, tt, client, RE = line
+    n = 40
+    feed = stack.feed if ticks_from == "feed" else None
+    (uid,) = RE(train_fly([det], n, timeserver=ts, timeserver_feed=feed, tagger_uri=stack.pyro_uri,
+                          click_channel=CLICK_CHANNEL, md={"sample": "fly10"}))
+    run = client[uid]
+    _contract(run)
+    assert set(run) == {"timeserver", "detector", "tagger"}
+    frames = run["detector"].read()
+    tagger = run["tagger"].read()
+    assert len(frames["train_id"]) == n and set(frames["train_id_status"].values) == {"EXACT"}
+    assert frames["team1k_complete"].values.all()
+    assert len(tagger["train_id"]) == n
+    assert tagger["tagger_counts_counts"].values.sum() > 0
+    result = check_train_consistency(run, min_overlap=n - 2)
+    assert result.ok, result.problems
+    # The ticks cover every train the detector and the tagger saw.
+    ticks = result.streams["timeserver"]
+    for name in ("detector", "tagger"):
+        s = result.streams[name]
+        assert ticks.first <= s.first and s.last <= ticks.last, (name, s, ticks)
+        assert s.count == n and s.n_missing == 0 and s.n_duplicated == 0
+
+
+def test_step_scan_with_detector_and_tagger(line):
+    stack, ts, det, tt, client, RE = line
+    from ophyd.sim import SynAxis
+
+    axis = SynAxis(name="axis")
+    tt.corr1.n_trains.set(1).wait(5)
+    (uid,) = RE(train_scan([det, tt], axis, 0, 1, 2, 2, timeserver=ts))
+    run = client[uid]
+    _contract(run)
+    data = run["primary"].read()
+    ids = data["train_id"].values.astype(np.int64)
+    assert len(ids) == 4 and (np.diff(ids) > 0).all()
+    # Frames give the event's train ID exactly; the tagger says which trains it covered.
+    assert set(data["train_id_status"].values) == {"EXACT"}
+    assert (ids == data["team1k_train_id"].values.astype(np.int64)).all()
+    first = data["tt_corr1_first_train_id"].values
+    last = data["tt_corr1_last_train_id"].values
+    assert (first > 0).all() and (last >= first).all()
+    assert data["axis"].values.tolist() == [0, 0, 1, 1]
+
+
+def test_g2_delay_scan_moves_the_pair_peak(line):
+    stack, ts, det, tt, client, RE = line
+    a, b = PAIR_CHANNELS
+    try:
+        (uid,) = RE(g2_delay_scan(tt, b, -500, 500, 2, timeserver=ts, trains_per_measurement=3,
+                                  chan1=a, chan2=b, binwidth_ps=100, n_bins=100))
+    finally:
+        tt.ch4.delay.set(0).wait(5)
+    run = client[uid]
+    _contract(run)
+    data = run["primary"].read()
+    assert run.metadata["start"]["plan_name"] == "g2_delay_scan"
+    assert set(data["train_id_status"].values) == {"OK"}
+    index = data["tt_corr1_index"].values[0][:100]
+    peaks = [index[np.argmax(counts[:100])] for counts in data["tt_corr1_data"].values]
+    # Delaying channel b by d moves the peak of (b - a) from +PAIR_DELAY_PS to +PAIR_DELAY_PS + d.
+    assert peaks[0] == pytest.approx(PAIR_DELAY_PS - 500, abs=300)
+    assert peaks[1] == pytest.approx(PAIR_DELAY_PS + 500, abs=300)
+    assert np.nanmax(data["tt_corr1_g2"].values) > 1
+
+
+def test_fly_at_100_hz(tmp_path, ca_ports):
+    data = tmp_path / "data"
+    n = 300
+    with acquisition_stack(ca_ports, data, period_ms=10) as stack:
+        ts, det, tt = connect_devices(stack)
+        try:
+            with catalog(data) as client:
+                RE = RunEngine(context_managers=[])
+                subscribe(RE, client, timeserver=ts)
+                (uid,) = RE(train_fly([det], n, timeserver=ts, timeserver_feed=stack.feed,
+                                      tagger_uri=stack.pyro_uri, click_channel=CLICK_CHANNEL))
+                run = client[uid]
+                result = check_train_consistency(run, min_overlap=n - 10)
+                assert result.ok, result.problems
+                assert result.streams["detector"].count == n
+                assert result.streams["tagger"].count == n
+        finally:
+            for dev in (ts, det, tt):
+                dev.destroy()
+        assert not stack.dead(), stack.dead()
