@@ -395,7 +395,12 @@ class Team1kIOC(PVGroup):
     @status.startup
     async def status(self, instance, async_lib):
         srv = self.server
-        await self._io(srv.start)
+        try:
+            await self._io(srv.start)
+        except Exception as exc:  # the IOC stays up and says why
+            log.exception("receiver start failed")
+            await self.err_message.write(f"receiver start: {exc}"[:250])
+            await self.status.write("RECEIVER FAILED")
         await self.capture_root.write(str(srv.data_dir))
         await self.rx_rcvbuf.write(srv.rx.rcvbuf_granted)
         try:
@@ -414,15 +419,19 @@ class Team1kIOC(PVGroup):
         while True:
             await asyncio.sleep(0.1)
             tick += 1
-            await self._update_capture()
-            if tick % 5 == 0:
-                last = await self._update_counters(last)
-            if tick % 20 == 0:
-                await self._poll_hardware()
-            now = time.monotonic()
-            if now >= next_image:
-                next_image = now + max(0.5, float(self.image_period.value))
-                await self._update_image()
+            try:
+                await self._update_capture()
+                if tick % 5 == 0:
+                    last = await self._update_counters(last)
+                if tick % 20 == 0:
+                    await self._poll_hardware()
+                now = time.monotonic()
+                if now >= next_image:
+                    next_image = now + max(0.5, float(self.image_period.value))
+                    await self._update_image()
+            except Exception:  # a status update must never take the IOC down
+                if tick % 100 == 0 or tick < 100:
+                    log.exception("status update failed")
 
     async def _update_capture(self) -> None:
         job = self.server.job

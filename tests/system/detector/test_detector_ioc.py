@@ -60,9 +60,13 @@ def line(tmp_path_factory, ca_ports):
                         ready=lambda: tcp_up(tp)).start()
     links = (str(tmp / "bellow"), str(tmp / "power"))
     emu, rp, dp = start_emulator(["--rate", "20"], trains=tp, links=links)
-    ioc, prefix = start_ioc(ca_ports, rp, dp, data, ["--bellow-port", links[0], "--power-port", links[1]])
+    config = tmp / "startup.txt"
+    config.write_text("adc_data_delay 0x1B5\ntest_mode 1\n")
+    ioc, prefix = start_ioc(ca_ports, rp, dp, data, ["--bellow-port", links[0], "--power-port", links[1],
+                                                      "--config", str(config)])
     client = Client(prefix)
     wait_until(lambda: client.get_status() == "OK", timeout=20, message="IOC status OK")
+    assert client.get(PV.ADC_DATA_DELAY) == 0x1B5  # --config was applied at start
     yield client, prefix, data, ioc
     client.close()
     ioc.stop()
