@@ -8,7 +8,7 @@
   :func:`train_id_problems`: find runs (by train ID), read them back and check their
   train IDs.
 - :func:`runs_with_train`, :func:`load_trains`, :func:`detector_frames`,
-  :func:`tagger_data`, :func:`side_by_side`, :func:`train_table`: analysis by train ID (xarray).
+  :func:`tagger_data`, :func:`side_by_side`, :func:`merge_streams`, :func:`train_table`: analysis by train ID (xarray).
 - :func:`tiled_profile`, :func:`write_tiled_profile`: open the embedded catalog with
   ``databroker.from_profile``.
 - :class:`StorageConfig`: how the settings (arguments, ``TRAINSTAMP_*`` environment)
@@ -18,6 +18,7 @@
 from trainstamp.storage._analysis import (
     detector_frames,
     load_trains,
+    merge_streams,
     runs_with_train,
     side_by_side,
     tagger_data,
@@ -40,6 +41,7 @@ __all__ = [
     "last_run",
     "load_trains",
     "make_writer",
+    "merge_streams",
     "open_catalog",
     "read_train_ids",
     "runs_with_train",

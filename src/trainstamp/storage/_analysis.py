@@ -11,7 +11,8 @@ add the one thing a train-based analysis needs on top: an index by **train ID**.
   frames in HDF5) are read only for the rows in the range.
 - :func:`detector_frames`, :func:`tagger_data`: the detector images at their exact
   train IDs, and the tagger readings with the first and last train each one covers.
-- :func:`side_by_side`: both in one Dataset indexed by train ID.
+- :func:`side_by_side`: both in one Dataset indexed by train ID;
+  :func:`merge_streams`: any streams of a run (a fly run's per-device streams) likewise.
 - :func:`train_table`: the per-train scalars of such a Dataset as a pandas DataFrame.
 - :func:`tiled_profile`, :func:`write_tiled_profile`: a Tiled profile for the
   embedded catalog, so ``databroker.from_profile(name)`` opens the same runs.
@@ -37,6 +38,7 @@ from trainstamp.storage._read import find_runs
 __all__ = [
     "detector_frames",
     "load_trains",
+    "merge_streams",
     "runs_with_train",
     "side_by_side",
     "tagger_data",
@@ -341,6 +343,46 @@ def train_table(ds: Any) -> Any:
     columns = {name: ds[name].values for name in [*ds.coords, *ds.data_vars]
                if ds[name].dims == (TRAIN_ID_KEY,) and name != TRAIN_ID_KEY}
     return pd.DataFrame(columns, index=pd.Index(ds[TRAIN_ID_KEY].values, name=TRAIN_ID_KEY))
+
+
+def merge_streams(
+    run: Any,
+    first: int | None = None,
+    last: int | None = None,
+    *,
+    streams: Sequence[str] | None = None,
+) -> Any:
+    """Several streams of a run in one Dataset indexed by train ID (outer join).
+
+    Each stream is loaded with :func:`load_trains` (its own train-ID key), so a fly
+    run's ``timeserver``, ``detector`` and ``tagger`` streams line up train by train.
+    Variables that appear in more than one stream (``train_id_status``) are prefixed
+    with the stream name. By default every stream that has a train-ID key is used.
+    """
+    import xarray as xr
+
+    names = list(run) if streams is None else list(streams)
+    parts = {}
+    for name in names:
+        try:
+            parts[name] = load_trains(run, first, last, stream=name)
+        except KeyError:
+            if streams is not None:
+                raise
+    if not parts:
+        raise ValueError(f"no stream of run {run.metadata['start']['uid']} has a train-ID key")
+    seen: dict[str, int] = {}
+    for ds in parts.values():
+        for var in ds.data_vars:
+            seen[var] = seen.get(var, 0) + 1
+    renamed = []
+    for name, ds in parts.items():
+        clash = {v: f"{name}_{v}" for v in ds.data_vars if seen[v] > 1}
+        dims = {d: f"{name}_{d}" for v in clash for d in ds[v].dims if d != TRAIN_ID_KEY}
+        renamed.append(ds.rename({**clash, **dims}))
+    merged = xr.merge(renamed, join="outer", combine_attrs="drop")
+    merged.attrs = {"uid": run.metadata["start"]["uid"], "streams": list(parts)}
+    return merged
 
 
 def tiled_profile(config: StorageConfig | None = None) -> dict[str, Any]:

@@ -193,7 +193,8 @@ def step_run(beam: Beam, devices: list, trains: list[int], md: dict | None = Non
 
 def fly_like_run(beam: Beam, detector: FrameDetector, tagger: SlotTagger, trains: list[int]):
     """Detector events in stream ``detector.name`` every train; tagger events in stream
-    ``tagger.name`` every ``tagger.trains`` trains (each covering those trains)."""
+    ``tagger.name`` every ``tagger.trains`` trains (each covering those trains, stamped
+    with the last of them)."""
 
     @bpp.stage_decorator([detector])
     @bpp.run_decorator(md={"train_id_start": trains[0]})
@@ -202,7 +203,7 @@ def fly_like_run(beam: Beam, detector: FrameDetector, tagger: SlotTagger, trains
             beam.train = train
             yield from bps.trigger_and_read([detector], name=detector.name)
             if i % tagger.trains == 0:
-                yield from bps.trigger_and_read([tagger], name=tagger.name)
+                yield from bps.trigger_and_read([tagger, beam], name=tagger.name)
 
     return (yield from inner())
 

@@ -25,6 +25,7 @@ from trainstamp.storage import (
     detector_frames,
     find_runs,
     load_trains,
+    merge_streams,
     open_catalog,
     runs_with_train,
     side_by_side,
@@ -65,7 +66,8 @@ def test_runs_with_train_checks_the_events(store):
     assert list(runs_with_train(client, 1022)) == [uids["sparse"]]
     # the fly-like run has no primary stream; its detector stream holds the trains
     assert list(runs_with_train(client, 2005)) == [uids["fly"]]
-    assert list(runs_with_train(client, 2005, streams=["tagger"])) == []  # 2005 not a tagger row
+    assert list(runs_with_train(client, 2005, streams=["tagger"])) == [uids["fly"]]
+    assert list(runs_with_train(client, 2004, streams=["tagger"])) == []  # not a tagger row
     assert runs_with_train(client, 999) == {}
 
 
@@ -158,6 +160,19 @@ def test_side_by_side_fly_streams_outer_join(store):
     assert ds["det_image"].values[:, 0, 0].tolist() == list(range(2000, 2006))
     with pytest.raises(ValueError, match="nothing to load"):
         side_by_side(client[uids["fly"]], detector=None, tagger=None)
+
+
+def test_merge_streams_lines_up_a_fly_run(store):
+    _, client, uids = store
+    ds = merge_streams(client[uids["fly"]], 2000, 2005)
+    assert ds.attrs["streams"] == ["det", "tagger"]
+    assert ds["train_id"].values.tolist() == list(range(2000, 2006))
+    assert ds["det_image"].values[:, 0, 0].tolist() == list(range(2000, 2006))
+    last = ds["tagger_corr1_last_train_id"].values
+    assert last[2] == 2002 and last[5] == 2005 and np.isnan(last[[0, 1, 3, 4]]).all()
+    assert "train_id_status" in ds  # only the tagger stream has the stamp here
+    with pytest.raises(KeyError, match="no stream 'nope'"):
+        merge_streams(client[uids["fly"]], streams=["nope"])
 
 
 def test_databroker_from_profile_reads_the_embedded_catalog(store, tmp_path, monkeypatch):
