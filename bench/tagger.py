@@ -11,7 +11,7 @@ Sections (``--sections`` picks some; default all):
   implementations must produce the same histogram; the script checks that.
 
 - ``end_to_end``: the tagger server's sustained rate without overflow, emulator (its own
-  process, replaying pre-generated Poisson tags on 8 channels) -> server (tag link,
+  process, replaying 0.25 s of pre-generated Poisson tags on 8 channels) -> server (tag link,
   processor, an engine tagger with a Correlation and a Countrate), stepping the rate up;
   reference: a bare consumer that only frames the same stream, and the server's
   capacity on a pre-encoded stream from a plain socket sender.
@@ -423,13 +423,13 @@ def _end_to_end_step(rate_hz: float, seconds: float, consumer: str) -> dict:
 
     port = free_port()
     per_channel = rate_hz / 8
-    args = ["emulate", "tagger", "--port", str(port), "--seed", "1", "--replay-s", "1"]
+    args = ["emulate", "tagger", "--port", str(port), "--seed", "1", "--replay-s", "0.25"]
     for ch in range(1, 9):
         args += ["--poisson", f"{ch}:{per_channel}"]
     emu = _service_subprocess(args)
     result = {"rate_set": rate_hz}
     try:
-        wait_for_tcp("127.0.0.1", port, timeout=20)
+        wait_for_tcp("127.0.0.1", port, timeout=90)  # the pattern is generated first
         if consumer == "server":
             svc = TagService(f"tcp://127.0.0.1:{port}")
             engine = None
@@ -488,7 +488,7 @@ def _end_to_end_step(rate_hz: float, seconds: float, consumer: str) -> dict:
 def bench_end_to_end(args) -> dict:
     """Highest sustained emulator -> server rate without overflow, vs the bare link."""
     rates = [r * 1e6 for r in args.e2e_rates]
-    print(f"end to end: emulator (own process, replaying 1 s of Poisson on 8 channels) -> "
+    print(f"end to end: emulator (own process, replaying 0.25 s of Poisson on 8 channels) -> "
           f"consumer, {args.e2e_seconds:g} s per step")
     print(f"{'set M/s':>8} {'consumer':<8} {'got M/s':>8} {'overflows':>9} {'missed':>10} "
           f"{'bad':>4}")
