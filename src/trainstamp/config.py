@@ -298,6 +298,13 @@ class BeamlineConfig:
         """A copy with ``changes`` applied to ``[section]`` (validated)."""
         if section not in _SECTIONS:
             raise ValueError(f"unknown section [{section}]; expected one of {', '.join(_SECTIONS)}")
+        known = [f.name for f in fields(_SECTIONS[section])]
+        if unknown := sorted(set(changes) - set(known)):
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} in [{section}]; "
+                             f"known keys: {', '.join(known)}")
+        if "emulator_args" in changes:
+            changes["emulator_args"] = _strings(f"[{section}].emulator_args",
+                                                changes["emulator_args"])
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section),
                                                                          **changes)})
 

@@ -4,11 +4,15 @@ nothing running."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainstamp.beamline import Beamline, Service
@@ -38,20 +42,72 @@ def trainstamp(*args: str) -> list[str]:
     return [sys.executable, "-m", "trainstamp", *args]
 
 
+def unique_prefixes() -> tuple[list[str], list[str]]:
+    """``--set`` options giving each IOC a random prefix, and the prefixes."""
+    prefixes = [random_prefix(stem) for stem in ("DTS", "DDET", "DTT")]
+    sets = []
+    for section, prefix in zip(("timeserver", "detector", "tagger"), prefixes, strict=True):
+        sets += ["--set", f"{section}.prefix={prefix}"]
+    return sets, prefixes
+
+
+def leftovers(out: str, prefixes: list[str]) -> list[int]:
+    """Processes still alive that the beamline in ``out`` started: the IOCs (by prefix),
+    the emulators (by the broadcaster they follow) and the detector's receiver."""
+    (broadcast,) = set(re.findall(r"ticks on (tcp://\S+)", out))
+    pids = [pid for p in prefixes for pid in processes_mentioning(p)]
+    pids += processes_mentioning(f"--trains {broadcast}")
+    for det_pid in re.findall(r"^\s+det\s+pid (\d+)", out, re.M):
+        pids += processes_mentioning(f"team1k_{det_pid}_")
+    return sorted(set(pids))
+
+
 def test_demo_runs_end_to_end_and_leaves_nothing(tmp_path):
-    prefix = random_prefix("DEMO")
-    data_dir = tmp_path / "data"
+    sets, prefixes = unique_prefixes()
+    out_dir, data_dir = tmp_path / "out", tmp_path / "data"
     proc = subprocess.run(
-        trainstamp("demo", "--data-dir", str(data_dir), "--num-trains", "10",
-                   "--timeserver-prefix", prefix),
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        trainstamp("demo", "--data-dir", str(data_dir), "--out", str(out_dir),
+                   "--log-dir", str(tmp_path / "logs"), "--points", "2",
+                   "--trains-per-point", "2", "--num-trains", "12", *sets),
+        capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "OK: train IDs strictly increasing" in out
-    assert "events          10" in out
+    assert "OK: detector frames, tagger trains and TimeServer ticks line up" in out
+    assert "4 of 4 EXACT from the detector headers" in out
+    assert "det: 4 frame IDs equal to those in the HDF5 file" in out
+    assert re.search(r"all streams hold exactly the same trains \d+\.\.\d+", out), out
     assert (data_dir / "catalog.db").exists()
-    assert processes_mentioning(prefix) == []
+    assert list((data_dir / "detector").rglob("*.h5"))
+    from matplotlib.image import imread
+
+    for name in ("detector_frame.png", "g2_histogram.png", "counts_per_train.png"):
+        path = out_dir / name
+        assert path.stat().st_size > 10_000, name
+        pixels = imread(path)
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 400, name
+        assert np.std(pixels[..., :3]) > 0.05, f"{name} looks blank"
+    assert leftovers(out, prefixes) == []
+
+
+def test_demo_fails_with_exit_1_when_the_beamline_cannot_start(tmp_path):
+    """A service that cannot start (its port is taken): a clear error, exit 1, and nothing
+    left behind."""
+    sets, prefixes = unique_prefixes()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            trainstamp("demo", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                       *sets, "--set", f"timeserver.broadcast_port={port}"),
+            capture_output=True, text=True, timeout=120,
+        )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "timeserver exited with code 1" in out and f"cannot broadcast on 127.0.0.1:{port}" in out
+    assert all(processes_mentioning(p) == [] for p in prefixes)
+    assert not (tmp_path / "out").exists()
 
 
 def test_beamline_stops_what_it_started_when_a_service_fails(tmp_path):
@@ -81,23 +137,40 @@ def test_beamline_stops_everything_when_the_caller_fails(tmp_path):
     assert processes_mentioning(f"--port {port}") == []
 
 
+def test_children_die_with_a_killed_supervisor(tmp_path):
+    """SIGKILL of the supervisor: the kernel's parent-death signal stops its children."""
+    port = free_port()
+    script = textwrap.dedent(f"""
+        from trainstamp.beamline import Beamline, Service
+        from trainstamp.testing import wait_for_tcp
+        s = Service("trains", ["emulate", "trains", "--port", "{port}"],
+                    ready=lambda: wait_for_tcp("127.0.0.1", {port}, timeout=0.5) or True)
+        with Beamline([s], log_dir={str(tmp_path)!r}, out=lambda t: print(t, flush=True)) as b:
+            print("READY", flush=True)
+            b.wait()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "READY" in proc.stdout.readline(), timeout=60, interval=0,
+                   message="the supervisor to start its child")
+        assert len(processes_mentioning(f"--port {port}")) == 1
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: processes_mentioning(f"--port {port}") == [], timeout=20,
+                   message="the child of a killed supervisor to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+
+
 def test_duplicate_service_names_are_refused():
     with pytest.raises(ValueError, match="service names must be unique"):
         Beamline([Service("a", []), Service("a", [])])
 
 
-def _start_up(prefix: str, tmp_path: Path) -> subprocess.Popen[str]:
-    ca_port, bc_port = free_port("both"), free_port()
-    return subprocess.Popen(
-        trainstamp("up", "--ca-port", str(ca_port), "--broadcast-port", str(bc_port),
-                   "--timeserver-prefix", prefix, "--period", "50",
-                   "--log-dir", str(tmp_path / "logs")),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-    )
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) -> str:
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 150) -> str:
     """Collect the supervisor's output until ``marker`` appears (deadline-bound)."""
     lines: list[str] = []
 
@@ -112,27 +185,32 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) -
     return out
 
 
-@pytest.mark.parametrize("how", ["sigint", "sigkill"])
-def test_up_starts_the_beamline_and_stops_it(tmp_path, how):
-    prefix = random_prefix("UP")
-    proc = _start_up(prefix, tmp_path)
+def test_up_starts_the_whole_beamline_and_stops_it_on_ctrl_c(tmp_path):
+    sets, prefixes = unique_prefixes()
+    proc = subprocess.Popen(
+        trainstamp("up", "--free-ports", "--period", "50", "--data-dir", str(tmp_path / "data"),
+                   "--log-dir", str(tmp_path / "logs"), *sets),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
     try:
         out = _read_until(proc, "Ctrl-C stops everything")
-        assert "timeserver" in out and "EPICS_CA_ADDR_LIST='127.0.0.1:" in out
+        for name in ("timeserver", "det-emulator", "det ", "tagger-emulator", "tagger "):
+            assert re.search(rf"^\s+{name}\s*pid \d+\s+ready in", out, re.M), (name, out)
         assert "EPICS_CA_AUTO_ADDR_LIST='NO'" in out
-        assert len(processes_mentioning(prefix)) == 2  # supervisor + IOC
-        if how == "sigint":
-            os.killpg(proc.pid, signal.SIGINT)
-            assert proc.wait(30) == 0
-        else:  # the supervisor dies hard: its child must still go (parent-death signal)
-            proc.kill()
-            proc.wait(30)
-        wait_until(lambda: processes_mentioning(prefix) == [], timeout=20,
-                   message=lambda: f"children of trainstamp up to exit: "
-                                   f"{processes_mentioning(prefix)}")
+        ca_list = re.search(r"EPICS_CA_ADDR_LIST='([^']*)'", out).group(1).split()
+        assert len(ca_list) == 3 and all(a.startswith("127.0.0.1:") for a in ca_list)
+        assert re.search(r"Pyro5 PYRO:TimeTagger@127\.0\.0\.1:\d+", out)
+        for prefix in prefixes:  # its IOC, besides the supervisor (whose options name it)
+            assert len(set(processes_mentioning(prefix)) - {proc.pid}) == 1, prefix
+        assert (tmp_path / "logs" / "detector-startup.cfg").read_text().count("EXTERNAL") == 1
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+        wait_until(lambda: leftovers(out, prefixes) == [], timeout=20,
+                   message=lambda: f"children of trainstamp up to exit: {leftovers(out, prefixes)}")
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         proc.stdout.close()
 
@@ -142,10 +220,15 @@ def test_up_starts_the_beamline_and_stops_it(tmp_path, how):
     [
         (["up", "--period", "0.1"], "period 0.1 ms outside 1..60000 ms"),
         (["up", "--ca-port", "70000"], "port '70000' outside 1..65535"),
+        (["up", "--set", "detector.prefx=X:"], "unknown key(s) prefx in [detector]"),
+        (["up", "--set", "tagger.pyro_port=0"], "[tagger].pyro_port = 0: a port must be"),
+        (["up", "--set", "nonsense"], "expected SECTION.KEY=VALUE"),
+        (["up", "--config", "/nonexistent/beamline.toml"], "'/nonexistent/beamline.toml'"),
         (["demo", "--num-trains", "0"], "--num-trains '0' outside 1..100000"),
+        (["demo", "--set", "timeserver.name=ts"], "[timeserver].name = 'ts': reserved"),
     ],
 )
 def test_bad_options_are_refused_with_the_limit(args, message):
     proc = subprocess.run(trainstamp(*args), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr

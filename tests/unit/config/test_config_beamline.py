@@ -134,6 +134,10 @@ def test_replace_section_is_validated():
         default_config().replace_section("detector", prefix="D 1:")
     with pytest.raises(ValueError, match=re.escape("unknown section [motor]")):
         default_config().replace_section("motor", prefix="M:")
+    with pytest.raises(ValueError, match=re.escape("unknown key(s) prefx in [detector]")):
+        default_config().replace_section("detector", prefx="M:")
+    cfg = default_config().replace_section("tagger", emulator_args=["--poisson", "1:1e5"])
+    assert cfg.tagger.emulator_args == ("--poisson", "1:1e5")
 
 
 def test_make_devices_names_and_prefixes():
