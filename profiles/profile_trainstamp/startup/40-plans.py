@@ -14,6 +14,7 @@ from trainstamp.storage import (  # noqa: F401
     find_runs,
     last_run,
     load_trains,
+    merge_streams,
     runs_with_train,
     side_by_side,
     tagger_data,
