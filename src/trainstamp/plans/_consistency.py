@@ -44,6 +44,7 @@ class TrainConsistency:
     overlap: tuple[int, int] | None
     disagreements: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # IDs the reference never issued
 
     @property
     def ok(self) -> bool:
@@ -88,8 +89,16 @@ def train_consistency(
     statuses: Mapping[str, Any] | None = None,
     *,
     min_overlap: int = 1,
+    reference: str | None = None,
 ) -> TrainConsistency:
     """Check that the train IDs of several streams agree exactly.
+
+    Without a ``reference`` every stream must be contiguous (no gap, no duplicate) and
+    all must hold the same IDs over their common span. With ``reference`` (the
+    TimeServer's tick stream) the trains that exist are the reference's: an ID the
+    TimeServer never issued (it skipped one) is not missing anywhere, and is reported in
+    ``skipped`` instead; every other stream must hold exactly the reference's IDs over
+    the common span, and no ID the reference lacks.
 
     Parameters
     ----------
@@ -99,6 +108,8 @@ def train_consistency(
         Stream name -> ``train_id_status`` of its events.
     min_overlap : int
         Fewest trains the streams must have in common.
+    reference : str, optional
+        The stream whose IDs are the trains that exist.
 
     Returns
     -------
@@ -110,11 +121,33 @@ def train_consistency(
     per = {name: _stream_trains(name, np.asarray(ids), statuses.get(name))
            for name, ids in streams.items()}
     problems = []
+    if reference is not None and reference not in per:
+        raise KeyError(f"reference stream {reference!r} not among {list(per)}")
+    ref_ids = None
+    skipped: list[int] = []
+    if reference is not None and per[reference].first is not None:
+        ref_ids = np.unique(np.asarray(streams[reference], dtype=np.int64))
+        ref_ids = ref_ids[ref_ids > 0]
+        skipped = per[reference].missing
     for s in per.values():
         if s.first is None:
             problems.append(f"{s.name}: no valid train ID in {s.count} events")
             continue
-        if s.n_missing:
+        if ref_ids is not None:
+            # Only the reference's own IDs exist: compare against them, not a range.
+            if s.name != reference:
+                ids = np.unique(np.asarray(streams[s.name], dtype=np.int64))
+                ids = ids[ids > 0]
+                extra = np.setdiff1d(ids, ref_ids, assume_unique=True)
+                if extra.size:
+                    problems.append(f"{s.name}: {extra.size} trains the reference "
+                                    f"{reference!r} never issued, first {extra[:5].tolist()}")
+                inside = ref_ids[(ref_ids >= s.first) & (ref_ids <= s.last)]
+                lacking = np.setdiff1d(inside, ids, assume_unique=True)
+                if lacking.size:
+                    problems.append(f"{s.name}: {lacking.size} trains missing in "
+                                    f"{s.first}..{s.last}, first {lacking[:5].tolist()}")
+        elif s.n_missing:
             problems.append(f"{s.name}: {s.n_missing} trains missing in {s.first}..{s.last}, "
                             f"first {s.missing[:5]}")
         if s.n_duplicated:
@@ -135,12 +168,17 @@ def train_consistency(
             overlap = (lo, hi)
             for name, ids in streams.items():
                 uniq = np.unique(np.asarray(ids, dtype=np.int64))
-                n_lacking, lacking = _gaps(uniq, lo, hi)
+                if ref_ids is not None:
+                    want = ref_ids[(ref_ids >= lo) & (ref_ids <= hi)]
+                    gone = np.setdiff1d(want, uniq, assume_unique=True)
+                    n_lacking, lacking = int(gone.size), gone[:20].tolist()
+                else:
+                    n_lacking, lacking = _gaps(uniq, lo, hi)
                 if n_lacking:
                     disagreements[name] = lacking
                     problems.append(f"{name}: lacks {n_lacking} trains of the common span "
                                     f"{lo}..{hi}, first {lacking[:5]}")
-    return TrainConsistency(per, overlap, disagreements, problems)
+    return TrainConsistency(per, overlap, disagreements, problems, skipped)
 
 
 def check_train_consistency(
@@ -148,6 +186,7 @@ def check_train_consistency(
     streams: tuple[str, ...] | None = None,
     *,
     min_overlap: int = 1,
+    reference: str | None = "timeserver",
 ) -> TrainConsistency:
     """Read ``run`` (a Tiled/databroker run) and check its streams' train IDs agree.
 
@@ -159,6 +198,10 @@ def check_train_consistency(
         Streams to compare; by default every stream of the run with a ``train_id``.
     min_overlap : int
         Fewest trains all streams must share.
+    reference : str or None
+        The stream whose IDs are the trains that exist (see :func:`train_consistency`);
+        ``"timeserver"`` (the tick stream of :func:`~trainstamp.plans.train_fly`) if the
+        run has it, else none.
     """
     names = list(streams) if streams is not None else list(run)
     ids: dict[str, np.ndarray] = {}
@@ -175,4 +218,6 @@ def check_train_consistency(
             status[name] = np.asarray(node[TRAIN_ID_STATUS_KEY].read()).astype(str)
     if not ids:
         raise KeyError("the run has no stream with a train_id data key")
-    return train_consistency(ids, status, min_overlap=min_overlap)
+    if reference is not None and reference not in ids:
+        reference = None
+    return train_consistency(ids, status, min_overlap=min_overlap, reference=reference)

@@ -163,6 +163,13 @@ class TickCollector(_Collector):
             self._stop_monitor()
             self._finish()
 
+    def ids_from(self, train_id: int) -> list[int]:
+        """The ticks recorded so far at or after ``train_id``."""
+        with self._lock:
+            ids = list(self._ids)
+        i = int(np.searchsorted(np.asarray(ids, dtype=np.int64), train_id, "left"))
+        return ids[i:]
+
     def _on_feed(self, train_id: int, recv_ns: int) -> None:
         self._on_id(value=train_id, timestamp=recv_ns / 1e9)
 
@@ -341,11 +348,14 @@ class MarkerCountCollector(_Collector):
     """Photon counts per train from the tagger server's ``CountBetweenMarkers``.
 
     The measurement's begin channel is the tagger's marker channel (one tag per train),
-    so with ``startForTrains(num_trains)`` bin *k* holds the clicks of the *k*-th train
-    of the window. The server maps the first marker to its train ID
-    (``getTrainRange``); bin *k* is that ID plus *k*. ``complete`` checks that the
-    window's last train is first + ``num_trains`` − 1, so a train missed on the marker
-    channel fails the acquisition instead of shifting IDs silently.
+    so with ``startForTrains(num_trains)`` bin *k* holds the clicks of the *k*-th marker
+    of the window. The server maps the first and the last marker to their train IDs
+    (``getTrainRange``). Bin *k* is the *k*-th train issued from the first: with
+    ``ticks`` (a :class:`TickCollector` running alongside) the *k*-th tick at or after
+    the first marker's train, since the TimeServer may skip an ID (a late timer) and
+    then no marker exists for it; without ``ticks``, the first ID plus *k*. Either way
+    ``complete`` fails unless the last bin's train is the one the server mapped the
+    last marker to, so a missed or extra marker never shifts IDs silently.
 
     Parameters
     ----------
@@ -360,8 +370,9 @@ class MarkerCountCollector(_Collector):
 
     def __init__(self, uri: str, click_channel: int, timeserver: Any, num_trains: int, *,
                  marker_channel: int | None = None, name: str = "tagger_counts",
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, ticks: TickCollector | None = None) -> None:
         super().__init__(name, timeserver)
+        self.ticks = ticks
         self.uri = uri
         self.click_channel = int(click_channel)
         self.marker_channel = marker_channel
@@ -433,30 +444,40 @@ class MarkerCountCollector(_Collector):
         if filled > self._taken and train_range:
             self._last_growth = time.monotonic()
             counts = np.asarray(self._measurement.getData(), dtype=np.int64)
-            first = int(train_range[0])
-            k = np.arange(self._taken, filled)
-            ids = (first + k).tolist()
-            self.last_train_id = ids[-1]
-            now = time.time()
-            yield _page({
-                TRAIN_ID_KEY: ids,
-                TRAIN_ID_STATUS_KEY: ["OK"] * len(ids),
-                f"{self.name}_first_train_id": ids,
-                f"{self.name}_last_train_id": ids,
-                f"{self.name}_counts": counts[self._taken:filled].tolist(),
-                f"{self.name}_width": widths[self._taken:filled].tolist(),
-            }, [now] * len(ids))
-            self._taken = filled
+            ids = self._bin_ids(int(train_range[0]), filled)
+            sl = slice(self._taken, self._taken + len(ids))
+            if ids:
+                self.last_train_id = ids[-1]
+                now = time.time()
+                yield _page({
+                    TRAIN_ID_KEY: ids,
+                    TRAIN_ID_STATUS_KEY: ["OK"] * len(ids),
+                    f"{self.name}_first_train_id": ids,
+                    f"{self.name}_last_train_id": ids,
+                    f"{self.name}_counts": counts[sl].tolist(),
+                    f"{self.name}_width": widths[sl].tolist(),
+                }, [now] * len(ids))
+                self._taken += len(ids)
         if self._taken >= self.num_trains:
             first, last = (int(x) for x in train_range)
-            if last - first + 1 != self.num_trains:
+            if last != self.last_train_id:
                 self._finish(RuntimeError(
-                    f"{self.name}: {self.num_trains} bins but markers span trains {first}..{last}"))
+                    f"{self.name}: bin {self.num_trains - 1} was taken as train "
+                    f"{self.last_train_id}, but the server mapped the window's last marker "
+                    f"to {last} (window {first}..{last}): a marker was missed or extra"))
             else:
                 self._finish()
         elif time.monotonic() - self._last_growth > self.timeout:
             self._finish(TimeoutError(f"{self.name}: no train for {self.timeout} s after "
                                       f"{self._taken} of {self.num_trains}"))
+
+    def _bin_ids(self, first: int, filled: int) -> list[int]:
+        """Train IDs of bins ``_taken .. filled-1`` (fewer if the ticks are not there yet)."""
+        k0 = self._taken
+        if self.ticks is None:
+            return list(range(first + k0, first + filled))
+        issued = self.ticks.ids_from(first)
+        return issued[k0:filled]
 
     def close(self) -> None:
         for proxy in (self._measurement, self._tagger, self._module):
@@ -533,7 +554,8 @@ def train_fly(
         collectors.append((stream, FrameCollector(det, timeserver, num_trains)))
     if tagger_uri is not None:
         collectors.append(("tagger", MarkerCountCollector(
-            tagger_uri, click_channel, timeserver, num_trains, marker_channel=marker_channel)))
+            tagger_uri, click_channel, timeserver, num_trains, marker_channel=marker_channel,
+            ticks=ticks)))
     _md: dict[str, Any] = {
         "detectors": [det.name for det in detectors],
         "timeserver": timeserver.name,

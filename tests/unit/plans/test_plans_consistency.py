@@ -56,3 +56,19 @@ def test_a_wild_id_costs_nothing():
     result = train_consistency({"a": [5, 10**15], "b": [5]})
     assert result.streams["a"].n_missing == 10**15 - 6
     assert result.streams["a"].missing[:3] == [6, 7, 8]
+
+
+def test_a_train_the_timeserver_skipped_is_missing_nowhere():
+    ticks = [100, 101, 103, 104]  # 102 never issued
+    result = train_consistency({"timeserver": ticks, "detector": [101, 103, 104],
+                                "tagger": [100, 101, 103]}, reference="timeserver")
+    assert result.ok, result.problems
+    assert result.skipped == [102] and result.overlap == (101, 103)
+
+
+def test_against_the_reference_extra_and_missing_trains_are_problems():
+    result = train_consistency({"timeserver": [100, 101, 103, 104],
+                                "detector": [100, 102, 103, 104]}, reference="timeserver")
+    text = "\n".join(result.problems)
+    assert "detector: 1 trains the reference 'timeserver' never issued, first [102]" in text
+    assert "detector: 1 trains missing in 100..104, first [101]" in text
