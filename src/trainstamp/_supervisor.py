@@ -165,7 +165,7 @@ class Beamline:
                 child.start(self.env)
                 child.wait_ready()
                 assert child.proc is not None
-                self.out(f"  {service.name:<12} pid {child.proc.pid:<7} ready in "
+                self.out(f"  {service.name:<15} pid {child.proc.pid:<7} ready in "
                          f"{time.monotonic() - t0:4.1f} s  {service.where}")
         except BaseException:
             self.stop()

@@ -237,9 +237,9 @@ def print_endpoints(config: BeamlineConfig, out: Callable[[str], object] = print
     """The client's view: device names, PV prefixes, Pyro5 URI and the EPICS environment."""
     ts, det, tt = config.timeserver, config.detector, config.tagger
     out("\ndevices (trainstamp.config.make_devices):")
-    out(f"  {ts.name:<8} TimeServer  {ts.prefix}")
-    out(f"  {det.name:<8} Team1k      {det.prefix}")
-    out(f"  {tt.name:<8} TimeTagger  {tt.prefix}   Pyro5 {tt.pyro_uri}")
+    out(f"  {ts.name:<10} TimeServer  {ts.prefix}")
+    out(f"  {det.name:<10} Team1k      {det.prefix}")
+    out(f"  {tt.name:<10} TimeTagger  {tt.prefix}   Pyro5 {tt.pyro_uri}")
     out("\nclients need this environment:")
     for key, value in client_env(config).items():
         out(f"  export {key}='{value}'")
