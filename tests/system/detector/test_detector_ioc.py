@@ -64,7 +64,7 @@ def line(tmp_path_factory, ca_ports):
     config.write_text("adc_data_delay 0x1B5\ntest_mode 1\n")
     ioc, prefix = start_ioc(ca_ports, rp, dp, data, ["--bellow-port", links[0], "--power-port", links[1],
                                                       "--config", str(config)])
-    client = Client(prefix)
+    client = Client(prefix, timeout=20)
     wait_until(lambda: client.get_status() == "OK", timeout=20, message="IOC status OK")
     assert client.get(PV.ADC_DATA_DELAY) == 0x1B5  # --config was applied at start
     yield client, prefix, data, ioc
@@ -251,7 +251,7 @@ def test_writer_killed_mid_capture_leaves_a_readable_file(tmp_path, ca_ports):
     emu, rp, dp = start_emulator(["--rate", "10"])
     ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data")
     try:
-        client = Client(prefix)
+        client = Client(prefix, timeout=20)
         wait_until(lambda: client.get_status() == "OK", timeout=20)
         client.start_daq()
         client.put(PV.CMD_CAPTURE, 1000)
@@ -282,7 +282,7 @@ def test_bad_packets_and_stray_register_replies_are_counted(tmp_path, ca_ports):
     emu, rp, dp = start_emulator(faults)
     ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data", ["--register-retries", "10"])
     try:
-        with Client(prefix) as client:
+        with Client(prefix, timeout=20) as client:
             wait_until(lambda: client.get_status() == "OK", timeout=20)
             frames = client.acquire_frames(6)
             assert frames.shape == (6, 1024, 1024)
@@ -305,7 +305,7 @@ def test_register_replies_that_never_come(tmp_path, ca_ports):
     ioc, prefix = start_ioc(ca_ports, silent.getsockname()[1], free_port("udp"), tmp_path / "data",
                             ["--register-timeout", "0.05", "--register-retries", "1"])
     try:
-        with Client(prefix) as client:
+        with Client(prefix, timeout=20) as client:
             wait_until(lambda: client.get_status() == "DETECTOR NOT RESPONDING", timeout=20)
             with pytest.raises(ValueError, match="no reply from"):
                 client.set_exposure_mode(1)
