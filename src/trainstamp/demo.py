@@ -304,8 +304,17 @@ def _connect(devices: Mapping[str, Any], timeserver: Any) -> None:
                message="the first TimeServer tick")
 
 
-def _configure(det: Any, tagger: Any) -> None:
+def _configure(ts: Any, det: Any, tagger: Any) -> None:
+    from trainstamp.testing import wait_until
+
     det.frames_per_point.put(1)
+    # Run the detector with the machine, as at a facility: frames flow (and the receiver
+    # is warm) before the first capture, so a capture never starts on a frame that was
+    # still in flight from before its trigger.
+    if not det.acquiring.get():
+        det.start_daq.put(1, wait=True)
+    wait_until(lambda: det.last_train_id.get() >= ts.last_tick.train_id - 1,
+               timeout=CONNECT_TIMEOUT, message="detector frames of the current train")
     tagger.active_slots = ("corr1", "rate1")
     corr = tagger.corr1
     for signal, value in ((corr.chan1, CORR["chan1"]), (corr.chan2, CORR["chan2"]),
@@ -339,7 +348,7 @@ def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> in
         ts, det, tagger = (devices[n] for n in names)
         try:
             _connect(devices, ts)
-            _configure(det, tagger)
+            _configure(ts, det, tagger)
             say(f"devices connected: {', '.join(names)}; TimeServer {ts.state.get()}, "
                 f"period {ts.period.get() / 1000:.1f} ms, train {ts.last_tick.train_id}")
             RE = RunEngine(context_managers=[])  # no SIGINT handler of its own
