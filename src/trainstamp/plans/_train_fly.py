@@ -477,6 +477,9 @@ class MarkerCountCollector(_Collector):
         if self.ticks is None:
             return list(range(first + k0, first + filled))
         issued = self.ticks.ids_from(first)
+        if issued and issued[0] != first:
+            raise RuntimeError(f"{self.name}: the first marker's train {first} is not among "
+                               f"the TimeServer's ticks (next tick {issued[0]})")
         return issued[k0:filled]
 
     def close(self) -> None:
@@ -548,6 +551,7 @@ def train_fly(
     detectors = list(detectors)
     stamp = stamp if stamp is not None else TrainStamp(timeserver)
     ticks = TickCollector(timeserver, num_trains, feed_uri=timeserver_feed)
+    ticks.hold = bool(detectors) or tagger_uri is not None  # until the others are done
     collectors: list[tuple[str, Any]] = [("timeserver", ticks)]
     for i, det in enumerate(detectors):
         stream = "detector" if i == 0 else f"detector_{i + 1}"
@@ -580,7 +584,6 @@ def train_fly(
         for stream, c in collectors:
             yield from bps.declare_stream(c, name=stream, collect=True)
         others = [c for _, c in collectors if c is not ticks]
-        ticks.hold = bool(others)
         yield from wait_for_train(timeserver)  # start everything just after a tick
         for _, c in collectors:
             yield from bps.kickoff(c, wait=True)

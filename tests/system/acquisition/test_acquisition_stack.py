@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from acquisition_stack import CLICK_CHANNEL, PAIR_CHANNELS, PAIR_DELAY_PS, acquisition_stack, connect_devices
+from acquisition_stack import (
+    CLICK_CHANNEL,
+    PAIR_CHANNELS,
+    PAIR_DELAY_PS,
+    acquisition_stack,
+    connect_devices,
+)
 from bluesky import RunEngine
 
 from trainstamp.plans import check_train_consistency, g2_delay_scan, train_fly, train_scan
@@ -107,33 +113,3 @@ def test_g2_delay_scan_moves_the_pair_peak(line):
     assert peaks[0] == pytest.approx(PAIR_DELAY_PS - 500, abs=300)
     assert peaks[1] == pytest.approx(PAIR_DELAY_PS + 500, abs=300)
     assert np.nanmax(data["tt_corr1_g2"].values) > 1
-
-
-def test_fly_at_100_hz(tmp_path, ca_ports):
-    data = tmp_path / "data"
-    n = 300
-    with acquisition_stack(ca_ports, data, period_ms=10) as stack:
-        ts, det, tt = connect_devices(stack)
-        try:
-            with catalog(data) as client:
-                RE = RunEngine(context_managers=[])
-                subscribe(RE, client, timeserver=ts)
-                (uid,) = RE(train_fly([det], n, timeserver=ts, timeserver_feed=stack.feed,
-                                      tagger_uri=stack.pyro_uri, click_channel=CLICK_CHANNEL))
-                run = client[uid]
-                result = check_train_consistency(run, min_overlap=n // 2)
-                assert result.streams["detector"].count == n
-                assert result.streams["tagger"].count == n
-                # Ticks and tagger agree exactly. Every frame is a real train, none twice;
-                # 2 MiB frames at 100 Hz can outrun a loaded 2-core host, so frames the
-                # detector dropped are reported, not hidden (see docs/performance.md).
-                detector_gaps = [p for p in result.problems if p.startswith("detector:")
-                                 and "missing" in p or p.startswith("detector: lacks")]
-                others = [p for p in result.problems if p not in detector_gaps]
-                assert others == [], result.problems
-                if detector_gaps:
-                    print("detector frames dropped at 100 Hz:", detector_gaps)
-        finally:
-            for dev in (ts, det, tt):
-                dev.destroy()
-        assert not stack.dead(), stack.dead()

@@ -1,0 +1,58 @@
+"""Fly mode at 100 Hz with the whole simulated beamline (its own module, so the 10 Hz
+beamline of test_acquisition_stack.py is stopped before this one starts)."""
+
+from __future__ import annotations
+
+import pytest
+from acquisition_stack import CLICK_CHANNEL, acquisition_stack, connect_devices
+from bluesky import RunEngine
+from bluesky.utils import FailedStatus
+
+from trainstamp.plans import check_train_consistency, train_fly
+from trainstamp.storage import catalog, last_run, subscribe
+
+pytestmark = pytest.mark.system
+
+
+def test_fly_at_100_hz(tmp_path, ca_ports):
+    data = tmp_path / "data"
+    n = 300
+    with acquisition_stack(ca_ports, data, period_ms=10) as stack:
+        ts, det, tt = connect_devices(stack)
+        try:
+            with catalog(data) as client:
+                RE = RunEngine(context_managers=[])
+                subscribe(RE, client, timeserver=ts)
+                failure = None
+                try:
+                    RE(train_fly([det], n, timeserver=ts, timeserver_feed=stack.feed,
+                                 tagger_uri=stack.pyro_uri, click_channel=CLICK_CHANNEL))
+                except FailedStatus as exc:
+                    failure = exc
+                run = last_run(client)
+                if failure is not None:
+                    # The only accepted failure: the tagger server's marker mapping slipped
+                    # (exact only while host jitter < period/2 = 5 ms), and the plan said so
+                    # instead of storing shifted IDs.
+                    stop = run.metadata["stop"]
+                    assert stop["exit_status"] == "fail"
+                    assert "a marker was missed or extra" in stop["reason"], stop["reason"]
+                    result = check_train_consistency(run, ("timeserver", "detector"))
+                    assert not [p for p in result.problems if "twice" in p or "never issued" in p]
+                    pytest.xfail(f"tagger marker mapping slipped at 100 Hz: {stop['reason']}")
+                result = check_train_consistency(run, min_overlap=n // 2)
+                assert result.streams["detector"].count == n
+                assert result.streams["tagger"].count == n
+                # Ticks and tagger agree exactly. Every frame is a real train, none twice;
+                # 2 MiB frames at 100 Hz can outrun a loaded 2-core host, so frames the
+                # detector dropped are reported, not hidden (see docs/performance.md).
+                detector_gaps = [p for p in result.problems if p.startswith("detector:")
+                                 and "missing" in p or p.startswith("detector: lacks")]
+                others = [p for p in result.problems if p not in detector_gaps]
+                assert others == [], result.problems
+                if detector_gaps:
+                    print("detector frames dropped at 100 Hz:", detector_gaps)
+        finally:
+            for dev in (ts, det, tt):
+                dev.destroy()
+        assert not stack.dead(), stack.dead()
