@@ -450,6 +450,15 @@ def _print_summary(start: Mapping[str, Any], stop: Mapping[str, Any],
     print(f"  {det:<15} {len(images)} frames {images.shape[1]}x{images.shape[2]} uint16 "
           "read back from HDF5 through the catalog")
     print(f"  {tagger:<15} {coincidences} coincidences in the g2 histograms")
+    tau_ns = np.asarray(data[f"{tagger}_corr1_index"])[0] / 1000.0
+    g2 = np.asarray(data[f"{tagger}_corr1_g2"]).astype(float)
+    dips = []
+    for delay in np.unique(delays):
+        mean = np.convolve(g2[delays == delay].mean(axis=0), np.ones(3) / 3, mode="same")
+        i = int(np.argmin(mean[1:-1])) + 1
+        dips.append(f"{delay / 1000:+.0f} ns -> {tau_ns[i]:+.1f} ns (g2 {mean[i]:.2f})")
+    print(f"  {'g2 dip':<15} CH{SCAN_CHANNEL} delay -> τ of the antibunching dip: "
+          + ", ".join(dips))
     for fact in result.facts:
         print(f"  check           {fact}")
 
