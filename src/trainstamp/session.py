@@ -197,10 +197,13 @@ def open_session_catalog(RE: Any, timeserver: Any = None, *, out: Any = print) -
 
 def banner(devices: Mapping[str, Any], db: Any) -> str:
     """A short summary of the session for the end of the startup files."""
-    names = ", ".join(devices)
+    names = list(devices)
     storage = "db: the run catalog" if db is not None else "db: None (runs are not stored)"
-    return (f"trainstamp session: devices {names}; RE, bec, stamp; {storage}.\n"
-            "  e.g. RE(train_count([det, tagger], 10, timeserver=timeserver))")
+    text = f"trainstamp session: devices {', '.join(names)}; RE, bec, stamp; {storage}."
+    if len(names) == 3:  # the configuration's order: timeserver, detector, tagger
+        ts, det, tagger = names
+        text += f"\n  e.g. RE(train_count([{det}, {tagger}], 10, timeserver={ts}))"
+    return text
 
 
 # --- running the profile ---------------------------------------------------------------
