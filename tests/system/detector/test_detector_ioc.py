@@ -6,6 +6,7 @@ peripherals on ptys, parameter files, bad CA puts, loss counters, the ophyd devi
 Bluesky run stored through TiledWriter into Tiled, and a writer killed mid-capture.
 """
 
+import contextlib
 import os
 import re
 import socket
@@ -59,19 +60,20 @@ def line(tmp_path_factory, ca_ports):
     trains = Subprocess(["emulate", "trains", "--port", str(tp), "--period", "50", "--start", str(TRAIN0)],
                         ready=lambda: tcp_up(tp)).start()
     links = (str(tmp / "bellow"), str(tmp / "power"))
-    emu, rp, dp = start_emulator(["--rate", "20"], trains=tp, links=links)
-    config = tmp / "startup.txt"
-    config.write_text("adc_data_delay 0x1B5\ntest_mode 1\n")
-    ioc, prefix = start_ioc(ca_ports, rp, dp, data, ["--bellow-port", links[0], "--power-port", links[1],
-                                                      "--config", str(config)])
-    client = Client(prefix, timeout=20)
-    wait_until(lambda: client.get_status() == "OK", timeout=20, message="IOC status OK")
-    assert client.get(PV.ADC_DATA_DELAY) == 0x1B5  # --config was applied at start
-    yield client, prefix, data, ioc
-    client.close()
-    ioc.stop()
-    emu.stop()
-    trains.stop()
+    with contextlib.ExitStack() as stack:
+        stack.callback(trains.stop)
+        emu, rp, dp = start_emulator(["--rate", "20"], trains=tp, links=links)
+        stack.callback(emu.stop)
+        config = tmp / "startup.txt"
+        config.write_text("adc_data_delay 0x1B5\ntest_mode 1\n")
+        ioc, prefix = start_ioc(ca_ports, rp, dp, data, ["--bellow-port", links[0], "--power-port", links[1],
+                                                          "--config", str(config)])
+        stack.callback(ioc.stop)
+        client = Client(prefix, timeout=20)
+        stack.callback(client.close)
+        wait_until(lambda: client.get_status() == "OK", timeout=20, message="IOC status OK")
+        assert client.get(PV.ADC_DATA_DELAY) == 0x1B5  # --config was applied at start
+        yield client, prefix, data, ioc
 
 
 def bad_puts(client):
@@ -249,8 +251,9 @@ def test_bluesky_run_reads_back_through_tiled(line, tmp_path):
 @pytest.mark.slow
 def test_writer_killed_mid_capture_leaves_a_readable_file(tmp_path, ca_ports):
     emu, rp, dp = start_emulator(["--rate", "10"])
-    ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data")
+    ioc = None
     try:
+        ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data")
         client = Client(prefix, timeout=20)
         wait_until(lambda: client.get_status() == "OK", timeout=20)
         client.start_daq()
@@ -270,7 +273,8 @@ def test_writer_killed_mid_capture_leaves_a_readable_file(tmp_path, ca_ports):
         for img, fn in zip(got["data"], got["frame_number"], strict=True):
             assert F.check_test_pattern(img, int(fn)) == 0
     finally:
-        ioc.stop()
+        if ioc is not None:
+            ioc.stop()
         emu.stop()
 
 
@@ -280,8 +284,9 @@ def test_bad_packets_and_stray_register_replies_are_counted(tmp_path, ca_ports):
               "--foreign", "0.01", "--rewind", "3", "--stall", "0.2", "--stall-ms", "300",
               "--reply-wrong-seq", "0.3", "--seed", "3"]
     emu, rp, dp = start_emulator(faults)
-    ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data", ["--register-retries", "10"])
+    ioc = None
     try:
+        ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data", ["--register-retries", "10"])
         with Client(prefix, timeout=20) as client:
             wait_until(lambda: client.get_status() == "OK", timeout=20)
             frames = client.acquire_frames(6)
@@ -295,24 +300,24 @@ def test_bad_packets_and_stray_register_replies_are_counted(tmp_path, ca_ports):
                 assert ok.all() if complete else (ok | (img == 0xFFFF)).all()
             assert client.get_status() == "OK"
     finally:
-        ioc.stop()
+        if ioc is not None:
+            ioc.stop()
         emu.stop()
 
 
 def test_register_replies_that_never_come(tmp_path, ca_ports):
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
-    ioc, prefix = start_ioc(ca_ports, silent.getsockname()[1], free_port("udp"), tmp_path / "data",
-                            ["--register-timeout", "0.05", "--register-retries", "1"])
-    try:
-        with Client(prefix, timeout=20) as client:
-            wait_until(lambda: client.get_status() == "DETECTOR NOT RESPONDING", timeout=20)
-            with pytest.raises(ValueError, match="no reply from"):
-                client.set_exposure_mode(1)
-            assert "no reply from" in client.get(PV.ERR_MESSAGE)
-            wait_until(lambda: client.get(PV.REG_TIMEOUTS) >= 1, timeout=5, message="REG:TIMEOUTS")
-            assert ioc.alive and client.get_exposure_mode() == 3
-    finally:
-        ioc.stop()
-        silent.close()
+    with contextlib.ExitStack() as stack:
+        stack.callback(silent.close)
+        ioc, prefix = start_ioc(ca_ports, silent.getsockname()[1], free_port("udp"), tmp_path / "data",
+                                ["--register-timeout", "0.05", "--register-retries", "1"])
+        stack.callback(ioc.stop)
+        client = stack.enter_context(Client(prefix, timeout=20))
+        wait_until(lambda: client.get_status() == "DETECTOR NOT RESPONDING", timeout=20)
+        with pytest.raises(ValueError, match="no reply from"):
+            client.set_exposure_mode(1)
+        assert "no reply from" in client.get(PV.ERR_MESSAGE)
+        wait_until(lambda: client.get(PV.REG_TIMEOUTS) >= 1, timeout=5, message="REG:TIMEOUTS")
+        assert ioc.alive and client.get_exposure_mode() == 3
         assert os.path.isdir(tmp_path / "data")
