@@ -17,6 +17,7 @@ startup files stay short; what they do is here, so it can be tested and reused:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ __all__ = [
     "apply_client_env",
     "banner",
     "choose_matplotlib_backend",
+    "close_session",
     "default_profile_dir",
     "has_display",
     "install_progress_bars",
@@ -206,6 +208,25 @@ def banner(devices: Mapping[str, Any], db: Any) -> str:
     return text
 
 
+def close_session(ns: Mapping[str, Any]) -> None:
+    """Disconnect the session's devices and close its catalog (before the interpreter
+    shuts down, so no Channel Access callback arrives into a dying process)."""
+    import logging
+
+    # Updates already on the wire for a circuit being closed are dropped; caproto logs
+    # each as an error with a traceback, which says nothing useful at exit.
+    logging.getLogger("caproto.circ").setLevel(logging.CRITICAL)
+    for device in dict(ns.get("devices") or {}).values():
+        with contextlib.suppress(Exception):  # closing anyway
+            device.destroy()
+    db = ns.get("db")
+    if db is not None:
+        from trainstamp.storage import close_catalog
+
+        with contextlib.suppress(Exception):
+            close_catalog(db)
+
+
 # --- running the profile ---------------------------------------------------------------
 
 
@@ -256,11 +277,7 @@ def _check(profile_dir: Path) -> int:
     print(f"profile {profile_dir} loaded in {time.monotonic() - t0:.1f} s")
     print(f"RE: {type(ns.get('RE')).__name__}; devices: {', '.join(ns.get('devices', {}))}")
     print(f"plans: {', '.join(plans)}")
-    db = ns.get("db")
-    if db is not None:
-        from trainstamp.storage import close_catalog
-
-        close_catalog(db)
+    close_session(ns)
     return 0
 
 
@@ -305,8 +322,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         return _check(profile_dir)
     import IPython
+    from IPython.terminal.ipapp import TerminalIPythonApp
 
-    IPython.start_ipython(argv=[f"--profile-dir={profile_dir}", *rest])
+    try:
+        IPython.start_ipython(argv=[f"--profile-dir={profile_dir}", *rest])
+    finally:
+        if TerminalIPythonApp.initialized():
+            shell = TerminalIPythonApp.instance().shell
+            if shell is not None:
+                close_session(shell.user_ns)
     return 0
 
 

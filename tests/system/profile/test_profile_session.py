@@ -80,6 +80,7 @@ def test_session_runs_stamped_plans_and_reads_them_back(timeserver_ioc, tmp_path
                    "--no-banner", "-c", code], tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]  # and a quiet exit
     assert f"timeserver   connected ({timeserver_ioc.prefix}*" in text, text[-3000:]
     assert "det          NOT connected" in text
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines()
