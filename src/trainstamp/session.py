@@ -9,7 +9,8 @@ startup files stay short; what they do is here, so it can be tested and reused:
   that works without a display.
 - :func:`report_connections`: wait briefly for the IOCs and say which answered.
 - :func:`open_session_catalog`: the run catalog, with the RunEngine subscribed.
-- :func:`load_startup`: run the startup files into a namespace (``--check`` and tests).
+- :func:`load_startup`: run the startup files into a namespace (``--check`` and tests);
+  :func:`close_session`: disconnect the devices and close the catalog at the end.
 - :func:`main`: ``trainstamp session [--profile-dir DIR] [--config FILE]
   [--data-dir DIR] [--check] [-- IPYTHON ARGS]``.
 """
