@@ -120,7 +120,12 @@ def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None =
     """
     from bluesky_tiled_plugins import TiledWriter
 
-    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    # Arrays of up to 16 elements would otherwise go into the SQL event table, which
+    # hands them back from ``stream.read()`` as text ("[1. 2.]"); store every array
+    # as an array node so each reads back as numbers.
+    kwargs: dict[str, Any] = {"max_array_size": 0}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
     writer = TiledWriter(client, **kwargs)
     if timeserver is None:
         return writer
