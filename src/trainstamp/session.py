@@ -128,12 +128,6 @@ def install_progress_bars(RE: Any, *, force: bool = False) -> bool:
 
 
 def _connected(device: Any) -> bool:
-    # A device component named ``connected`` (the tagger has one) shadows ophyd's
-    # Device.connected property; ask the property itself.
-    from ophyd import Device
-
-    if isinstance(device, Device):
-        return bool(Device.connected.fget(device))
     return bool(getattr(device, "connected", False))
 
 

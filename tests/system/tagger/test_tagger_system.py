@@ -353,6 +353,25 @@ def test_virtual_channels_and_synchronized_measurements(stack):
 
 
 # -- the ophyd device ------------------------------------------------------------------------
+def test_device_connected_is_ophyds_property(stack):
+    from ophyd import Device
+
+    from trainstamp.tagger import TimeTagger
+
+    tt = TimeTagger(stack["prefix"], name="tt")
+    # ophyd's Device.connected, not a component hiding it (the tag link's state is
+    # link_connected, PV CONNECTED)
+    assert type(tt).connected is Device.connected
+    tt.wait_for_connection(timeout=10)
+    assert tt.connected is True
+    assert tt.link_connected.get() in (1, "On", True)
+    assert tt.link_connected.pvname == stack["prefix"] + "CONNECTED"
+    tt.destroy()
+    absent = TimeTagger(random_prefix("TTX"), name="absent")
+    assert absent.connected is False
+    absent.destroy()
+
+
 def test_device_with_run_engine(stack):
     from bluesky import RunEngine
     from bluesky.plans import count
@@ -383,3 +402,4 @@ def test_device_with_run_engine(stack):
     assert "tt_hist1_data" not in data
     config = tt.read_configuration()
     assert "tt_ch1_trigger_level" in config and "tt_corr1_n_bins" in config
+
