@@ -593,8 +593,14 @@ def train_fly(
             if ticks.hold and all(c.complete().done for c in others):
                 ticks.finish_at(max(c.last_train_id for c in others))
         yield from collect_all()
+        # A failed collector fails the run with its own message (the stop document's
+        # reason), not just "FailedStatus".
+        failed = [f"{c.name}: {c.complete().exception()}" for _, c in collectors
+                  if c.complete().done and not c.complete().success]
+        if failed:
+            raise RuntimeError("; ".join(failed))
         for _, c in collectors:
-            yield from bps.complete(c, wait=True)  # raises if a collector failed
+            yield from bps.complete(c, wait=True)
 
     def cleanup() -> MsgGenerator[None]:
         yield from bps.stop(timeserver)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from acquisition_stack import CLICK_CHANNEL, acquisition_stack, connect_devices
 from bluesky import RunEngine
-from bluesky.utils import FailedStatus
 
 from trainstamp.plans import check_train_consistency, train_fly
 from trainstamp.storage import catalog, last_run, subscribe
@@ -27,16 +26,17 @@ def test_fly_at_100_hz(tmp_path, ca_ports):
                 try:
                     RE(train_fly([det], n, timeserver=ts, timeserver_feed=stack.feed,
                                  tagger_uri=stack.pyro_uri, click_channel=CLICK_CHANNEL))
-                except FailedStatus as exc:
+                except RuntimeError as exc:
                     failure = exc
                 run = last_run(client)
                 if failure is not None:
-                    # The only accepted failure: the tagger server's marker mapping slipped
-                    # (exact only while host jitter < period/2 = 5 ms), and the plan said so
+                    # The only accepted failure: the tagger chain could not keep up at
+                    # 100 Hz on the loaded host (its marker mapping is exact only while
+                    # jitter < period/2 = 5 ms) and the plan said so, in the stop document,
                     # instead of storing shifted IDs.
                     stop = run.metadata["stop"]
                     assert stop["exit_status"] == "fail"
-                    assert "a marker was missed or extra" in stop["reason"], stop["reason"]
+                    assert stop["reason"].startswith("tagger_counts: "), stop["reason"]
                     result = check_train_consistency(run, ("timeserver", "detector"))
                     assert not [p for p in result.problems if "twice" in p or "never issued" in p]
                     pytest.xfail(f"tagger marker mapping slipped at 100 Hz: {stop['reason']}")
