@@ -13,6 +13,7 @@
   these plans and any other bluesky plan.
 """
 
+from trainstamp.plans._collectors import FrameCollector, MarkerCountCollector, TickCollector
 from trainstamp.plans._consistency import (
     StreamTrains,
     TrainConsistency,
@@ -32,12 +33,7 @@ from trainstamp.plans._stamp import (
 )
 from trainstamp.plans._stubs import one_train, wait_for_train
 from trainstamp.plans._train_count import train_count
-from trainstamp.plans._train_fly import (
-    FrameCollector,
-    MarkerCountCollector,
-    TickCollector,
-    train_fly,
-)
+from trainstamp.plans._train_fly import train_fly
 from trainstamp.plans._train_scan import train_scan
 
 __all__ = [
