@@ -141,7 +141,7 @@ def train_fly(
         yield from collect_all()
         # A failed collector fails the run with its own message (the stop document's
         # reason), not just "FailedStatus".
-        failed = [f"{c.name}: {c.complete().exception()}" for _, c in collectors
+        failed = [str(c.complete().exception()) for _, c in collectors
                   if c.complete().done and not c.complete().success]
         if failed:
             raise RuntimeError("; ".join(failed))
