@@ -111,6 +111,7 @@ class TimeTagger(Device):
     ch7 = Cpt(ChannelSettings, "CH7:", kind="config")
     ch8 = Cpt(ChannelSettings, "CH8:", kind="config")
     last_train_id = Cpt(EpicsSignalRO, "LAST_TRAIN_ID", kind="omitted")
+    feed_train_id = Cpt(EpicsSignalRO, "FEED_TRAIN_ID", kind="omitted")
     # The tag link's state (PV ``CONNECTED``). Not called ``connected``: that would hide
     # ophyd's ``Device.connected`` property, which wait_for_connection and users rely on.
     link_connected = Cpt(EpicsSignalRO, "CONNECTED", kind="omitted")

@@ -125,6 +125,10 @@ class TaggerIOCBase(PVGroup):
     last_train_id = pvproperty(name="LAST_TRAIN_ID", value=0.0, read_only=True, precision=0,
                                alarm_group="last_train_id",
                                doc="train ID of the latest marker (0 + INVALID if unknown)")
+    feed_train_id = pvproperty(name="FEED_TRAIN_ID", value=0.0, read_only=True, precision=0,
+                               alarm_group="feed_train_id",
+                               doc="train in force: latest tick of the train feed (N-train "
+                                   "acquisitions start from it)")
     markers_paired = pvproperty(name="MARKERS_PAIRED", value=0, read_only=True,
                                 doc="markers paired with a TimeServer tick")
     markers_inferred = pvproperty(name="MARKERS_INFERRED", value=0, read_only=True,
@@ -148,6 +152,16 @@ class TaggerIOCBase(PVGroup):
     @last_train_id.startup
     async def last_train_id(self, instance, async_lib):
         await mark_unknown(instance)
+
+    @feed_train_id.startup
+    async def feed_train_id(self, instance, async_lib):
+        await mark_unknown(instance)
+
+    @feed_train_id.scan(period=0.02)
+    async def feed_train_id(self, instance, async_lib):
+        current = self.service.current_train_id
+        if current > 0 and current != instance.value:
+            await write_train_id(instance, current)
 
     def __init__(self, *args, service, instrument, rpc=None, pyro_uri: str = "",
                  **kwargs) -> None:

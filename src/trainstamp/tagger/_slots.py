@@ -122,10 +122,14 @@ class Slot(PVGroup):
         return self.measurement
 
     async def run(self, clear: bool):
+        current = self.parent.service.current_train_id  # in force at the put
         try:
             m = await self.ensure()
             if self.n_trains.value > 0:
-                m.startForTrains(int(self.n_trains.value), clear=clear)
+                # from the train in force at the put, not the next marker of the tag
+                # stream (which runs up to a train behind the TimeServer)
+                m.startForTrains(int(self.n_trains.value), clear=clear,
+                                 first_train_id=current if current > 0 else None)
             elif self.duration.value > 0:
                 m.startFor(int(round(self.duration.value * 1e12)), clear=clear)
             else:

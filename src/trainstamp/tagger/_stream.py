@@ -178,6 +178,7 @@ class TagService:
         self.link.on_hello = self._on_hello
         self.hello_event = threading.Event()
         self.feed = None
+        self.current_train_id = 0  # latest tick of the train feed (0: none yet)
         if trains_uri:
             from trainstamp.timing.feed import TrainFeed
 
@@ -245,6 +246,9 @@ class TagService:
                 continue  # back-pressure: the tagger's overflow marking takes over
 
     def _on_tick(self, train_id: int, recv_ns: int) -> None:
+        # The train in force now, ahead of the tag stream (whose markers wait for
+        # their pairing): acquisitions of N trains start from it.
+        self.current_train_id = train_id
         try:
             self._queue.put_nowait(("tick", train_id, recv_ns))
         except queue.Full:

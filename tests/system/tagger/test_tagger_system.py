@@ -68,7 +68,7 @@ def stack(ca_ports):
         wait_until(lambda: read(f"{prefix}CONNECTED").data[0] in (1, b"On"), timeout=20,
                    message="tag link up")
         yield {"prefix": prefix, "uri": f"PYRO:TimeTagger@127.0.0.1:{PYRO_PORT}",
-               "ioc": ioc, "emu": emu}
+               "ioc": ioc, "emu": emu, "trains_port": trains_port}
         assert ioc.alive, ioc.output()
 
 
@@ -403,3 +403,35 @@ def test_device_with_run_engine(stack):
     config = tt.read_configuration()
     assert "tt_ch1_trigger_level" in config and "tt_corr1_n_bins" in config
 
+
+def test_acquire_for_trains_starts_at_the_train_in_force(stack):
+    """ACQUIRE right after a tick covers that tick's train, although the tag stream's
+    marker for it reaches the engine only about one train later."""
+    import queue
+
+    from trainstamp.tagger import TimeTagger
+    from trainstamp.timing.feed import TrainFeed
+
+    tt = TimeTagger(stack["prefix"], name="tt", slots=("corr1",))
+    tt.wait_for_connection(timeout=10)
+    tt.corr1.n_trains.set(1).wait(5)
+    ticks: queue.Queue = queue.Queue()
+    results = []
+    with TrainFeed(f"tcp://127.0.0.1:{stack['trains_port']}",
+                   lambda train_id, _ns: ticks.put(train_id)) as feed:
+        assert feed.wait_connected(5)
+        for _ in range(8):
+            while not ticks.empty():
+                ticks.get_nowait()
+            tick = ticks.get(timeout=5)
+            # trigger as soon as the IOC has the tick too (a plan sees it later, via CA)
+            wait_until(lambda t=tick: tt.feed_train_id.get() >= t, timeout=5,
+                       message="the IOC to see the tick")
+            tt.corr1.acquire.set(1).wait(10)
+            results.append((tick, int(tt.corr1.first_train_id.get()),
+                            int(tt.corr1.last_train_id.get())))
+    tt.destroy()
+    # the train in force at the put (a later one only if the put took a whole train)
+    bad = [(tick, first - tick, last - tick) for tick, first, last in results
+           if not (first == last and tick <= first <= tick + 1)]
+    assert not bad, f"(tick, first - tick, last - tick): {bad}"

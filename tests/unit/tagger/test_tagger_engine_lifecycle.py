@@ -351,3 +351,54 @@ def test_synchronized_trains_and_registration():
     sync.unregisterMeasurement(rate)
     rate.start()
     assert rate.isRunning() and not sync.isRunning()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 5), st.integers(0, 6), st.lists(st.integers(0, 400), max_size=5))
+def test_start_for_trains_from_a_given_train(n, ahead, cuts):
+    """The stream runs behind the train source: the window opens at the marker of the
+    train in force when the acquisition started, not at the next (older) marker."""
+    times, chans, ids = marker_stream(20)
+    t = TimeTaggerVirtual(marker_channel=8)
+    rate = Countrate(t, [1, 2])
+    first = int(ids[0]) + ahead
+    rate.startForTrains(n, first_train_id=first)
+    bounds = sorted({0, *cuts, len(times)})
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        m_before = int(np.sum(chans[:a] == 8))
+        m_here = int(np.sum(chans[a:b] == 8))
+        t.process(make_tags(times[a:b], chans[a:b]), ids[m_before : m_before + m_here])
+    assert not rate.isRunning()
+    assert rate.getTrainRange() == (first, first + n - 1)
+    assert rate.getCaptureDuration() == n * 1000
+    where = np.flatnonzero(chans == 8)
+    inside = np.zeros(times.size, bool)
+    inside[where[ahead] : where[ahead + n]] = True
+    np.testing.assert_array_equal(
+        rate.getCountsTotal(), [np.sum(inside & (chans == c)) for c in (1, 2)]
+    )
+
+
+def test_start_for_trains_first_train_edge_cases():
+    t = TimeTaggerVirtual(marker_channel=8)
+    m = Countrate(t, [1])
+    with pytest.raises(ValueError, match="first_train_id must be >= 0, got -1"):
+        m.startForTrains(1, first_train_id=-1)
+    # unknown IDs (0) open the window: nothing to compare with
+    m.startForTrains(1, first_train_id=500)
+    t.process(make_tags([0, 10, 1000], [8, 1, 8]), [0, 0])
+    assert m.getCaptureDuration() == 1000 and not m.isRunning()
+    # a train source that restarted (IDs far below) does not leave it waiting forever
+    m.startForTrains(1, first_train_id=50_000)
+    t.process(make_tags([2000, 2010, 3000], [8, 1, 8]), [7, 8])
+    assert m.getTrainRange() == (7, 7) and not m.isRunning()
+    # earlier trains' markers are passed over, later ones open it
+    m.startForTrains(2, first_train_id=12)
+    t.process(make_tags([4000, 4010, 5000, 5010, 6000, 7000], [8, 1, 8, 1, 8, 8]),
+              [10, 11, 12, 13])
+    assert m.getTrainRange() == (12, 13) and m.getCountsTotal()[0] == 0
+    sync = SynchronizedMeasurements(t)
+    a = Countrate(sync.getTagger(), [1])
+    sync.startForTrains(1, first_train_id=15)
+    t.process(make_tags([8000, 9000, 9010, 10000], [8, 8, 1, 8]), [14, 15, 16])
+    assert a.getTrainRange() == (15, 15) and a.getCountsTotal()[0] == 1

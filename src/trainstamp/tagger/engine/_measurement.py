@@ -35,6 +35,10 @@ def tagger_of(tagger) -> TimeTaggerVirtual:
     return t
 
 
+#: A marker this many trains before ``first_train_id`` means the train source restarted.
+_RESTART_TRAINS = 1000
+
+
 class Measurement:
     """Base of all measurements: start/stop/startFor/startForTrains and capture time."""
 
@@ -49,6 +53,7 @@ class Measurement:
         self._duration: int | None = None  # startFor duration not yet anchored
         self._trains_left: int | None = None  # startForTrains: markers still to pass
         self._waiting_marker = False
+        self._min_train = 0  # startForTrains(first_train_id=...): earliest opening train
         self._capture = 0
         self._first_train = 0
         self._last_train = 0
@@ -85,15 +90,22 @@ class Measurement:
             else:
                 self._t_stop = self._t_start + d
 
-    def startForTrains(self, n_trains, clear: bool = True) -> None:
+    def startForTrains(self, n_trains, clear: bool = True, *, first_train_id=None) -> None:
         """Accumulate over ``n_trains`` whole trains, from the next marker tag on.
 
         The window opens at the next marker tag and closes at the marker ``n_trains``
         markers later; :meth:`getTrainRange` then gives the first and last train ID.
+        With ``first_train_id`` the window opens instead at the first marker whose train
+        ID is at least ``first_train_id`` (or unknown, 0), so a caller who knows the
+        train in force (the TimeServer's latest tick) gets those trains even while the
+        tag stream still runs behind it.
         """
         n = as_int(n_trains, "n_trains")
         if n <= 0 or n > (1 << 31):
             raise ValueError(f"n_trains must be in 1..{1 << 31}, got {n}")
+        first = 0 if first_train_id is None else as_int(first_train_id, "first_train_id")
+        if first < 0:
+            raise ValueError(f"first_train_id must be >= 0, got {first}")
         with self._lock():
             if self._tagger.getMarkerChannel() is None:
                 raise ValueError(
@@ -104,6 +116,7 @@ class Measurement:
             self._start(anchor=True)
             self._t_start = None
             self._waiting_marker = True
+            self._min_train = first
             self._trains_left = n
 
     def stop(self) -> None:
@@ -228,15 +241,23 @@ class Measurement:
         i0 = None  # index of an opening marker in this segment
         i1 = None  # index of a closing marker in this segment
         if self._waiting_marker:
-            if mt.shape[0] == 0:
+            j = 0
+            if self._min_train > 0:  # markers of earlier trains do not open the window
+                # (an ID far below it means the train source restarted: open there)
+                ok = np.flatnonzero((mid >= self._min_train) | (mid <= 0)
+                                    | (mid < self._min_train - _RESTART_TRAINS))
+                j = int(ok[0]) if ok.shape[0] else mt.shape[0]
+            if j >= mt.shape[0]:
                 return
-            lo = int(mt[0])
-            i0 = self._marker_index(times, chans, lo)
+            lo = int(mt[j])
+            i0 = None
+            for k in range(j + 1):  # the j-th marker tag, in stream order
+                i0 = self._marker_index(times, chans, int(mt[k]), after=i0)
             self._t_start = lo
             self._waiting_marker = False
-            self._first_train = int(mid[0])
+            self._first_train = int(mid[j])
             self._last_train = self._first_train
-            m0 = 1
+            m0 = j + 1
         elif self._t_start is None:
             self._t_start = lo
         if self._duration is not None:
@@ -370,8 +391,9 @@ class SynchronizedMeasurements:
         d = check_duration(capture_duration)
         self._each(lambda m: m.startFor(d, clear=clear))
 
-    def startForTrains(self, n_trains, clear: bool = True) -> None:
-        self._each(lambda m: m.startForTrains(n_trains, clear=clear))
+    def startForTrains(self, n_trains, clear: bool = True, *, first_train_id=None) -> None:
+        self._each(lambda m: m.startForTrains(n_trains, clear=clear,
+                                              first_train_id=first_train_id))
 
     def stop(self) -> None:
         self._each(lambda m: m.stop())
