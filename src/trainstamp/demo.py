@@ -93,7 +93,8 @@ def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Map
     - the detector frame ID (``<det>_train_id``) lies in the window, and equals the ID the
       detector wrote into its HDF5 file for that frame (``file_train_ids``);
     - each tagger slot covers exactly ``n_trains`` trains (``last - first + 1``), all
-      slots cover the same trains, and those lie in the window;
+      slots cover the same trains, those lie in the window, and the first is the
+      detector frame's train (both start at the train in force when triggered);
     - ``train_id_start`` / ``train_id_end`` in the start / stop documents bracket them all.
     """
     from trainstamp.storage import train_id_problems
@@ -119,8 +120,8 @@ def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Map
     lower = np.concatenate([[t0 if isinstance(t0, int) and t0 > 0 else 1], ticks[:-1] + 1])
     upper = ticks
 
-    def within(name: str, first: np.ndarray, last: np.ndarray, lag: int = 0) -> None:
-        bad = np.flatnonzero((first < lower - lag) | (last > upper) | (first <= 0))
+    def within(name: str, first: np.ndarray, last: np.ndarray) -> None:
+        bad = np.flatnonzero((first < lower) | (last > upper) | (first <= 0))
         if bad.size:
             i = int(bad[0])
             problems.append(f"{name}: {bad.size} events outside their TimeServer window, first "
@@ -143,9 +144,14 @@ def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Map
         if (bad := np.flatnonzero(last - first + 1 != n_trains)).size:
             problems.append(f"{tagger}.{slot}: {bad.size} events do not cover exactly "
                             f"{n_trains} train(s), e.g. {int(first[bad[0]])}..{int(last[bad[0]])}")
-        # The tagger starts at the next marker of its stream, which runs up to one train
-        # behind the TimeServer (a marker is placed once the following tick is in).
-        within(f"{tagger}.{slot}", first, last, lag=1)
+        # The tagger starts at the train in force when it was triggered, as the detector
+        # does: both report the same first train.
+        within(f"{tagger}.{slot}", first, last)
+        if (off := np.flatnonzero(first != frames)).size:
+            i = int(off[0])
+            problems.append(f"{tagger}.{slot}: {off.size} events start at another train than "
+                            f"the detector frame, first event {i}: tagger {int(first[i])}, "
+                            f"detector {int(frames[i])}")
         if (overlap := np.flatnonzero(first[1:] <= last[:-1])).size:
             problems.append(f"{tagger}.{slot}: events {overlap[:10].tolist()} and the next "
                             "cover a train twice")
@@ -305,16 +311,7 @@ def _connect(devices: Mapping[str, Any], timeserver: Any) -> None:
 
 
 def _configure(ts: Any, det: Any, tagger: Any) -> None:
-    from trainstamp.testing import wait_until
-
     det.frames_per_point.put(1)
-    # Run the detector with the machine, as at a facility: frames flow (and the receiver
-    # is warm) before the first capture, so a capture never starts on a frame that was
-    # still in flight from before its trigger.
-    if not det.acquiring.get():
-        det.start_daq.put(1, wait=True)
-    wait_until(lambda: det.last_train_id.get() >= ts.last_tick.train_id - 1,
-               timeout=CONNECT_TIMEOUT, message="detector frames of the current train")
     tagger.active_slots = ("corr1", "rate1")
     corr = tagger.corr1
     for signal, value in ((corr.chan1, CORR["chan1"]), (corr.chan2, CORR["chan2"]),

@@ -44,11 +44,53 @@ class CaptureJob:
     first_index: int = 0
     progress: int = 0
     overruns: int = 0
+    skipped: int = 0  # frames of trains that ended before the put
     status: str = CaptureState.CAPTURING
     message: str = ""
     train_ids: list[int] = field(default_factory=list)
     frame_numbers: list[int] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+#: A frame timestamp further than this from the host clock means the detector keeps its
+#: own time base, which cannot be compared with the time of a put.
+CLOCK_MATCH_NS = 60 * 10**9
+
+
+def frame_period_ns(stamps: list[tuple[int, int, int]], now_ns: int) -> float | None:
+    """The trigger period from recent frames ``(frame_number, train_id, timestamp_ns)``.
+
+    Per step between frames in publication order: the time per train (or per frame
+    without train IDs). The median of the steps, or None without two comparable
+    frames on the host's time base.
+    """
+    steps = []
+    for (f0, t0, s0), (f1, t1, s1) in zip(stamps[:-1], stamps[1:], strict=True):
+        if abs(s0 - now_ns) > CLOCK_MATCH_NS or s1 <= s0:
+            continue
+        n = t1 - t0 if t0 and t1 else f1 - f0
+        if n > 0:
+            steps.append((s1 - s0) / n)
+    return float(np.median(steps)) if steps else None
+
+
+def predates_put(ts_ns: int, put_ns: int, period_ns: float | None,
+                 next_ts_ns: int | None = None) -> bool | None:
+    """Whether a frame triggered at ``ts_ns`` belongs to a train that ended before the put.
+
+    A frame's train runs until the next trigger: ``next_ts_ns`` if that frame is known,
+    else ``ts_ns + period_ns``. The train in force at the put (triggered before it, ending
+    after it) is kept, as are frames triggered after it. Returns None when it cannot be
+    told yet (no period and no next frame). Frames stamped on a time base other than
+    the host's (more than ``CLOCK_MATCH_NS`` away) are never judged old.
+    """
+    if ts_ns <= 0 or abs(ts_ns - put_ns) > CLOCK_MATCH_NS or ts_ns > put_ns:
+        return False
+    if next_ts_ns is not None and next_ts_ns > ts_ns:
+        return next_ts_ns <= put_ns
+    if period_ns is None:
+        return None
+    return ts_ns + period_ns <= put_ns
 
 
 class Team1kServer:
@@ -133,8 +175,13 @@ class Team1kServer:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def capture(self, n: int, path: Path | None = None) -> CaptureJob:
-        """Start capturing the next ``n`` frames; into the open file, or a new one at ``path``."""
+    def capture(self, n: int, path: Path | None = None, put_ns: int | None = None) -> CaptureJob:
+        """Start capturing ``n`` frames; into the open file, or a new one at ``path``.
+
+        The first is the frame of the train in force at ``put_ns`` (host wall clock, ns;
+        default now): a frame of that train already published is taken, frames of
+        trains that ended before it are skipped (see :func:`predates_put`).
+        """
         if int(n) != n or not 0 < n <= MAX_CAPTURE:
             raise ValueError(f"capture count {n} outside 1..{MAX_CAPTURE}")
         with self._lock:
@@ -147,18 +194,57 @@ class Team1kServer:
                 self.keep_open = False
             job = CaptureJob(int(n), self.file.path, first_index=self.file.count)
             self.job = job
-            start_seq = self.rx.head + 1
-            self._thread = threading.Thread(target=self._run_capture, args=(job, self.file, start_seq),
+            put_ns = time.time_ns() if put_ns is None else int(put_ns)
+            head = self.rx.head
+            start_seq = head + 1
+            recent = []
+            for seq in range(max(1, head - 8), head + 1):
+                fn, train_id, ts, _ = self.rx.frame_info(seq)
+                if self.rx.valid(seq):
+                    recent.append((fn, train_id, ts))
+            period = frame_period_ns(recent, put_ns)
+            # The frame of the train in force at the put may already be published (it is
+            # read out a few ms into its train); start there, as the tagger does.
+            while start_seq - 1 >= max(1, head - 7):
+                ts = self.rx.frame_info(start_seq - 1)[2]
+                next_ts = self.rx.frame_info(start_seq)[2] if start_seq <= head else None
+                if (not self.rx.valid(start_seq - 1) or abs(ts - put_ns) > CLOCK_MATCH_NS
+                        or predates_put(ts, put_ns, period, next_ts) is not False):
+                    break
+                start_seq -= 1
+            self._thread = threading.Thread(target=self._run_capture,
+                                            args=(job, self.file, start_seq, put_ns, period),
                                             name="capture-writer", daemon=True)
             self._thread.start()
         return job
 
-    def _run_capture(self, job: CaptureJob, f: CaptureFile, seq: int) -> None:
+    def _run_capture(self, job: CaptureJob, f: CaptureFile, seq: int, put_ns: int = 0,
+                     period_ns: float | None = None) -> None:
+        """Write the next ``job.total`` frames from ``seq`` on.
+
+        Frames published after the put whose train had already ended before it (a frame
+        still in flight, or a cold receiver publishing late) are skipped: a capture
+        starts with the train in force at the put, as the tagger's acquisitions do.
+        """
         rx, n_slots = self.rx, self.rx_cfg.n_slots
         last_progress = time.monotonic()
+        judging = put_ns > 0  # until the first frame of the train in force is found
         try:
             while job.progress < job.total and job.status == CaptureState.CAPTURING:
                 head = rx.head
+                if judging and head >= seq:
+                    ts = rx.frame_info(seq)[2]
+                    next_ts = rx.frame_info(seq + 1)[2] if head > seq else None
+                    old = predates_put(ts, put_ns, period_ns, next_ts)
+                    if old is None:  # no period known yet: wait for the next frame
+                        head = seq - 1
+                    elif old:
+                        job.skipped += 1
+                        seq += 1
+                        last_progress = time.monotonic()
+                        continue
+                    else:
+                        judging = False
                 if head < seq:
                     if time.monotonic() - last_progress > self.capture_timeout:
                         raise TimeoutError(f"no frame for {self.capture_timeout:g} s "

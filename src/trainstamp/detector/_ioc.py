@@ -245,10 +245,11 @@ class Team1kIOC(PVGroup):
     @cmd_capture.putter
     @_guarded
     async def cmd_capture(self, instance, value):
+        put_ns = time.time_ns()  # the capture starts with the train in force now
         srv = self.server
         srv.capture_timeout = float(self.capture_timeout.value)
         path = None if srv.file is not None else await self._next_path()
-        job = await self._io(srv.capture, value, path)
+        job = await self._io(srv.capture, value, path, put_ns)
         if path is not None:
             await self.capture_number.write(self.capture_number.value + 1)
         await self.capture_full_path.write(str(job.path))

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -321,3 +322,55 @@ def test_register_replies_that_never_come(tmp_path, ca_ports):
         wait_until(lambda: client.get(PV.REG_TIMEOUTS) >= 1, timeout=5, message="REG:TIMEOUTS")
         assert ioc.alive and client.get_exposure_mode() == 3
         assert os.path.isdir(tmp_path / "data")
+
+
+def test_capture_starts_at_the_train_in_force(tmp_path, ca_ports):
+    """External trigger at 10 Hz; some frames stall past the next train (published only
+    after it began). A capture put 20 ms into train T takes frame T: not the frame of
+    T-1 that is published after the put, nor T+1 when frame T was published before it."""
+    import queue
+
+    from trainstamp.timing.feed import TrainFeed
+
+    tp = free_port()
+    trains = Subprocess(["emulate", "trains", "--port", str(tp), "--period", "100", "--start",
+                         str(TRAIN0)], ready=lambda: tcp_up(tp)).start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(trains.stop)
+        emu, rp, dp = start_emulator(["--stall", "0.4", "--stall-ms", "130", "--seed", "5"],
+                                     trains=tp)
+        stack.callback(emu.stop)
+        ioc, prefix = start_ioc(ca_ports, rp, dp, tmp_path / "data", ["--frame-timeout", "0.5"])
+        stack.callback(ioc.stop)
+        client = Client(prefix, timeout=20)
+        stack.callback(client.close)
+        wait_until(lambda: client.get_status() == "OK", timeout=20, message="IOC status OK")
+        client.set_trigger_mode(1)
+        client.start_daq()
+        wait_until(lambda: client.get(PV.LAST_TRAIN_ID) > TRAIN0, timeout=20,
+                   message="frames with train IDs")
+        ticks: queue.Queue = queue.Queue()
+        results = []
+        late = 0
+        with TrainFeed(f"tcp://127.0.0.1:{tp}",
+                       lambda t, _ns: ticks.put((t, time.monotonic()))) as feed:
+            assert feed.wait_connected(5)
+            for _ in range(12):
+                while not ticks.empty():
+                    ticks.get_nowait()
+                tick, t_tick = ticks.get(timeout=5)
+                threading.Event().wait(0.02)  # a deliberate phase: 20 ms into train `tick`
+                n0 = int(client.get(PV.CAPTURE_FINISHED))
+                client.put(PV.CMD_CAPTURE, 1)
+                put_late = time.monotonic() - t_tick > 0.08
+                wait_until(lambda n=n0: int(client.get(PV.CAPTURE_FINISHED)) > n, timeout=10,
+                           message="the capture to finish")
+                if put_late:  # a loaded host: the put may be in the next train already,
+                    late += 1  # so this sample says nothing
+                    continue
+                assert client.get(PV.CAPTURE_STATUS) == "READY"
+                results.append((tick, int(np.ravel(client.get(PV.CAPTURE_TRAIN_IDS))[0])))
+        client.stop_daq()
+        bad = [(tick, frame - tick) for tick, frame in results if frame != tick]
+        assert not bad, f"(tick, captured train - tick): {bad} of {results}"
+        assert len(results) >= 6, f"only {len(results)} captures put in time ({late} late)"

@@ -12,10 +12,10 @@ T0 = 1_000_000
 
 def run(n: int = 6, spacing: int = 7, n_trains: int = 5):
     """A run that lines up: event i read tick R[i]; the detector frame is the first train
-    after the trigger, the tagger starts one train earlier (its stream lag)."""
+    after the trigger, and the tagger's trains start with it."""
     ticks = T0 + 1 + spacing * (np.arange(n) + 1)
     frames = ticks - n_trains
-    first = frames - 1
+    first = frames.copy()
     last = first + n_trains - 1
     data = {
         "train_id": frames.copy(), "train_id_status": np.array(["EXACT"] * n),
@@ -40,7 +40,7 @@ def test_a_run_that_lines_up_passes():
     assert result.problems == []
     assert any("6 of 6 EXACT" in f for f in result.facts)
     assert any("equal to those in the HDF5 file" in f for f in result.facts)
-    assert any("tagger first train - detector frame train: [-1]" in f for f in result.facts)
+    assert any("tagger first train - detector frame train: [0]" in f for f in result.facts)
 
 
 def test_interpolated_stamps_must_equal_the_tick():
@@ -80,6 +80,16 @@ def test_misaligned_runs_are_caught(change, message):
         file_ids = data["det_train_id"].copy()
     problems = check(data, start, stop, file_ids).problems
     assert any(message in p for p in problems), problems
+
+
+def test_tagger_one_train_behind_the_detector_is_caught():
+    data, start, stop, file_ids = run()
+    for slot in ("corr1", "rate1"):
+        data[f"tt_{slot}_first_train_id"][2] -= 1
+        data[f"tt_{slot}_last_train_id"][2] -= 1
+    problems = check(data, start, stop, file_ids).problems
+    assert any("tt.corr1: 1 events start at another train than the detector frame, first "
+               "event 2" in p for p in problems), problems
 
 
 def test_tagger_trains_counted_twice_are_caught():

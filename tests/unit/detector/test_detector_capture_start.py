@@ -1,0 +1,35 @@
+"""Where a capture starts: the frame of the train in force at the put (pure rules)."""
+
+from __future__ import annotations
+
+from trainstamp.detector._acquisition import CLOCK_MATCH_NS, frame_period_ns, predates_put
+
+P = 100_000_000  # 100 ms trains
+PUT = 1_800_000_000_000_000_000  # host wall clock, ns
+
+
+def test_train_in_force_is_kept_and_earlier_trains_are_old():
+    in_force = PUT - 20_000_000  # triggered 20 ms before the put
+    assert predates_put(in_force, PUT, P) is False
+    assert predates_put(in_force - P, PUT, P) is True  # ended 20 ms before the put
+    assert predates_put(PUT + 5, PUT, P) is False  # triggered after the put
+    # the next frame's trigger decides without a period
+    assert predates_put(in_force - P, PUT, None, next_ts_ns=in_force) is True
+    assert predates_put(in_force, PUT, None, next_ts_ns=in_force + P) is False
+    assert predates_put(in_force, PUT, None) is None  # not decidable yet
+
+
+def test_frames_on_another_time_base_are_never_old():
+    assert predates_put(PUT - CLOCK_MATCH_NS - 1, PUT, P) is False
+    assert predates_put(0, PUT, P) is False
+    assert predates_put(12345, PUT, P, next_ts_ns=23456) is False
+
+
+def test_period_from_recent_frames():
+    stamps = [(10, 500, PUT - 3 * P), (11, 501, PUT - 2 * P), (12, 503, PUT)]
+    assert frame_period_ns(stamps, PUT) == P  # a skipped train counts two periods
+    no_ids = [(10, 0, PUT - 2 * P), (11, 0, PUT - P)]
+    assert frame_period_ns(no_ids, PUT) == P
+    assert frame_period_ns(stamps[:1], PUT) is None
+    far = [(1, 1, 10), (2, 2, 10 + P)]  # detector clock unrelated to the host's
+    assert frame_period_ns(far, PUT) is None
