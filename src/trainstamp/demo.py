@@ -319,6 +319,9 @@ def _configure(ts: Any, det: Any, tagger: Any) -> None:
                           (tagger.rate1.channels, COUNT_CHANNELS),
                           (corr.n_trains, TAGGER_TRAINS), (tagger.rate1.n_trains, TAGGER_TRAINS)):
         signal.set(value).wait(10)
+    # One acquisition builds the slots' measurements for these settings (the first build
+    # can take longer than a train), so the first event starts at its own train.
+    tagger.trigger().wait(60)
 
 
 def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> int:

@@ -11,6 +11,7 @@ Channel settings and slot settings are in ``read_configuration()``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from ophyd import Component as Cpt
@@ -35,9 +36,65 @@ class SlotBase(Device):
     first_train_id = Cpt(EpicsSignalRO, "FIRST_TRAIN_ID", kind="normal")
     last_train_id = Cpt(EpicsSignalRO, "LAST_TRAIN_ID", kind="normal")
 
+    #: Longest train period (s) the deadline allows for; the IOC itself fails an
+    #: acquisition after 2 x its expected time + 10 s, with the measured period.
+    max_train_period = 1.0
+    #: Seconds added to 2 x the expected time before trigger() gives up on the IOC.
+    trigger_margin = 30.0
+
+    def trigger_timeout(self, n: int | None = None, d: float | None = None) -> float:
+        """Seconds ``trigger()`` waits for the IOC before failing its Status."""
+        n = int(self.n_trains.get()) if n is None else n
+        d = float(self.duration.get()) if d is None else d
+        if n <= 0 and d <= 0:
+            raise ValueError(f"{self.name}: N_TRAINS = 0 and DURATION = 0 s: ACQUIRE would "
+                             "run until STOP and trigger() would never finish; set one of them")
+        expected = n * self.max_train_period if n > 0 else d
+        return 2 * expected + self.trigger_margin
+
     def trigger(self) -> Status:
-        """Clear, acquire for DURATION or N_TRAINS; done when the IOC says so."""
-        return self.acquire.set(1)
+        """Clear, acquire for DURATION or N_TRAINS; done when the IOC says so.
+
+        The Status fails with a ``TimeoutError`` naming the slot and its settings if the
+        IOC has not completed the put within :meth:`trigger_timeout` seconds (IOC hung
+        or unreachable), so a plan never waits forever.
+        """
+        n, d = int(self.n_trains.get()), float(self.duration.get())
+        timeout = self.trigger_timeout(n, d)
+        status = Status(obj=self)
+        put = self.acquire.set(1)
+        lock = threading.Lock()
+
+        def finish(exc: BaseException | None = None) -> None:
+            with lock:
+                if status.done:
+                    return
+                if exc is None:
+                    status.set_finished()
+                else:
+                    status.set_exception(exc)
+
+        def on_put(st) -> None:
+            if st.success:
+                finish()
+            else:
+                finish(st.exception() or RuntimeError(f"{self.acquire.pvname} put failed"))
+
+        def expired() -> None:
+            if not status.done:
+                finish(TimeoutError(
+                    f"{self.name}: {self.acquire.pvname} = 1 not completed by the IOC within "
+                    f"{timeout:.0f} s (N_TRAINS {n}, DURATION {d:g} s); is the tagger IOC "
+                    "running (and not stalled), with its tag stream and train feed? "
+                    "A put the IOC refused is never reported complete to an ophyd client: "
+                    "its STATUS PV says why."))
+
+        timer = threading.Timer(timeout, expired)
+        timer.daemon = True
+        timer.start()
+        put.add_callback(on_put)
+        status.add_callback(lambda _st: timer.cancel())
+        return status
 
 
 class CorrelationSlot(SlotBase):

@@ -435,3 +435,39 @@ def test_acquire_for_trains_starts_at_the_train_in_force(stack):
     bad = [(tick, first - tick, last - tick) for tick, first, last in results
            if not (first == last and tick <= first <= tick + 1)]
     assert not bad, f"(tick, first - tick, last - tick): {bad}"
+
+
+def test_trigger_fails_clearly_when_the_ioc_does_not_answer(stack):
+    """A stalled IOC never completes ACQUIRE: the trigger Status fails at its deadline
+    with a message naming the PV, instead of leaving the plan waiting forever."""
+    import signal
+    import time
+
+    from trainstamp.tagger import TimeTagger
+
+    tt = TimeTagger(stack["prefix"], name="tt", slots=("corr1",))
+    tt.wait_for_connection(timeout=10)
+    tt.corr1.n_trains.set(0).wait(5)
+    tt.corr1.duration.set(0).wait(5)
+    with pytest.raises(ValueError, match="ACQUIRE would run until STOP"):
+        tt.trigger()
+    tt.corr1.n_trains.set(3).wait(5)
+    tt.corr1.duration.set(1.0).wait(5)
+    tt.corr1.max_train_period, tt.corr1.trigger_margin = 0.1, 1.5
+    assert tt.corr1.trigger_timeout() == pytest.approx(2.1)
+    pid = stack["ioc"].proc.pid
+    status = tt.trigger()
+    os.kill(pid, signal.SIGSTOP)  # the IOC stops answering before its acquisition ends
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"CORR1:ACQUIRE = 1 not completed by the IOC "
+                                               r"within 2 s \(N_TRAINS 3, DURATION 1 s\)"):
+            status.wait(20)
+        assert time.monotonic() - t0 < 10
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # the IOC answers again and ends its own acquisition (its limit has passed)
+    wait_until(lambda: tt.corr1.status_text.get() != "running", timeout=30,
+               message="the stalled acquisition to end")
+    tt.destroy()
+
