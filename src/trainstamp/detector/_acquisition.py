@@ -204,11 +204,13 @@ class Team1kServer:
                     recent.append((fn, train_id, ts))
             period = frame_period_ns(recent, put_ns)
             # The frame of the train in force at the put may already be published (it is
-            # read out a few ms into its train); start there, as the tagger does.
+            # read out a few ms into its train); start there, as the tagger does. Only
+            # frames of trains (external trigger): an internal-trigger frame has none.
             while start_seq - 1 >= max(1, head - 7):
-                ts = self.rx.frame_info(start_seq - 1)[2]
+                _, train_id, ts, _ = self.rx.frame_info(start_seq - 1)
                 next_ts = self.rx.frame_info(start_seq)[2] if start_seq <= head else None
-                if (not self.rx.valid(start_seq - 1) or abs(ts - put_ns) > CLOCK_MATCH_NS
+                if (train_id == 0 or not self.rx.valid(start_seq - 1)
+                        or abs(ts - put_ns) > CLOCK_MATCH_NS
                         or predates_put(ts, put_ns, period, next_ts) is not False):
                     break
                 start_seq -= 1
