@@ -88,6 +88,18 @@ class MessageSplitter:
             self._buf.clear()
             pos = end + 1
 
+    def feed_ids(self, data: bytes) -> Iterator[int | BadMessage]:
+        """Like :meth:`feed`, with each message parsed: yields a train ID for each good
+        message and a :class:`BadMessage` (yielded, not raised) for each bad one."""
+        for msg in self.feed(data):
+            if isinstance(msg, BadMessage):
+                yield msg
+                continue
+            try:
+                yield parse_train_id(msg)
+            except BadMessage as exc:
+                yield exc
+
     def reset(self) -> bytes:
         """Forget a partial message (after a disconnect); return what was pending."""
         pending = bytes(self._buf)

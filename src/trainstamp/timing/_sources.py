@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from trainstamp.timing._core import MAX_TRAIN_ID, PeriodLoop, Source, first_internal_id
-from trainstamp.timing._protocol import BadMessage, MessageSplitter, parse_train_id
+from trainstamp.timing._protocol import BadMessage, MessageSplitter
 
 log = logging.getLogger(__name__)
 #: UNIX seconds of the EPICS epoch (1990-01-01 UTC).
@@ -203,15 +203,11 @@ class TcpSource(TrainSource):
                 if pending:
                     self.sink.on_bad_message(f"connection ended inside a message {pending[:40]!r}")
                 return reason
-            for msg in splitter.feed(data):
-                try:
-                    if isinstance(msg, BadMessage):
-                        raise msg
-                    train_id = parse_train_id(msg)
-                except BadMessage as exc:
-                    self.sink.on_bad_message(str(exc))
-                    continue
-                self.sink.on_id(train_id, t_ns)
+            for item in splitter.feed_ids(data):
+                if isinstance(item, BadMessage):
+                    self.sink.on_bad_message(str(item))
+                else:
+                    self.sink.on_id(item, t_ns)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trainstamp.timing._core import parse_tcp_uri
-from trainstamp.timing._protocol import BadMessage, MessageSplitter, parse_train_id
+from trainstamp.timing._protocol import BadMessage, MessageSplitter
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,10 @@ class TrainFeed:
                 if splitter.reset():
                     self.stats.bad_messages += 1  # cut off in the middle of a message
                 return
-            for msg in splitter.feed(data):
-                try:
-                    if isinstance(msg, BadMessage):
-                        raise msg
-                    train_id = parse_train_id(msg)
-                except BadMessage as exc:
+            for train_id in splitter.feed_ids(data):
+                if isinstance(train_id, BadMessage):
                     self.stats.bad_messages += 1
-                    log.warning("train feed %s: bad message: %s", self.uri, exc)
+                    log.warning("train feed %s: bad message: %s", self.uri, train_id)
                     continue
                 self.stats.received += 1
                 self.stats.last_train_id = train_id

@@ -76,3 +76,9 @@ def test_noise_never_swallows_the_next_good_message(noise, value, data):
     assert out and out[-1] == encode_train_id(value)[:-1]
     assert all(isinstance(m, BadMessage) or len(m) <= splitter.max_len for m in out)
     assert len(splitter._buf) == 0
+
+
+def test_feed_ids_parses_and_reports_bad_messages_in_order():
+    out = list(MessageSplitter().feed_ids(b"5\n12abc\n\n-1\n7\r\n"))
+    assert out[0] == 5 and out[-1] == 7
+    assert [type(x) for x in out[1:4]] == [BadMessage] * 3
