@@ -406,7 +406,11 @@ def test_device_with_run_engine(stack):
 
 def test_acquire_for_trains_starts_at_the_train_in_force(stack):
     """ACQUIRE right after a tick covers that tick's train, although the tag stream's
-    marker for it reaches the engine only about one train later."""
+    marker for it reaches the engine only about one train later.
+
+    This checks the end-to-end invariant over CA; on a quiet host it does not reliably
+    provoke the late-marker race, so the start rule itself is pinned by the engine's
+    unit tests (``startForTrains(first_train_id=...)`` over random block cuts)."""
     import queue
 
     from trainstamp.tagger import TimeTagger
