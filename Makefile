@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # bluesky-queueserver.
 DEBS   := gcc redis-server
 
-.PHONY: all venv debs demo test lint bench clean
+.PHONY: all venv debs demo test lint bench fuzz clean
 
 all: test
 
@@ -35,6 +35,10 @@ lint: venv
 
 test: venv lint
 	$(PY) -m pytest
+
+# The fuzz suites at 100,000 cases each (make test runs them at 10,000).
+fuzz: venv
+	TRAINSTAMP_FUZZ_CASES=100000 $(PY) -m pytest -m fuzz -s --timeout 3600
 
 bench: venv
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -6,9 +6,11 @@
 - :class:`Subprocess`, :class:`SubprocessIOC`: run emulators and IOCs as real
   subprocesses, wait for them to come up with a deadline, and always clean them up.
 - :func:`wait_until`: poll a condition with a deadline instead of sleeping.
+- :func:`fuzz_cases`, :func:`report_cases`: size and report the fuzz suites.
 """
 
 from trainstamp.testing._ca import CAPortPool, ca_env, random_prefix
+from trainstamp.testing._fuzz import fuzz_cases, report_cases
 from trainstamp.testing._ports import free_port, wait_for_tcp
 from trainstamp.testing._process import Subprocess, SubprocessIOC
 from trainstamp.testing._wait import wait_until
@@ -19,7 +21,9 @@ __all__ = [
     "SubprocessIOC",
     "ca_env",
     "free_port",
+    "fuzz_cases",
     "random_prefix",
+    "report_cases",
     "wait_for_tcp",
     "wait_until",
 ]
