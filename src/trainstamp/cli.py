@@ -16,6 +16,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("up",): ("trainstamp.beamline:main", "start the simulated beamline: emulators + 3 IOCs"),
     ("demo",): ("trainstamp.demo:main", "the main job: run, store and check a stamped scan"),
     ("session",): ("trainstamp.session:main", "open the IPython Bluesky profile"),
+    ("replay",): ("trainstamp.storage._replay:main",
+                  "store spooled runs (that the catalog could not take) in a catalog"),
     ("ioc", "timeserver"): ("trainstamp.timing.cli:ioc", "TimeServer IOC"),
     ("ioc", "detector"): ("trainstamp.detector.cli:ioc", "TEAM1k detector IOC"),
     ("ioc", "tagger"): ("trainstamp.tagger.cli:ioc", "time tagger IOC + Pyro5 server"),

@@ -8,7 +8,8 @@ startup files stay short; what they do is here, so it can be tested and reused:
 - :func:`make_best_effort_callback`, :func:`install_progress_bars`: live feedback
   that works without a display.
 - :func:`report_connections`: wait briefly for the IOCs and say which answered.
-- :func:`open_session_catalog`: the run catalog, with the RunEngine subscribed.
+- :func:`open_session_catalog`: the run catalog, with the RunEngine subscribed;
+  :func:`report_spools`: runs the catalog could not take, waiting in the spool.
 - :func:`load_startup`: run the startup files into a namespace (``--check`` and tests);
   :func:`close_session`: disconnect the devices and close the catalog at the end.
 - :func:`main`: ``trainstamp session [--profile-dir DIR] [--config FILE]
@@ -42,6 +43,7 @@ __all__ = [
     "make_best_effort_callback",
     "open_session_catalog",
     "report_connections",
+    "report_spools",
 ]
 
 #: Profile directory to use instead of the one in the source tree.
@@ -174,22 +176,41 @@ def open_session_catalog(RE: Any, timeserver: Any = None, *, out: Any = print) -
     """Open the run catalog (:func:`trainstamp.storage.open_catalog` settings from the
     environment) and subscribe ``RE`` to it; return the client.
 
-    If the catalog cannot be opened (for example another process holds the embedded
-    DuckDB file), say so loudly and return None: runs are then NOT stored.
+    If the catalog cannot be opened (for example another process writes the embedded
+    catalog: :class:`~trainstamp.storage.CatalogInUse` names it), say so loudly and
+    return None: runs are then NOT stored. Runs waiting in the spool (a catalog that
+    failed earlier) are reported too.
     """
-    from trainstamp.storage import StorageConfig, open_catalog, subscribe
+    from trainstamp.storage import CatalogInUse, StorageConfig, open_catalog, subscribe
 
     try:
         config = StorageConfig.resolve()
         client = open_catalog(config=config)
         subscribe(RE, client, timeserver=timeserver)
+    except CatalogInUse as exc:
+        out(f"  WARNING: runs will NOT be stored: {exc}")
+        return None
     except Exception as exc:
         out(f"  WARNING: runs will NOT be stored: cannot open the catalog ({exc}). "
             "Set TRAINSTAMP_DATA_DIR to a free directory, or TRAINSTAMP_TILED_URI to a "
             "Tiled server.")
         return None
     out(f"  runs go to the {config.describe()}")
+    report_spools(config, out=out)
     return client
+
+
+def report_spools(config: Any, *, out: Any = print) -> list[Path]:
+    """Say which runs wait in the spool of ``config`` (a StorageConfig); return them."""
+    from trainstamp.storage import pending_spools
+
+    pending = pending_spools(config.spool_dir)
+    if pending:
+        out(f"  WARNING: {len(pending)} run(s) are in the spool {config.spool_dir}, not in "
+            "the catalog (it failed while they were taken). Store them with "
+            "replay_all(db) (from trainstamp.storage) in this session, or "
+            f"`trainstamp replay {config.spool_dir}` when no session holds the catalog.")
+    return pending
 
 
 def banner(devices: Mapping[str, Any], db: Any) -> str:
@@ -272,8 +293,18 @@ def _check(profile_dir: Path) -> int:
     print(f"profile {profile_dir} loaded in {time.monotonic() - t0:.1f} s")
     print(f"RE: {type(ns.get('RE')).__name__}; devices: {', '.join(ns.get('devices', {}))}")
     print(f"plans: {', '.join(plans)}")
+    problems = []
+    if "db" in ns and ns["db"] is None:
+        problems.append("runs would NOT be stored: the catalog did not open (see above)")
+    elif ns.get("db") is not None:
+        from trainstamp.storage import config_of, pending_spools
+
+        if pending := pending_spools(config_of(ns["db"]).spool_dir):
+            problems.append(f"{len(pending)} run(s) wait in the spool, not in the catalog")
     close_session(ns)
-    return 0
+    for problem in problems:
+        print(f"trainstamp session --check: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,7 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="store runs on this Tiled server (sets TRAINSTAMP_TILED_URI)")
     parser.add_argument("--check", action="store_true",
                         help="run the startup files without IPython, print what they "
-                             "define, and exit (0 if they all loaded)")
+                             "define, and exit: 0 if they all loaded and runs will be "
+                             "stored, 1 if the catalog did not open or runs wait in its "
+                             "spool")
     args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if rest and rest[0] == "--":
         rest = rest[1:]

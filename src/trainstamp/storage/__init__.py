@@ -13,6 +13,10 @@
   ``databroker.from_profile``.
 - :class:`StorageConfig`: how the settings (arguments, ``TRAINSTAMP_*`` environment)
   resolve.
+- :class:`CatalogInUse`: the embedded catalog is written by another process.
+- :class:`SpoolingWriter`, :func:`read_spool`, :func:`pending_spools`, :func:`replay`:
+  every run is spooled to a file until the catalog has it; ``trainstamp replay`` stores
+  what the catalog could not take.
 """
 
 from trainstamp.storage._analysis import (
@@ -27,15 +31,30 @@ from trainstamp.storage._analysis import (
     train_table,
     write_tiled_profile,
 )
-from trainstamp.storage._catalog import catalog, close_catalog, make_writer, open_catalog, subscribe
+from trainstamp.storage._catalog import (
+    CatalogInUse,
+    catalog,
+    close_catalog,
+    config_of,
+    make_writer,
+    open_catalog,
+    subscribe,
+)
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
 from trainstamp.storage._read import find_runs, last_run, read_train_ids, train_id_problems
+from trainstamp.storage._replay import ReplayResult, replay, replay_all
+from trainstamp.storage._spool import SpoolError, SpoolingWriter, pending_spools, read_spool
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "CatalogInUse",
+    "ReplayResult",
+    "SpoolError",
+    "SpoolingWriter",
     "StorageConfig",
     "catalog",
     "close_catalog",
+    "config_of",
     "detector_frames",
     "find_runs",
     "last_run",
@@ -43,7 +62,11 @@ __all__ = [
     "make_writer",
     "merge_streams",
     "open_catalog",
+    "pending_spools",
+    "read_spool",
     "read_train_ids",
+    "replay",
+    "replay_all",
     "runs_with_train",
     "side_by_side",
     "subscribe",

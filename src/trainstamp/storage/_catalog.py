@@ -5,9 +5,17 @@ By default the catalog is embedded: a Tiled catalog on SQLite (metadata) and Duc
 no port is opened and nothing keeps running after the client is closed. With a Tiled
 URI (argument or ``TRAINSTAMP_TILED_URI``) the same API talks to a Tiled server.
 
-Documents are written by ``bluesky_tiled_plugins.TiledWriter``; the writer is wrapped
-in a :class:`~trainstamp.plans.StopStamper` when a TimeServer is given, so the stored
-stop document carries the run-end train ID.
+Documents are written by ``bluesky_tiled_plugins.TiledWriter``, behind a
+:class:`~trainstamp.storage._spool.SpoolingWriter` (every run also goes to a spool file
+until the catalog has it) and, when a TimeServer is given, a
+:class:`~trainstamp.plans.StopStamper`, so the stored stop document carries the run-end
+train ID.
+
+One process at a time may write an embedded catalog: DuckDB locks its file for one
+writing process. Tiled takes that lock at the first write, so a second process used to
+open the catalog fine and then fail every run at its stop, after the data were taken.
+:func:`open_catalog` takes the lock when it opens the catalog instead, and refuses with
+:class:`CatalogInUse`, naming the process that holds it.
 """
 
 from __future__ import annotations
@@ -15,13 +23,80 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from trainstamp.storage._config import StorageConfig
 
-__all__ = ["catalog", "close_catalog", "make_writer", "open_catalog", "subscribe"]
+__all__ = ["CatalogInUse", "catalog", "close_catalog", "make_writer", "open_catalog",
+           "subscribe"]
+
+#: The settings each open client was made from (by its tiled Context), so a writer on
+#: it knows where to spool and how a replay reaches the same catalog.
+_CONFIG_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class CatalogInUse(RuntimeError):
+    """The embedded catalog is being written by another process (``pid``, if known)."""
+
+    def __init__(self, message: str, *, data_dir: Path, pid: int | None) -> None:
+        super().__init__(message)
+        self.data_dir = data_dir
+        self.pid = pid
+
+
+def config_of(client: Any) -> StorageConfig:
+    """The settings ``client`` was opened with (the environment's for a foreign client)."""
+    try:
+        cfg = _CONFIG_OF.get(client.context)
+    except (AttributeError, TypeError):
+        cfg = None
+    return cfg or StorageConfig.resolve()
+
+
+def _process_name(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return " ".join(raw.decode(errors="replace").split("\0")).strip()[:200]
+
+
+def _in_use(cfg: StorageConfig, exc: BaseException) -> CatalogInUse:
+    text = str(exc)
+    found = re.search(r"PID (\d+)", text)
+    pid = int(found.group(1)) if found else None
+    holder = f"process {pid}" if pid is not None else "another process"
+    name = _process_name(pid) if pid is not None else ""
+    if name:
+        holder += f" ({name})"
+    return CatalogInUse(
+        f"the embedded catalog in {cfg.data_dir} is in use by {holder}. Its DuckDB file "
+        f"({cfg.duckdb.name}) takes one writing process at a time, so runs from this one "
+        "would fail after their data were taken. Either stop that process, or let every "
+        "process write through one Tiled server (TRAINSTAMP_TILED_URI or --tiled-uri; "
+        "docs/storage.md), or use another data directory (TRAINSTAMP_DATA_DIR or "
+        "--data-dir).", data_dir=cfg.data_dir, pid=pid)
+
+
+def _claim_writer_lock(adapter: Any, cfg: StorageConfig) -> None:
+    """Open the catalog's DuckDB connection now (tiled opens it lazily, at the first
+    write), which takes DuckDB's lock on the file for this process, or fails at once
+    if another process holds it. Tiled shares one connection per file in a process, so a
+    second client in the same process is not refused."""
+    for storage in getattr(adapter.context, "writable_storage", {}).values():
+        if getattr(storage, "dialect", None) != "duckdb":
+            continue
+        try:
+            storage.connect().close()  # the pooled handle; the connection stays open
+        except Exception as exc:
+            if "lock" in str(exc).lower():
+                raise _in_use(cfg, exc) from None
+            raise
 
 
 def open_catalog(
@@ -53,6 +128,11 @@ def open_catalog(
     -------
     client : tiled.client.container.Container
         ``client[uid]`` is a run; ``client[uid]["primary"].read()`` its primary stream.
+
+    Raises
+    ------
+    CatalogInUse
+        Another process writes the embedded catalog (its PID is in the message).
     """
     cfg = config or StorageConfig.resolve(
         data_dir, tiled_uri=tiled_uri, api_key=api_key, readable_storage=readable_storage
@@ -60,8 +140,12 @@ def open_catalog(
     if not cfg.embedded:
         from tiled.client import from_uri
 
-        return from_uri(cfg.tiled_uri, api_key=cfg.api_key)
-    return _open_embedded(cfg)
+        client = from_uri(cfg.tiled_uri, api_key=cfg.api_key)
+    else:
+        client = _open_embedded(cfg)
+    with contextlib.suppress(TypeError):  # a context that cannot be weakly referenced
+        _CONFIG_OF[client.context] = cfg
+    return client
 
 
 def _open_embedded(cfg: StorageConfig) -> Any:
@@ -87,7 +171,12 @@ def _open_embedded(cfg: StorageConfig) -> Any:
         from tiled.client import Context, from_context
 
         context = Context.from_app(app)
-    return from_context(context)
+    try:
+        _claim_writer_lock(adapter, cfg)
+        return from_context(context)
+    except BaseException:
+        context.close()
+        raise
 
 
 def close_catalog(client: Any) -> None:
@@ -105,7 +194,8 @@ def catalog(*args: Any, **kwargs: Any) -> Iterator[Any]:
         close_catalog(client)
 
 
-def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None = None) -> Any:
+def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None = None,
+                spool_dir: str | os.PathLike | bool | None = None) -> Any:
     """A document callback that stores runs in ``client``'s catalog.
 
     Parameters
@@ -117,6 +207,10 @@ def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None =
     batch_size : int, optional
         Events buffered before a write (TiledWriter's default if None). Use 1 to see
         events in the catalog while the run is going.
+    spool_dir : path or False, optional
+        Where each run is spooled until the catalog has it (default: the ``spool/``
+        folder of the data directory the client was opened with). ``False``: no spool;
+        a catalog failure then raises into the RunEngine.
     """
     from bluesky_tiled_plugins import TiledWriter
 
@@ -127,6 +221,12 @@ def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None =
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     writer = TiledWriter(client, **kwargs)
+    if spool_dir is not False:
+        from trainstamp.storage._spool import SpoolingWriter
+
+        cfg = config_of(client)
+        writer = SpoolingWriter(writer, cfg.spool_dir if spool_dir in (None, True) else spool_dir,
+                                target=cfg.describe(), replay_args=cfg.replay_args())
     if timeserver is None:
         return writer
     from trainstamp.plans._stamp import StopStamper

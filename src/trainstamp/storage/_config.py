@@ -38,6 +38,7 @@ class StorageConfig:
         <data_dir>/storage.duckdb   DuckDB: event tables (scalars, small arrays)
         <data_dir>/tiled/           array data written by Tiled
         <data_dir>/detector/        detector HDF5 files (external assets)
+        <data_dir>/spool/           runs the catalog could not take (JSON lines)
 
     The whole ``data_dir`` and every ``readable_storage`` entry are readable by the
     catalog, so HDF5 files referenced by Resource documents under them read back.
@@ -93,6 +94,18 @@ class StorageConfig:
     def detector_dir(self) -> Path:
         """Where detector HDF5 files go, so the catalog can read them back."""
         return self.data_dir / "detector"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where a run's documents are spooled (JSON lines) until the catalog has them;
+        used for a Tiled server too."""
+        return self.data_dir / "spool"
+
+    def replay_args(self) -> list[str]:
+        """The ``trainstamp replay`` options that reach this catalog."""
+        if self.embedded:
+            return ["--data-dir", str(self.data_dir)]
+        return ["--tiled-uri", str(self.tiled_uri)]
 
     def describe(self) -> str:
         if self.embedded:
