@@ -2,10 +2,13 @@
 
 The supervisor (:class:`Beamline`, :class:`Service`, in :mod:`trainstamp._supervisor`)
 starts a list of named subprocesses in order, waits for each to be ready (with a
-deadline), prints where each one is, and stops them all, in reverse order, on exit, on
-KeyboardInterrupt/SIGTERM or when one of them dies. Every child runs in its own process
-group (so its own children go with it) and gets SIGTERM if the supervisor itself dies
-(Linux parent-death signal), so no child is ever left behind.
+deadline), prints where each one is, and then keeps them running: a child that dies is
+restarted alone, with a capped exponential backoff (:class:`RestartPolicy`), and each
+death and return is reported on the console. It stops them all, in reverse order, on
+KeyboardInterrupt/SIGTERM (or when a child fails more often in a row than
+``--max-restarts`` allows). Every child runs in its own process group (so its own
+children go with it) and gets SIGTERM if the supervisor itself dies (Linux parent-death
+signal), so no child is ever left behind.
 
 What runs comes from the beamline configuration (:mod:`trainstamp.config`), through
 :func:`services`:
@@ -37,10 +40,17 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from trainstamp._supervisor import Beamline, Service, ca_ready, log_ready, tcp_ready
+from trainstamp._supervisor import (
+    Beamline,
+    RestartPolicy,
+    Service,
+    ca_ready,
+    log_ready,
+    tcp_ready,
+)
 from trainstamp.config import BeamlineConfig, client_env, load_config
 
-__all__ = ["Beamline", "BeamlineConfig", "Service", "main", "services"]
+__all__ = ["Beamline", "BeamlineConfig", "RestartPolicy", "Service", "main", "services"]
 
 
 # --- the simulated beamline -------------------------------------------------------------
@@ -163,6 +173,14 @@ def _setting(text: str) -> tuple[str, str, object]:
     return section, name, _toml_value(value.strip())
 
 
+def _restarts(text: str) -> int | None:
+    if text in ("none", "unlimited"):
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--max-restarts {text!r}: a number >= 0, or none")
+    return int(text)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"port {text!r} outside 1..65535")
@@ -256,6 +274,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--data-dir", default=None,
                         help="storage data directory; detector captures go to its detector/ "
                              "folder (default $TRAINSTAMP_DATA_DIR or ./data)")
+    default = RestartPolicy()
+    parser.add_argument("--max-restarts", type=_restarts, default=None, metavar="N",
+                        help="restart a service that dies at most N times in a row, then "
+                             "stop the beamline (default: none, no bound; 0: stop the "
+                             "beamline when any service dies). Restarts wait "
+                             f"{default.first_delay:g} s, doubling up to {default.max_delay:g} s; "
+                             f"{default.stable_after:g} s of service reset the count")
     args = parser.parse_args(list(argv))
     config = config_from_args(args, parser)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="trainstamp-up-"))
@@ -263,12 +288,17 @@ def main(argv: Sequence[str]) -> int:
     say(f"trainstamp up: starting the simulated beamline from {config.origin} "
         f"(logs in {log_dir}):")
     try:
+        policy = RestartPolicy(max_restarts=args.max_restarts)
         with sigterm_as_interrupt(), Beamline(services(config, log_dir, data_dir=args.data_dir),
-                                              log_dir=log_dir, out=say) as beamline:
+                                              log_dir=log_dir, out=say,
+                                              restart=policy) as beamline:
             print_endpoints(config, say)
-            say("\nCtrl-C stops everything.")
-            name = beamline.wait()
-            print(f"trainstamp up: {name} exited; stopping the beamline "
+            bound = ("without bound" if policy.max_restarts is None
+                     else f"at most {policy.max_restarts} times in a row")
+            say(f"\nA service that dies is restarted on its own ({bound}). "
+                "Ctrl-C stops everything.")
+            name = beamline.supervise()
+            print(f"trainstamp up: {name} keeps failing; stopping the beamline "
                   f"(see {log_dir / (name + '.log')})", file=sys.stderr)
             return 1
     except KeyboardInterrupt:

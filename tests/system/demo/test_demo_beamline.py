@@ -232,3 +232,68 @@ def test_bad_options_are_refused_with_the_limit(args, message):
     proc = subprocess.run(trainstamp(*args), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
+
+
+def _start_pids(out: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^\s+(\S+)\s+pid (\d+)\s+ready in", out, re.M)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return pid not in _zombies([pid])
+
+
+def _zombies(pids: list[int]) -> set[int]:
+    found = set()
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if "zombie" in status:
+            found.add(pid)
+    return found
+
+
+@pytest.mark.timeout(400)
+def test_up_restarts_a_killed_child_alone(tmp_path):
+    """kill -9 of one child: ``trainstamp up`` says so, restarts that child with backoff,
+    and every other child keeps its PID. Before, the whole beamline stopped."""
+    sets, prefixes = unique_prefixes()
+    proc = subprocess.Popen(
+        trainstamp("up", "--free-ports", "--period", "50", "--data-dir", str(tmp_path / "data"),
+                   "--log-dir", str(tmp_path / "logs"), *sets),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
+    try:
+        out = _read_until(proc, "Ctrl-C stops everything")
+        assert "restarted on its own (without bound)" in out
+        pids = _start_pids(out)
+        assert set(pids) == {"timeserver", "det-emulator", "det", "tagger-emulator", "tagger"}
+        for victim in ("det-emulator", "tagger"):
+            os.kill(pids[victim], signal.SIGKILL)
+            back = _read_until(proc, f"{victim} is back", timeout=180)
+            died = re.search(rf"{victim} \(pid {pids[victim]}\) killed by SIGKILL \(signal 9\); "
+                             r"restart 1 in 0\.5 s, the other services keep running", back)
+            assert died, back
+            new = int(re.search(rf"{victim} is back: pid (\d+), ready in", back).group(1))
+            assert new != pids[victim] and _alive(new)
+            for name, pid in pids.items():
+                if name != victim:
+                    assert _alive(pid), (name, back)
+            pids[victim] = new
+        assert proc.poll() is None  # the beamline is still up
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+        wait_until(lambda: not any(_alive(p) for p in pids.values()), timeout=20,
+                   message=lambda: f"children of trainstamp up to exit: {pids}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        proc.stdout.close()

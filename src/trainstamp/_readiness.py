@@ -1,0 +1,78 @@
+"""The readiness checks :class:`~trainstamp._supervisor.Beamline` polls for each service.
+
+Each is a function of no arguments that returns something truthy once the service is
+ready; an exception means "not yet".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+__all__ = ["START_MARK", "ca_ready", "log_ready", "tcp_ready"]
+
+#: The line the supervisor writes into a child's log before each start; readiness
+#: checks on the log (:func:`log_ready`) look only at what follows the last one.
+START_MARK = "=== trainstamp supervisor: start"
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _ca_value(pv: str) -> object:
+    from caproto.sync.client import read
+
+    # repeater=False: do not spawn a caproto-repeater that would outlive us.
+    data = read(pv, timeout=0.5, repeater=False).data
+    if len(data) and isinstance(data[0], bytes):
+        return b"".join(data).decode(errors="replace")
+    return data[0] if len(data) == 1 else data
+
+
+def ca_ready(checks: Mapping[str, Callable[[object], bool] | None],
+             env: Mapping[str, str]) -> Callable[[], bool]:
+    """A readiness check: every PV in ``checks`` answers a CA read (with ``env``) and
+    its value passes the predicate (``None``: any value)."""
+
+    def check() -> bool:
+        with _environ(env):
+            for pv, ok in checks.items():
+                value = _ca_value(pv)
+                if ok is not None and not ok(value):
+                    raise RuntimeError(f"{pv} = {value!r}")
+        return True
+
+    return check
+
+
+def log_ready(log_path: Path, text: str) -> Callable[[], bool]:
+    """A readiness check: ``text`` appears in the child's log since its last start."""
+
+    def check() -> bool:
+        return text in log_path.read_text(errors="replace").rsplit(START_MARK, 1)[-1]
+
+    return check
+
+
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    """A readiness check: something accepts TCP connections on ``host:port``."""
+
+    def check() -> bool:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+
+    return check
