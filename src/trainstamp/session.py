@@ -62,10 +62,13 @@ def apply_client_env(config: Any, environ: Any = None) -> dict[str, str]:
     """Put the beamline's CA client environment into ``environ`` (``os.environ``).
 
     Must run before the first ophyd signal is created. With ``TRAINSTAMP_KEEP_EPICS_ENV=1``
-    an ``EPICS_CA_ADDR_LIST`` already set is kept. Returns what was applied.
+    an ``EPICS_CA_ADDR_LIST`` already set is kept. An ``OPHYD_CONTROL_LAYER`` already set
+    (``pyepics``) is kept too. Returns what was applied.
     """
     env = os.environ if environ is None else environ
-    wanted = config.client_env()
+    wanted = dict(config.client_env())
+    if env.get("OPHYD_CONTROL_LAYER"):
+        wanted.pop("OPHYD_CONTROL_LAYER", None)
     if env.get(ENV_KEEP_EPICS_ENV) == "1" and env.get("EPICS_CA_ADDR_LIST"):
         wanted = {k: v for k, v in wanted.items() if not k.startswith("EPICS_CA_")}
     env.update(wanted)

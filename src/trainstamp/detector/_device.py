@@ -21,11 +21,12 @@ from pathlib import PurePosixPath
 
 from event_model import compose_resource
 from ophyd import Component as Cpt
-from ophyd import Device, DeviceStatus, EpicsSignal, EpicsSignalRO, Signal
+from ophyd import Device, DeviceStatus, EpicsSignalRO, Signal
 
 from trainstamp.detector import _pvs as PV
 from trainstamp.detector._capture import DATA
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
+from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
 
 
 def _rw(readback: str, setpoint: str, **kw) -> Cpt:
@@ -34,6 +35,9 @@ def _rw(readback: str, setpoint: str, **kw) -> Cpt:
 
 class Team1k(Device):
     """TEAM1k detector on the ``trainstamp ioc detector`` IOC (prefix e.g. ``TEAM1K:``)."""
+
+    #: where the IOC says why it refused a put (read after a refusal under pyepics)
+    put_refusal_pv = PV.ERR_MESSAGE
 
     exposure_mode = _rw(PV.EXPOSURE_MODE, PV.CMD_EXPOSURE_MODE)
     trigger_mode = _rw(PV.TRIGGER_MODE, PV.CMD_TRIGGER_MODE)

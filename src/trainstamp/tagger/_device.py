@@ -15,8 +15,10 @@ import threading
 from collections.abc import Sequence
 
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd import Device, EpicsSignalRO, Kind
 from ophyd.status import AndStatus, Status
+
+from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
 
 SLOTS = ("corr1", "hist1", "rate1", "cnt1")
 
@@ -154,6 +156,9 @@ class TimeTagger(Device):
         The slots that ``trigger()`` runs and ``read()`` reports (default: ``corr1``).
         The others stay reachable as attributes but are left out of readings.
     """
+
+    #: where the IOC says why it refused a put (read after a refusal under pyepics)
+    put_refusal_pv = "LAST_ERROR"
 
     corr1 = Cpt(CorrelationSlot, "CORR1:", kind=_SLOT_KIND)
     hist1 = Cpt(HistogramSlot, "HIST1:", kind=_SLOT_KIND)

@@ -7,16 +7,20 @@
   subprocesses, wait for them to come up with a deadline, and always clean them up.
 - :func:`wait_until`: poll a condition with a deadline instead of sleeping.
 - :func:`fuzz_cases`, :func:`report_cases`: size and report the fuzz suites.
+- :class:`RefusingIOCProcess`: a tiny IOC whose putters refuse, for tests of how
+  clients report a refused put (:mod:`trainstamp.testing._refusing_ioc`).
 """
 
 from trainstamp.testing._ca import CAPortPool, ca_env, random_prefix
 from trainstamp.testing._fuzz import fuzz_cases, report_cases
 from trainstamp.testing._ports import free_port, wait_for_tcp
 from trainstamp.testing._process import Subprocess, SubprocessIOC
+from trainstamp.testing._refusing_ioc import RefusingIOCProcess
 from trainstamp.testing._wait import wait_until
 
 __all__ = [
     "CAPortPool",
+    "RefusingIOCProcess",
     "Subprocess",
     "SubprocessIOC",
     "ca_env",

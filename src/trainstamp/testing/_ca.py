@@ -32,6 +32,8 @@ def ca_env(
 
     ``server_ports`` are every UDP search port a client should reach.
     ``server_port``, if given, is the port a server started with this environment binds.
+    ``OPHYD_CONTROL_LAYER`` stays as it is in ``base`` (a test session run under
+    pyepics hands pyepics on), and is ``caproto`` if unset.
     """
     env = dict(os.environ if base is None else base)
     ports = list(server_ports)
@@ -41,7 +43,7 @@ def ca_env(
         EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
         EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
         EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
-        OPHYD_CONTROL_LAYER="caproto",
+        OPHYD_CONTROL_LAYER=env.get("OPHYD_CONTROL_LAYER") or "caproto",
     )
     if repeater_port is not None:
         env["EPICS_CA_REPEATER_PORT"] = str(repeater_port)

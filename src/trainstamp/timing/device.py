@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable
 
 from ophyd import Component as Cpt
-from ophyd import Device, DeviceStatus, EpicsSignal, EpicsSignalRO
+from ophyd import Device, DeviceStatus, EpicsSignalRO
 from ophyd.status import Status
 
+from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
 from trainstamp.timing._core import Stamp, StampStatus, Tick, interpolate_train_id
 from trainstamp.timing._pvnames import PV
 
@@ -54,6 +55,9 @@ class TimeServer(Device):
     clock_ns : callable
         Wall clock in integer ns (injected for tests); ``time.time_ns`` by default.
     """
+
+    #: where the IOC says why it refused a put (read after a refusal under pyepics)
+    put_refusal_pv = PV.STATUS
 
     train_id = Cpt(EpicsSignalRO, PV.ID, kind="hinted", auto_monitor=True)
     period = Cpt(EpicsSignalRO, PV.PERIOD, kind="normal", auto_monitor=True)  # µs

@@ -31,6 +31,13 @@ def test_client_env_from_the_config_and_keep_switch():
     assert env["OPHYD_CONTROL_LAYER"] == "caproto"
 
 
+def test_a_control_layer_already_chosen_is_kept():
+    env = {"OPHYD_CONTROL_LAYER": "pyepics"}
+    applied = apply_client_env(BeamlineConfig(), env)
+    assert env["OPHYD_CONTROL_LAYER"] == "pyepics" and "OPHYD_CONTROL_LAYER" not in applied
+    assert env["EPICS_CA_AUTO_ADDR_LIST"] == "NO"
+
+
 def test_headless_backend_and_plots():
     assert not has_display({}) and has_display({"DISPLAY": ":0"})
     env: dict[str, str] = {}
