@@ -376,6 +376,11 @@ class Beamline:
 
     def _failed(self, child: _Child, tracker: RestartTracker, what: str) -> str | None:
         name = child.service.name
+        if child.proc is not None:
+            # What the dead child started in its group (the detector IOC's receiver) must
+            # not outlive it and hold its ports against the restart.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
         delay = tracker.failed(time.monotonic())
         log = f"log {child.log_path}"
         if delay is None:

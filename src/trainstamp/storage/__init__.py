@@ -43,7 +43,8 @@ from trainstamp.storage._catalog import (
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
 from trainstamp.storage._read import find_runs, last_run, read_train_ids, train_id_problems
 from trainstamp.storage._replay import ReplayResult, replay, replay_all
-from trainstamp.storage._spool import SpoolError, SpoolingWriter, pending_spools, read_spool
+from trainstamp.storage._spool import SpoolingWriter
+from trainstamp.storage._spool_file import SpoolError, pending_spools, read_spool
 
 __all__ = [
     "DEFAULT_DATA_DIR",

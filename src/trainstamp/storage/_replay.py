@@ -1,6 +1,6 @@
 """``trainstamp replay``: store spooled runs in a catalog.
 
-A spool file (:mod:`trainstamp.storage._spool`) holds every document of one run that
+A spool file (:mod:`trainstamp.storage._spool_file`) holds every document of one run that
 the catalog could not take. :func:`replay` writes them, unchanged, through the same
 writer a session uses (``TiledWriter``), so the stored run has the same uid, events,
 train IDs and detector assets as if the catalog had never failed. Then it checks the
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainstamp.storage._spool import (
+from trainstamp.storage._spool_file import (
     SPOOL_SUFFIX,
     Spool,
     SpoolError,
@@ -55,7 +55,7 @@ def replay(path: str | os.PathLike, client: Any, *, replace: bool = False,
            keep: bool = False, out: Callable[[str], object] = print) -> ReplayResult:
     """Store the run spooled in ``path`` in ``client``'s catalog.
 
-    Raises :class:`~trainstamp.storage._spool.SpoolError` for a file that cannot be
+    Raises :class:`~trainstamp.storage._spool_file.SpoolError` for a file that cannot be
     replayed (nothing is written then) and ``RuntimeError`` if the catalog does not end
     up holding the whole run; the spool file stays where it is in both cases.
     """

@@ -2,9 +2,8 @@
 
 :class:`SpoolingWriter` sits between the RunEngine and the catalog writer
 (``TiledWriter``). For each run it writes every document, as it arrives, to
-``<data dir>/spool/<run uid>.jsonl`` (one ``{"name": ..., "doc": ...}`` object per line,
-the layout of bluesky-tiled-plugins' own JSON-lines backups) and then hands it to the
-catalog writer:
+``<data dir>/spool/<run uid>.jsonl`` (the format is in
+:mod:`trainstamp.storage._spool_file`) and then hands it to the catalog writer:
 
 - the run stops and the catalog took every document: the spool file is deleted;
 - the catalog fails (a locked or full disk, a server that went away): the writer is not
@@ -16,185 +15,24 @@ catalog writer:
 
 The spool is written ahead of the catalog and flushed after every document, so a
 ``kill -9`` of the session loses nothing the OS had received; it is fsynced when the
-run stops. Numpy arrays are written as ``{"__ndarray__": list, "dtype": str, "shape":
-list}`` so a replay gives back the same dtype and shape.
+run stops.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from trainstamp.storage._spool_file import SPOOL_SUFFIX, encode_line
 
-__all__ = [
-    "DOCUMENT_NAMES",
-    "SpoolError",
-    "SpoolingWriter",
-    "decode_line",
-    "encode_line",
-    "pending_spools",
-    "read_spool",
-]
+__all__ = ["SpoolingWriter", "announce"]
 
 log = logging.getLogger("trainstamp.storage")
-
-#: The event-model document names a spool may hold.
-DOCUMENT_NAMES = frozenset({
-    "start", "descriptor", "event", "event_page", "resource", "datum", "datum_page",
-    "stream_resource", "stream_datum", "stop",
-})
-SPOOL_SUFFIX = ".jsonl"
-
-
-# --- the line codec -----------------------------------------------------------------------
-
-
-def _encode_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str, "shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"a {type(obj).__name__} cannot be spooled")
-
-
-def _decode_object(obj: dict) -> Any:
-    if obj.keys() == {"__ndarray__", "dtype", "shape"}:
-        return np.asarray(obj["__ndarray__"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
-    return obj
-
-
-def encode_line(name: str, doc: dict) -> str:
-    """One spool line (with its newline) for document ``name``."""
-    return json.dumps({"name": name, "doc": doc}, default=_encode_default) + "\n"
-
-
-def decode_line(line: str) -> tuple[str, dict]:
-    """``(name, doc)`` from one spool line; ``ValueError`` says what is wrong with it."""
-    try:
-        item = json.loads(line, object_hook=_decode_object)
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a JSON document line ({exc})") from None
-    if not isinstance(item, dict) or set(item) != {"name", "doc"}:
-        raise ValueError('expected an object with exactly the keys "name" and "doc"')
-    name, doc = item["name"], item["doc"]
-    if name not in DOCUMENT_NAMES:
-        raise ValueError(f"unknown document name {str(name)[:40]!r}")
-    if not isinstance(doc, dict):
-        raise ValueError(f"the {name} document is not an object")
-    return name, doc
-
-
-class SpoolError(ValueError):
-    """A spool file that cannot be replayed as it is (the message names file and line)."""
-
-
-@dataclass
-class Spool:
-    """The documents of one spool file, checked (see :func:`read_spool`)."""
-
-    path: Path
-    documents: list[tuple[str, dict]]
-    #: A last line cut short (the writing process died in the middle of it).
-    truncated_tail: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def uid(self) -> str:
-        return self.documents[0][1]["uid"]
-
-    @property
-    def stopped(self) -> bool:
-        return self.documents[-1][0] == "stop"
-
-    def event_counts(self) -> dict[str, int]:
-        """Events per stream name, counted from the spooled documents."""
-        streams = {d["uid"]: d.get("name", "primary") for n, d in self.documents
-                   if n == "descriptor"}
-        counts: dict[str, int] = {}
-        for name, doc in self.documents:
-            if name == "event":
-                stream = streams.get(doc.get("descriptor"), "?")
-                counts[stream] = counts.get(stream, 0) + 1
-            elif name == "event_page":
-                stream = streams.get(doc.get("descriptor"), "?")
-                counts[stream] = counts.get(stream, 0) + len(doc.get("seq_num", []))
-        return counts
-
-
-def read_spool(path: str | os.PathLike) -> Spool:
-    """Read and check a spool file.
-
-    Every line must decode (:func:`decode_line`); the first document is the run's start
-    document, every other document belongs to it, and a stop document, if any, comes
-    last. Only the very last line may be cut short (a process killed while writing it):
-    it is dropped and noted. Anything else raises :class:`SpoolError` naming the line,
-    and nothing is replayed from a damaged file.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpoolError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpoolError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    lines = text.split("\n")
-    tail = lines.pop()  # "" when the file ends with a newline
-    spool = Spool(path, [])
-    for number, line in enumerate(lines, start=1):
-        try:
-            spool.documents.append(decode_line(line))
-        except ValueError as exc:
-            raise SpoolError(f"{path}:{number}: {exc}") from None
-    if tail:
-        try:
-            spool.documents.append(decode_line(tail))
-        except ValueError:
-            spool.truncated_tail = True
-            spool.notes.append(f"line {len(lines) + 1} was cut short (the writing process "
-                               "died while writing it) and is left out")
-    _check_run(spool)
-    return spool
-
-
-def _check_run(spool: Spool) -> None:
-    if not spool.documents:
-        raise SpoolError(f"{spool.path}: no documents")
-    first, start = spool.documents[0]
-    if first != "start" or not isinstance(start.get("uid"), str):
-        raise SpoolError(f"{spool.path}:1: the first document must be a start document "
-                         f"with a uid, got {first!r}")
-    uid = start["uid"]
-    for number, (name, doc) in enumerate(spool.documents[1:], start=2):
-        if name == "start":
-            raise SpoolError(f"{spool.path}:{number}: a second start document")
-        run = doc.get("run_start")
-        if name in ("descriptor", "stop") and run != uid:
-            raise SpoolError(f"{spool.path}:{number}: {name} of run {run!r}, not of {uid!r}")
-        if name == "stop" and number != len(spool.documents):
-            raise SpoolError(f"{spool.path}:{number}: documents after the stop document")
-
-
-def pending_spools(spool_dir: str | os.PathLike) -> list[Path]:
-    """Spool files waiting in ``spool_dir`` (runs not in any catalog yet), oldest first."""
-    directory = Path(spool_dir)
-    try:
-        files = [p for p in directory.iterdir() if p.suffix == SPOOL_SUFFIX and p.is_file()]
-    except OSError:
-        return []
-    return sorted(files, key=lambda p: p.stat().st_mtime)
 
 
 # --- the writer ---------------------------------------------------------------------------
@@ -375,24 +213,3 @@ class SpoolingWriter:
         return getattr(self.writer, attr)
 
 
-def iter_documents(spool: Spool) -> Iterator[tuple[str, dict]]:
-    """The spool's documents, closed with a stop document if the run never stopped.
-
-    A spool without a stop document is what a process killed mid-run leaves. The stop
-    added here says so: ``exit_status`` ``"abort"``, a ``reason``, the event counts, and
-    the time of the last spooled document.
-    """
-    yield from spool.documents
-    if spool.stopped:
-        return
-    import uuid
-
-    times = [d["time"] for _, d in spool.documents
-             if isinstance(d.get("time"), (int, float)) and math.isfinite(d["time"])]
-    yield "stop", {
-        "uid": str(uuid.uuid4()), "run_start": spool.uid, "time": max(times),
-        "exit_status": "abort",
-        "reason": "the writing process ended before the run stopped; closed by "
-                  f"trainstamp replay from {spool.path.name}",
-        "num_events": spool.event_counts(),
-    }

@@ -12,7 +12,7 @@ from event_model import compose_run
 from storage_frames import Holder
 
 from trainstamp.storage import StorageConfig, catalog
-from trainstamp.storage._spool import encode_line
+from trainstamp.storage._spool_file import encode_line
 
 pytestmark = pytest.mark.system
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from trainstamp.storage import SpoolError, SpoolingWriter, pending_spools, read_spool
-from trainstamp.storage._spool import decode_line, encode_line, iter_documents
+from trainstamp.storage._spool_file import decode_line, encode_line, iter_documents
 
 DTYPES = st.sampled_from(["<i4", "<i8", "<u2", "<u8", "<f4", "<f8", "|b1"])
 ARRAYS = DTYPES.flatmap(lambda dt: hnp.arrays(np.dtype(dt), hnp.array_shapes(min_dims=0, max_dims=3,
@@ -122,8 +122,8 @@ def test_a_catalog_failure_keeps_the_whole_run_in_the_spool_and_says_so(tmp_path
     (path,) = pending_spools(tmp_path)
     assert writer.spooled == {docs[0][1]["uid"]: path}
     spool = read_spool(path)
-    assert [n for n, _ in spool.documents] == [n for n, _ in docs]
-    for (n1, d1), (n2, d2) in zip(spool.documents, docs, strict=True):
+    assert [n for n, _ in spool.documents()] == [n for n, _ in docs]
+    for (n1, d1), (n2, d2) in zip(spool.documents(), docs, strict=True):
         assert n1 == n2 and json.dumps(d1, default=repr) == json.dumps(d2, default=repr)
     assert spool.event_counts() == {"primary": 5} and spool.stopped
     assert "(8 documents) is in" in capsys.readouterr().err
@@ -157,7 +157,8 @@ def test_a_spool_cut_short_by_a_kill_replays_without_its_last_line(tmp_path):
     lines = [encode_line(n, d) for n, d in run_documents()[:-1]]  # no stop: killed
     path = write_lines(tmp_path / "x.jsonl", [*lines, lines[-1][:17]])
     spool = read_spool(path)
-    assert spool.truncated_tail and len(spool.documents) == len(lines)
+    assert spool.truncated_tail and spool.count == len(lines)
+    assert len(list(spool.documents())) == len(lines)
     assert "cut short" in spool.notes[0]
     docs = list(iter_documents(spool))
     name, stop = docs[-1]
@@ -171,7 +172,7 @@ def test_a_spool_cut_short_by_a_kill_replays_without_its_last_line(tmp_path):
     (["start\n"], ":1: not a JSON document line"),
     (['{"name": "bogus", "doc": {}}\n'], ":1: unknown document name 'bogus'"),
     (['{"name": "start", "doc": []}\n'], ":1: the start document is not an object"),
-    (['{"name": "start", "doc": {}, "x": 1}\n'], ':1: expected an object with exactly'),
+    (['{"name": "start", "doc": {}, "x": 1}\n'], ':1: expected an object with the keys'),
 ])
 def test_a_damaged_spool_is_refused_naming_the_line(tmp_path, lines, message):
     with pytest.raises(SpoolError, match=message):
@@ -183,11 +184,42 @@ def test_a_spool_of_two_runs_or_with_documents_after_stop_is_refused(tmp_path):
     with pytest.raises(SpoolError, match=":6: a second start document"):
         read_spool(write_lines(tmp_path / "a.jsonl", [encode_line(*d) for d in one[:-1] + two]))
     lines = [encode_line(*d) for d in one] + [encode_line(*one[2])]
-    with pytest.raises(SpoolError, match=":6: documents after the stop document"):
+    with pytest.raises(SpoolError, match=":7: documents after the stop document"):
         read_spool(write_lines(tmp_path / "b.jsonl", lines))
     lines = [encode_line(*one[0]), encode_line(*two[1])]
     with pytest.raises(SpoolError, match=":2: descriptor of run"):
         read_spool(write_lines(tmp_path / "c.jsonl", lines))
-    (tmp_path / "d.jsonl").write_bytes(b"\xff\xfe")
-    with pytest.raises(SpoolError, match="not UTF-8"):
+    (tmp_path / "d.jsonl").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(SpoolError, match=":1: not UTF-8"):
         read_spool(tmp_path / "d.jsonl")
+    with pytest.raises(SpoolError, match="not a regular file"):
+        read_spool("/dev/zero")
+    with pytest.raises(SpoolError, match="cannot read it"):
+        read_spool(tmp_path / "missing.jsonl")
+
+
+def test_what_a_damaged_or_incomplete_spool_is_refused_for(tmp_path):
+    docs = run_documents(3)
+    lines = [encode_line(*d) for d in docs]
+
+    def refused(changed, message):
+        with pytest.raises(SpoolError, match=message):
+            read_spool(write_lines(tmp_path / "x.jsonl", changed))
+
+    refused([*lines[:2], lines[2].replace('"x": 0.0', '"x": 9.0'), *lines[3:]],
+            ":3: the event document does not match its checksum")
+    refused(lines[:4] + lines[5:], ":5: the stop document counts 3 primary events, the "
+                                   "spool holds 2")
+    refused(lines[:3] + lines[4:], r":4: primary events numbered \[3\]\.\.\., after 1: a gap")
+    refused([lines[0], *lines[2:]], ":2: event of descriptor .* not before it")
+    refused([*lines[:3], lines[2], *lines[3:]], ":4: a second event with uid")
+    refused([*lines[:2], lines[3], lines[2], *lines[4:]], r":3: primary events numbered \[2\]")
+
+
+def test_a_backup_without_checksums_reads_with_a_note(tmp_path):
+    path = tmp_path / "backup.jsonl"
+    path.write_text("".join(json.dumps({"name": n, "doc": d}, default=lambda a: a.tolist())
+                            + "\n" for n, d in run_documents(2)))
+    spool = read_spool(path)
+    assert spool.count == 5 and spool.event_counts() == {"primary": 2}
+    assert "5 line(s) carry no checksum" in spool.notes[0]

@@ -8,6 +8,7 @@ import signal
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -119,11 +120,12 @@ class Supervised:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie, killed but not yet reaped, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
         return False
-    return True
+    return "zombie" not in status
 
 
 def test_a_killed_child_is_restarted_alone_and_reported(tmp_path):
@@ -183,3 +185,25 @@ def test_max_restarts_zero_stops_at_the_first_death(tmp_path):
         flag.write_text("")
         assert beamline.supervise(poll=0.02) == "one"
     assert "one (pid" in lines[-1] and "exited with code 0" in lines[-1]
+
+
+def test_what_a_dead_child_left_in_its_group_goes_before_the_restart(tmp_path):
+    """A child's own child (as the detector IOC's receiver) dies with it, so it cannot
+    hold the ports the restarted child needs."""
+    grandchild_pid = tmp_path / "grandchild.pid"
+    script = textwrap.dedent(f"""
+        import subprocess, sys, time, pathlib
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        pathlib.Path({str(grandchild_pid)!r}).write_text(str(p.pid))
+        print("READY", flush=True)
+        time.sleep(3600)
+    """)
+    service = Service("parent", [], command=[sys.executable, "-c", script],
+                      ready=log_ready(tmp_path / "parent.log", "READY"))
+    with Supervised([service], tmp_path) as sup:
+        wait_until(grandchild_pid.exists, timeout=30)
+        orphan = int(grandchild_pid.read_text())
+        os.kill(sup.beamline.pids()["parent"], signal.SIGKILL)
+        wait_until(lambda: sup.said("parent is back"), timeout=30,
+                   message=lambda: "\n".join(sup.lines))
+        wait_until(lambda: not alive(orphan), timeout=10, message="the orphan to be killed")
