@@ -101,8 +101,10 @@ class _RunSpool:
             raise RuntimeError(
                 f"run {self.uid}: the catalog failed and the spool {self.path} failed too "
                 f"({self.spool_error}): documents of this run are being lost") from exc
-        announce(f"run {self.uid[:8]}: cannot spool it ({self.spool_error}); the "
-                 f"catalog still receives it, but a catalog failure now would lose data")
+        announce(f"run {self.uid[:8]}: cannot spool it to {self.owner.spool_dir} "
+                 f"({self.spool_error}); the catalog still receives it, but a catalog "
+                 "failure now would lose data. The spool is in the data directory: set "
+                 "TRAINSTAMP_DATA_DIR (or --data-dir) to a writable one.")
 
     def _catalog_failed(self, name: str, exc: BaseException) -> None:
         self.catalog_ok = False
