@@ -62,7 +62,9 @@ class Fault(enum.Enum):
 
 def check_missed_periods(value: object) -> int:
     """Validate a missed-period count; ``ValueError`` quoting the value and limits."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise ValueError(f"missed periods {value!r} is not a number")
+    if not isinstance(value, int):
         try:
             number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -190,11 +190,11 @@ class TimeServer(Device):
         with self._lock:
             connected, state, severity = self._id_connected, self._server_state, self._severity
         if not connected:
-            return f"{self.train_id.pvname} is disconnected"
+            return f"{self.prefix}{PV.ID} is disconnected"
         if state is not None and state != "ON":
             return f"TimeServer STATE is {state}"
         if severity:
-            return f"{self.train_id.pvname} is in alarm (severity {severity})"
+            return f"{self.prefix}{PV.ID} is in alarm (severity {severity})"
         return ""
 
     @property
