@@ -228,15 +228,18 @@ class TimeServerIOC(PVGroup):
 
     async def _publish_tick(self, tick: Tick) -> None:
         stamp = (tick.sec - EPICS_EPOCH_UNIX_S, tick.frac_as // AS_PER_NS)
-        await self.sec.write(float(tick.sec), timestamp=stamp)
-        await self.frac.write(float(tick.frac_as), timestamp=stamp)
-        await self.period.write(float(tick.period_us), timestamp=stamp)
-        await self.period_actual.write(self.model.ticks.averager.period_ms, timestamp=stamp)
+        # verify_value=False: caproto's numeric check would reset the shared tick alarm
+        # to NO_ALARM on the first of these writes, while ID still holds 0.
+        fields = ((self.sec, float(tick.sec)), (self.frac, float(tick.frac_as)),
+                  (self.period, float(tick.period_us)),
+                  (self.period_actual, self.model.ticks.averager.period_ms))
+        for prop, value in fields:
+            await prop.write(value, timestamp=stamp, verify_value=False)
         # ID last, so a client woken by its monitor finds the other fields already new;
         # its alarm goes in the same update as its value.
         status, severity = tick_alarm(Fault.NONE, tick.train_id)
         self._published["alarm"] = (status, severity)
-        await self.train_id.write(float(tick.train_id), timestamp=stamp,
+        await self.train_id.write(float(tick.train_id), timestamp=stamp, verify_value=False,
                                   status=status, severity=severity)
 
     async def _publish_health(self) -> None:
