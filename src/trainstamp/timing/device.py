@@ -48,6 +48,21 @@ TRIGGER_TIMEOUT_PERIODS = 5
 INVALID_SEVERITY = 3
 
 
+class TickStatus(DeviceStatus):
+    """The status of :meth:`TimeServer.trigger`; on timeout its message says why no
+    tick came (the device's :attr:`~TimeServer.health` at that moment)."""
+
+    def __init__(self, device: TimeServer, after: int, **kwargs) -> None:
+        self.after = after
+        super().__init__(device, **kwargs)
+
+    def __repr__(self) -> str:
+        device = self.device
+        why = getattr(device, "health", "") or "none came"
+        return (f"TickStatus({device.name}: waiting for a train after {self.after} within "
+                f"{self.timeout:g} s; {why}, done={self.done}, success={self.success})")
+
+
 class TimeServer(Device):
     """The TimeServer IOC: train ID, period and state, plus the last tick for stamping.
 
@@ -187,8 +202,8 @@ class TimeServer(Device):
     @property
     def health(self) -> str:
         """Why stamps would not be OK, or "" when the IOC vouches for its ticks."""
-        with self._lock:
-            connected, state, severity = self._id_connected, self._server_state, self._severity
+        # No lock: three attribute reads, and this runs inside status reprs and logs.
+        connected, state, severity = self._id_connected, self._server_state, self._severity
         if not connected:
             return f"{self.prefix}{PV.ID} is disconnected"
         if state is not None and state != "ON":
@@ -270,7 +285,6 @@ class TimeServer(Device):
         jump backwards (a restarted source) counts as the next train too. The status
         fails with a timeout if no tick comes within :meth:`trigger_timeout`.
         """
-        status = DeviceStatus(self, timeout=self.trigger_timeout())
         with self._lock:
             now = interpolate_train_id(self._tick, self.clock_ns(), stale_after=self.stale_after)
             after = 0
@@ -278,8 +292,25 @@ class TimeServer(Device):
                 after = self._tick.train_id
                 if now.status is StampStatus.OK and now.train_id is not None:
                     after = max(after, now.train_id)
-            self._waiters.append((after, status))
+        status = TickStatus(self, after, timeout=self.trigger_timeout())
+        with self._lock:  # (not held while the status is made: its repr takes no lock)
+            tick = self._tick
+            if tick is None or tick.train_id <= after:
+                self._waiters.append((after, status))
+                return status
+        status.set_finished()  # a tick came while the status was being made
         return status
+
+    def pause(self) -> None:
+        """The RunEngine suspends or pauses: it abandons the pending triggers and,
+        on resume, rewinds to its last checkpoint and triggers again. Release the
+        abandoned ones now, so that their timeout does not fail the run that left
+        them. The readings after the resume are stamped at that time."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for _, status in waiters:
+            if not status.done:
+                status.set_finished()
 
     def stop(self, *, success: bool = False) -> None:
         with self._lock:

@@ -86,3 +86,4 @@ def timeserver(ca_ports, request):
                 print(proc.output()[-8000:])
     # Every IOC must have shut down by itself on SIGINT (not needed SIGKILL).
     assert [p.proc.returncode for p in procs] == [0] * len(procs)
+
