@@ -17,7 +17,7 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from timing_servers import Ticker
 
-from trainstamp.plans import StopStamper, TrainStamp, stamp_wrapper
+from trainstamp.plans import StopStamper, TrainStamp, stamp_wrapper, train_count
 from trainstamp.testing import wait_until
 from trainstamp.timing import PV
 from trainstamp.timing.device import TimeServer
@@ -69,7 +69,9 @@ class Timeline:
         return state
 
 
-def test_outage_mid_run_suspends_and_resumes_and_nothing_is_stamped_ok_meanwhile(device, ticker):
+@pytest.mark.parametrize("plan", ["count", "train_count"])
+def test_outage_mid_run_suspends_and_resumes_and_nothing_is_stamped_ok_meanwhile(
+        device, ticker, plan):
     ts_ioc, dev = device
     RE = RunEngine(context_managers=[])
     suspenders = install_timeserver_suspenders(RE, dev, sleep=0.5)
@@ -97,8 +99,10 @@ def test_outage_mid_run_suspends_and_resumes_and_nothing_is_stamped_ok_meanwhile
 
     helper = threading.Thread(target=break_the_source, daemon=True)
     helper.start()
-    stamp = TrainStamp(dev)
-    (uid,) = RE(stamp_wrapper(count([dev], EVENTS), stamp))
+    if plan == "count":  # a plain bluesky plan, stamped as the profile does it
+        (uid,) = RE(stamp_wrapper(count([dev], EVENTS), TrainStamp(dev)))
+    else:  # one checkpoint per train: the run resumes from the train it was in
+        (uid,) = RE(train_count([dev], EVENTS, timeserver=dev))
     helper.join(30)
     assert set(outage) == {"kill", "tripped", "restart"}, outage
 
