@@ -20,14 +20,14 @@ if [ ! -r "$conf" ]; then
 fi
 
 # Keep values set in the environment; take the rest from the file.
-for key in TS_PREFIX TS_SOURCE TS_PERIOD_MS TS_BROADCAST_PORT TS_BROADCAST_BIND \
-           TS_AUTO_RESET TS_INTERFACES; do
+for key in TS_PREFIX TS_SOURCE TS_PERIOD_MS TS_MISSED_PERIODS TS_BROADCAST_PORT \
+           TS_BROADCAST_BIND TS_AUTO_RESET TS_INTERFACES; do
     eval "saved_$key=\${$key-__unset__}"
 done
 # shellcheck disable=SC1090
 . "$conf"
-for key in TS_PREFIX TS_SOURCE TS_PERIOD_MS TS_BROADCAST_PORT TS_BROADCAST_BIND \
-           TS_AUTO_RESET TS_INTERFACES; do
+for key in TS_PREFIX TS_SOURCE TS_PERIOD_MS TS_MISSED_PERIODS TS_BROADCAST_PORT \
+           TS_BROADCAST_BIND TS_AUTO_RESET TS_INTERFACES; do
     eval "saved=\$saved_$key"
     [ "$saved" != "__unset__" ] && eval "$key=\$saved"
 done
@@ -42,6 +42,7 @@ set -- ioc timeserver \
     --prefix "${TS_PREFIX:-TS:}" \
     --source "${TS_SOURCE:-local:internal}" \
     --period "${TS_PERIOD_MS:-100}" \
+    --missed-periods "${TS_MISSED_PERIODS:-3}" \
     --broadcast-port "${TS_BROADCAST_PORT:-5055}" \
     --broadcast-bind "${TS_BROADCAST_BIND:-127.0.0.1}" \
     "$@"

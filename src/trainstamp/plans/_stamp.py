@@ -8,7 +8,9 @@ allows no extra top-level fields, so the ID is a reading in the event, next to a
 ``train_id_status``       ``train_id``
 ========================  ==========================================================
 ``"OK"``                  the train ID in force when the event was read
-``"STALE"``               interpolated across ``stale_after`` or more missed ticks
+``"STALE"``               interpolated across ``stale_after`` or more missed ticks, or
+                          taken while the TimeServer was not ON, its ``ID`` in
+                          alarm or disconnected: a best guess, never OK
 ``"INVALID"``             :data:`NO_TRAIN_ID` (-1): no tick seen yet; never 0
 ``"EXACT"``               reserved for devices that know their train (packet headers)
 ========================  ==========================================================
@@ -16,8 +18,9 @@ allows no extra top-level fields, so the ID is a reading in the event, next to a
 The pieces:
 
 - :class:`TrainStamp` is a Readable that interpolates the train ID at read time from a
-  :class:`~trainstamp.timing.device.TimeServer`. Its configuration is the TimeServer's,
-  so each descriptor that holds a stamp carries the TimeServer configuration.
+  :class:`~trainstamp.timing.device.TimeServer`, whose ``train_id_at`` also judges the
+  TimeServer's health (see the table). Its configuration is the TimeServer's, so each
+  descriptor that holds a stamp carries the TimeServer configuration.
 - :func:`stamp_wrapper` / :func:`stamp_decorator` make any plan keep the contract: they
   read the stamp into every event bundle that does not already hold a ``train_id``
   reading (a device that knows its exact train, such as a detector reading its packet

@@ -69,6 +69,9 @@ def one_train(
     readings : dict
         The readings of the event.
     """
+    # A checkpoint per train: a suspended run (a train-ID outage, say) resumes from
+    # this train instead of replaying the run from its start.
+    yield from bps.checkpoint()
     yield from wait_for_train(timeserver)
     devices = separate_devices(list(detectors))
     group = short_uid("trigger")

@@ -4,17 +4,31 @@ Client-side ``EPICS_CA_*`` variables are read when a client context is created, 
 session must fix its address list before the first ophyd signal exists. A
 :class:`CAPortPool` reserves a handful of ports up front, puts them all in
 ``EPICS_CA_ADDR_LIST`` and hands them to IOC subprocesses one by one.
+
+The pool's ports lie outside the kernel's ephemeral range
+(``/proc/sys/net/ipv4/ip_local_port_range``). A client socket bound to port 0 can
+therefore never get one of them. That matters because the CA clients search every
+pool port: caproto's sync client binds its search socket to port 0, and if that port
+were a pool port with no IOC on it, the client would get its own search request back.
+It reads that request as a search response (the same command, and its own cid), and
+connects to a bogus address: "Disconnected during initialization". Each pool port is
+also locked in a file under the temporary directory, so that test sessions running at
+the same time on one machine never share a port.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import os
+import random
+import socket
 import sys
+import tempfile
 import uuid
-from collections.abc import Iterable, MutableMapping
-
-from trainstamp.testing._ports import free_port
+from collections.abc import Iterable, Iterator, MutableMapping
+from pathlib import Path
 
 
 def random_prefix(stem: str = "TST") -> str:
@@ -64,9 +78,8 @@ class CAPortPool:
     """
 
     def __init__(self, size: int = 40) -> None:
-        ports: dict[int, None] = {}
-        while len(ports) < size + 1:
-            ports[free_port("both")] = None
+        self._locks: list[int] = []  # open, locked file descriptors: one per port
+        ports = list(itertools.islice(_reserve_ports(self._locks), size + 1))
         *self.ports, self.repeater_port = ports
         self._cycle = itertools.cycle(self.ports)
 
@@ -98,3 +111,49 @@ class CAPortPool:
 
         return Subprocess([sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
                           env=self.env(), ready=running, python_module=False)
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports bound to 0 (Linux default 32768..60999)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+def _candidates() -> list[int]:
+    low, high = ephemeral_range()
+    ports = [p for p in (*range(10_000, low), *range(high + 1, 65_536)) if p > 1023]
+    random.SystemRandom().shuffle(ports)
+    return ports
+
+
+def _free_on_loopback(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _reserve_ports(locks: list[int]) -> Iterator[int]:
+    """Ports outside the ephemeral range, free now, each locked for this process."""
+    lock_dir = Path(tempfile.gettempdir()) / "trainstamp-ca-ports"
+    lock_dir.mkdir(exist_ok=True)
+    for port in _candidates():
+        fd = os.open(lock_dir / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another test session holds it
+            os.close(fd)
+            continue
+        if not _free_on_loopback(port):
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            continue
+        locks.append(fd)  # held until the process exits
+        yield port

@@ -1,7 +1,8 @@
 """The TimeServer: the single source of train IDs for everything in trainstamp.
 
-- :mod:`._core`: ticks, interpolation, averaging, discontinuities, the state machine and
-  source URIs (pure, no I/O).
+- :mod:`._core`: ticks, interpolation, averaging, discontinuities, the P-loop and source
+  URIs (pure, no I/O).
+- :mod:`._model`: the state machine, faults, the missed-period rule and STATUS (pure).
 - :mod:`._protocol`: the decimal-ASCII train-ID TCP protocol (pure).
 - :mod:`.feed`: a blocking consumer of that protocol for hardware-side programs.
 """
@@ -16,14 +17,20 @@ from trainstamp.timing._core import (
     Source,
     Stamp,
     StampStatus,
-    State,
     Tick,
     TickBuilder,
-    TimerModel,
     check_period_ms,
     first_internal_id,
     interpolate_train_id,
     parse_source,
+)
+from trainstamp.timing._model import (
+    DEFAULT_MISSED_PERIODS,
+    Fault,
+    RateLimit,
+    State,
+    TimerModel,
+    check_missed_periods,
 )
 from trainstamp.timing._protocol import MAX_TRAIN_ID, BadMessage, encode_train_id, parse_train_id
 from trainstamp.timing._pvnames import (
@@ -35,6 +42,7 @@ from trainstamp.timing._pvnames import (
 
 __all__ = [
     "DEFAULT_BROADCAST_PORT",
+    "DEFAULT_MISSED_PERIODS",
     "DEFAULT_PREFIX",
     "PV",
     "STATE_STRINGS",
@@ -44,6 +52,8 @@ __all__ = [
     "MIN_PERIOD_MS",
     "P_GAIN",
     "BadMessage",
+    "Fault",
+    "RateLimit",
     "PeriodAverager",
     "PeriodLoop",
     "Source",
@@ -53,6 +63,7 @@ __all__ = [
     "Tick",
     "TickBuilder",
     "TimerModel",
+    "check_missed_periods",
     "check_period_ms",
     "encode_train_id",
     "first_internal_id",

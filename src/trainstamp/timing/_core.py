@@ -1,6 +1,6 @@
 """Pure timing core: ticks, interpolation, period averaging and discontinuities.
 
-This is the TimeServer seed's ``xfel::timer::Model`` plus Karabo's
+This is the arithmetic under the seed's ``xfel::timer::Model`` plus Karabo's
 ``getActualTimestamp``: plain classes and functions with no sockets, no asyncio and no
 clock. Every time is passed in as an integer number of nanoseconds, so the whole core is
 tested directly and deterministically. The IOC, the sources and the ophyd device are thin
@@ -167,9 +167,19 @@ class TickBuilder:
         self.averager = PeriodAverager(average_over)
         self.discontinuities = 0
         self.last: Tick | None = None
+        #: The last ID before an outage: the first ID after it is checked against it.
+        self.anchor: int | None = None
 
-    def clear(self) -> None:
-        """Forget the last tick and the average (on reset); counters are kept."""
+    def clear(self, *, keep_anchor: bool = False) -> None:
+        """Forget the last tick and the average (on reset); counters are kept.
+
+        With ``keep_anchor`` (an automatic reset after a source failure) the last ID
+        is kept as the anchor: if the first ID after the outage is not the next one,
+        that jump counts as a discontinuity, and a repeat of the last ID is no tick.
+        An operator's RESET re-anchors without counting.
+        """
+        last = self.last
+        self.anchor = (last.train_id if last is not None else self.anchor) if keep_anchor else None
         self.last = None
         self.averager.clear()
 
@@ -183,6 +193,12 @@ class TickBuilder:
                 self.averager.add(t_ns - last.t_ns)
             else:
                 self.discontinuities += 1
+        elif self.anchor is not None:
+            if train_id == self.anchor:
+                return None  # the ID in force before the outage: not a new train
+            if train_id != self.anchor + 1:
+                self.discontinuities += 1
+        self.anchor = None
         period_us = self.averager.period_us or self.nominal_period_us
         tick = Tick.from_ns(train_id, t_ns, period_us)
         self.last = tick
@@ -337,88 +353,3 @@ def first_internal_id(wall_ns: int) -> int:
     later run: a restart never reuses an ID. Around 1.8e12 in 2026, well below 2**53.
     """
     return wall_ns // round(MIN_PERIOD_MS * 1e6)
-
-
-# --- state machine ---------------------------------------------------------------------
-
-
-class State(enum.IntEnum):
-    """The seed's FSM: INIT -> ON; any error -> UNKNOWN; reset -> INIT."""
-
-    INIT = 0
-    ON = 1
-    UNKNOWN = 2
-
-
-class TimerModel:
-    """The TimeServer's application logic without I/O (the seed's ``xfel::timer::Model``).
-
-    It owns the state, the source URI, the period setpoint, the tick builder and the
-    counters. The async :class:`~trainstamp.timing.Timer` drives it: it calls
-    :meth:`initialized`, :meth:`error`, :meth:`reset` and :meth:`on_id`.
-    """
-
-    def __init__(self, source: str = "local:internal", period_ms: float = 100.0) -> None:
-        self.source = parse_source(source)
-        self.period = PeriodLoop(period_ms)
-        self.state = State.INIT
-        self.status = "initializing"
-        self.bad_messages = 0
-        self.ticks = TickBuilder(nominal_period_us=round(self.period.setpoint_ns / 1000))
-
-    # state transitions
-    def set_source(self, uri: str) -> Source:
-        """Change the source; only before initialization (refused while ON)."""
-        if self.state == State.ON:
-            raise ValueError(f"source can only be changed before initialization; state is ON "
-                             f"(source {self.source.uri!r}); refused {uri!r}")
-        self.source = parse_source(uri)
-        return self.source
-
-    def set_period(self, period_ms: float) -> None:
-        self.period.set(period_ms)
-        self._update_nominal()
-
-    def _update_nominal(self) -> None:
-        # Only the internal source runs at PERIOD_SET; for the others the period is
-        # unknown (0) until two consecutive IDs have been seen.
-        internal = self.source == Source("local", "internal")
-        self.ticks.nominal_period_us = round(self.period.setpoint_ns / 1000) if internal else 0
-
-    def initialized(self) -> None:
-        if self.state != State.INIT:
-            raise ValueError(f"cannot go ON from {self.state.name}")
-        self._update_nominal()
-        self.state = State.ON
-        self.status = f"ON from {self.source.uri}"
-
-    def error(self, message: str) -> None:
-        self.state = State.UNKNOWN
-        self.status = message
-
-    def reset(self) -> None:
-        self.state = State.INIT
-        self.status = "initializing"
-        self.ticks.clear()
-
-    # data
-    def on_id(self, train_id: int, t_ns: int) -> Tick | None:
-        """A new ID from the source; the tick to publish, or None (repeat, or not ON)."""
-        if self.state != State.ON:
-            return None
-        return self.ticks.on_id(train_id, t_ns)
-
-    def on_bad_message(self, reason: str) -> None:
-        self.bad_messages += 1
-        self.status = f"bad message #{self.bad_messages}: {reason}"
-
-    @property
-    def discontinuities(self) -> int:
-        return self.ticks.discontinuities
-
-    @property
-    def last(self) -> Tick | None:
-        return self.ticks.last
-
-    def interpolate(self, t_ns: int, *, stale_after: int = 3) -> Stamp:
-        return interpolate_train_id(self.last, t_ns, stale_after=stale_after)

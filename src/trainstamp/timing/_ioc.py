@@ -1,4 +1,4 @@
-"""The TimeServer IOC: a caproto PVGroup, thin over the timing core.
+"""The TimeServer IOC: a caproto PVGroup, thin over the timing model.
 
 Types. Channel Access has no 64-bit integer, so the four 64-bit tick fields are
 DOUBLEs, which hold every integer up to 2**53 exactly: train IDs (about 1.8e12 from the
@@ -8,6 +8,15 @@ is exact too for every source we have, because their clocks tick in whole nanose
 DOUBLE represents exactly. The tick is therefore rebuilt exactly as
 ``Tick(int(ID), int(SEC), int(FRAC), int(PERIOD))``. The EPICS timestamp of every tick
 PV, ``ID`` included, is the tick time itself (EPICS timestamps carry whole ns).
+
+Alarms. ``ID`` and the other tick PVs share one alarm, and nothing else shares it. It is
+INVALID from the moment the IOC exists, before any client can connect. Its status is
+UDF before the first tick, COMM after a source failure and TIMEOUT after the missed
+periods. It stays so until a tick arrives while ON, and that tick is written in the
+same update as its value. So no client ever sees ``ID`` = 0, or an old ID, without
+INVALID severity. Each writable PV has an alarm of its own, which a refused put sets
+to MAJOR/WRITE (caproto's rule) and the next accepted put clears. ``STATE``,
+``STATUS`` and the counters never alarm.
 """
 
 from __future__ import annotations
@@ -15,32 +24,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Sequence
 from textwrap import dedent
 
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
-from caproto.server import PVGroup, pvproperty, run, template_arg_parser
+from caproto._data import ChannelAlarm
+from caproto._dbr import native_type
+from caproto.server import PVGroup, pvproperty, template_arg_parser
+from caproto.server.server import PvpropertyInteger
 
 from trainstamp.timing._broadcast import Broadcaster
-from trainstamp.timing._core import (
-    AS_PER_NS,
-    Tick,
+from trainstamp.timing._caserver import run
+from trainstamp.timing._core import AS_PER_NS, Tick, check_period_ms, parse_source
+from trainstamp.timing._model import (
+    DEFAULT_MISSED_PERIODS,
+    MAX_EXACT_ID,
+    Fault,
     TimerModel,
-    check_period_ms,
-    parse_source,
+    check_missed_periods,
 )
 from trainstamp.timing._pvnames import DEFAULT_BROADCAST_PORT, DEFAULT_PREFIX, PV, STATE_STRINGS
 from trainstamp.timing._sources import EPICS_EPOCH_UNIX_S
 from trainstamp.timing._timer import Timer
 
-log = logging.getLogger(__name__)
+__all__ = ["MAX_EXACT_ID", "TimeServerIOC", "main"]
 
-#: Largest train ID a CA DOUBLE holds exactly; above it ``ID`` is in MAJOR alarm.
-MAX_EXACT_ID = 2**53
+log = logging.getLogger(__name__)
 
 #: Longest text in the ``SOURCE`` and ``STATUS`` character-array PVs.
 TEXT_LEN = 256
+#: The alarm group of ID and the other tick PVs.
+TICK_ALARM = "tick"
+_INT32 = (-(2**31), 2**31 - 1)
 
 
 def _text(value: str) -> str:
@@ -53,47 +70,91 @@ def _as_str(value: object) -> str:
     return str(value).rstrip("\0")
 
 
+def tick_alarm(fault: Fault, train_id: int | None) -> tuple[AlarmStatus, AlarmSeverity]:
+    """The alarm of ``ID`` and the tick PVs for the model's fault and last ID."""
+    if fault is not Fault.NONE:
+        return AlarmStatus[fault.value], AlarmSeverity.INVALID_ALARM
+    if train_id is not None and train_id > MAX_EXACT_ID:
+        return AlarmStatus.HIHI, AlarmSeverity.MAJOR_ALARM  # inexact as a DOUBLE
+    return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
+
+
+class WholeNumber(PvpropertyInteger):
+    """A LONG PV that refuses, rather than truncates, a value that is not a whole
+    number: caproto would turn NaN into -2147483648 and 1.5 into 1 before any putter
+    sees the value. The refusal goes through the group's ``refuse``."""
+
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
+        native = native_type(data_type)
+        if native in (ChannelType.DOUBLE, ChannelType.FLOAT):
+            for value in data:
+                number = float(value)
+                if not (math.isfinite(number) and number.is_integer()
+                        and _INT32[0] <= number <= _INT32[1]):
+                    await self.group.refuse(
+                        f"{self.pvspec.name} refused: {number!r} is not a whole number")
+        elif native == ChannelType.STRING:
+            for value in data:
+                text = _as_str(value).strip()
+                if not text.lstrip("+-").isdigit() or not _INT32[0] <= int(text) <= _INT32[1]:
+                    await self.group.refuse(
+                        f"{self.pvspec.name} refused: {text[:40]!r} is not a whole number")
+        return await super().write_from_dbr(data, data_type, metadata, flags=flags)
+
+
 class TimeServerIOC(PVGroup):
     """TimeServer IOC: hands out train IDs and re-broadcasts them over TCP.
 
     Tick (read-only, EPICS timestamp = tick time): ID, SEC, FRAC (attoseconds),
     PERIOD (averaged, us), PERIOD_ACTUAL (mean of last 100 ID changes, ms).
     Control: PERIOD_SET (ms), SOURCE (local:internal, local:x2timer, tcp://host:port,
-    ca://PVNAME; only while not ON), RESET (write 1: back to INIT).
+    ca://PVNAME; only while UNKNOWN), RESET (write 1: back to INIT), MISSED_PERIODS
+    (periods without an ID before the source counts as dead).
     Health: STATE (INIT/ON/UNKNOWN), STATUS (text), BAD_MESSAGES, DISCONTINUITIES.
     """
 
     train_id = pvproperty(name=PV.ID, value=0.0, read_only=True, precision=0,
+                          alarm_group=TICK_ALARM,
                           doc="train ID of the last tick (exact to 2**53); timestamp = tick time")
     sec = pvproperty(name=PV.SEC, value=0.0, read_only=True, precision=0, units="s",
-                     doc="UNIX seconds of the last tick")
+                     alarm_group=TICK_ALARM, doc="UNIX seconds of the last tick")
     frac = pvproperty(name=PV.FRAC, value=0.0, read_only=True, precision=0, units="as",
+                      alarm_group=TICK_ALARM,
                       doc="fraction of the second of the last tick, attoseconds")
     period = pvproperty(name=PV.PERIOD, value=0.0, read_only=True, precision=0, units="us",
-                        doc="averaged period")
+                        alarm_group=TICK_ALARM, doc="averaged period")
     period_actual = pvproperty(name=PV.PERIOD_ACTUAL, value=0.0, read_only=True, precision=3,
-                               units="ms", doc="mean period over the last 100 ID changes")
+                               units="ms", alarm_group=TICK_ALARM,
+                               doc="mean period over the last 100 ID changes")
     period_set = pvproperty(name=PV.PERIOD_SET, value=100.0, precision=3, units="ms",
-                            doc="period setpoint of the internal source (P-type loop)")
+                            alarm_group=PV.PERIOD_SET,
+                            doc="period setpoint of the internal source (P-type loop); "
+                                "the expected period of any source")
     source = pvproperty(name=PV.SOURCE, value="local:internal", dtype=ChannelType.CHAR,
-                        max_length=TEXT_LEN, string_encoding="utf-8",
-                        doc="source URI; can only be changed while not ON")
+                        max_length=TEXT_LEN, string_encoding="utf-8", alarm_group=PV.SOURCE,
+                        doc="source URI; can only be changed while UNKNOWN")
     state = pvproperty(name=PV.STATE, value=STATE_STRINGS[0], dtype=ChannelType.ENUM,
                        enum_strings=STATE_STRINGS, read_only=True, doc="INIT, ON or UNKNOWN")
-    reset = pvproperty(name=PV.RESET, value=0, doc="write non-zero to reset (-> INIT)")
+    reset = pvproperty(name=PV.RESET, value=0, dtype=WholeNumber, alarm_group=PV.RESET,
+                       doc="write 1 to reset (-> INIT); 0 does nothing")
+    missed_periods = pvproperty(name=PV.MISSED_PERIODS, value=DEFAULT_MISSED_PERIODS,
+                                dtype=WholeNumber, alarm_group=PV.MISSED_PERIODS,
+                                doc="expected periods without a new ID before the source "
+                                    "counts as dead (UNKNOWN, ID in TIMEOUT alarm)")
     status = pvproperty(name=PV.STATUS, value="starting", dtype=ChannelType.CHAR,
                         max_length=TEXT_LEN, string_encoding="utf-8", read_only=True,
                         doc="what the TimeServer is doing, or why it is not ON")
     bad_messages = pvproperty(name=PV.BAD_MESSAGES, value=0, read_only=True,
-                              doc="count of rejected source messages")
+                              doc="count of rejected source messages (and of ID 0)")
     discontinuities = pvproperty(name=PV.DISCONTINUITIES, value=0, read_only=True,
                                  doc="count of jumps (backwards or skipping ahead) in the ID")
 
     def __init__(self, *args, source: str = "local:internal", period_ms: float = 100.0,
                  broadcast_port: int = DEFAULT_BROADCAST_PORT, broadcast_bind: str = "127.0.0.1",
-                 auto_reset: bool = True, **kwargs) -> None:
+                 auto_reset: bool = True, missed_periods: int = DEFAULT_MISSED_PERIODS,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.model = TimerModel(source, period_ms)
+        self.model = TimerModel(source, period_ms, missed_periods=missed_periods)
         self.timer = Timer(self.model, auto_reset=auto_reset, on_change=self._changed)
         self.broadcaster = (Broadcaster(broadcast_bind, broadcast_port) if broadcast_port
                             else None)
@@ -102,15 +163,24 @@ class TimeServerIOC(PVGroup):
         self._dirty = asyncio.Event()
         self._published: dict[str, object] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # The initial values match the model at once: before the first publish, a
+        # client reading SOURCE, PERIOD_SET or MISSED_PERIODS sees what will be used.
+        self.source._data["value"] = self.model.source.uri
+        self.period_set._data["value"] = self.model.period.setpoint_ms
+        self.missed_periods._data["value"] = self.model.missed_periods
+
+    def _create_pvdb(self) -> None:
+        # The tick alarm is INVALID/UDF from the start: the very first value a client
+        # gets, ID = 0, already carries it.
+        self.alarms[TICK_ALARM] = ChannelAlarm(status=AlarmStatus.UDF,
+                                               severity=AlarmSeverity.INVALID_ALARM)
+        super()._create_pvdb()
 
     # --- startup / shutdown ------------------------------------------------------------
     @state.startup
     async def state(self, instance, async_lib) -> None:
         self._dirty = asyncio.Event()
-        await self.train_id.alarm.write(status=AlarmStatus.UDF,
-                                        severity=AlarmSeverity.INVALID_ALARM)
-        await self.source.write(self.model.source.uri, verify_value=False)
-        await self.period_set.write(self.model.period.setpoint_ms, verify_value=False)
+        self._published["alarm"] = (self.train_id.alarm.status, self.train_id.alarm.severity)
         if self.broadcaster is not None:
             try:
                 await self.broadcaster.start()
@@ -122,6 +192,7 @@ class TimeServerIOC(PVGroup):
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._publisher(), name="timeserver-publisher"))
         self.timer.start()
+        self._changed()
 
     @state.shutdown
     async def state(self, instance, async_lib) -> None:
@@ -157,37 +228,53 @@ class TimeServerIOC(PVGroup):
 
     async def _publish_tick(self, tick: Tick) -> None:
         stamp = (tick.sec - EPICS_EPOCH_UNIX_S, tick.frac_as // AS_PER_NS)
-        await self.sec.write(float(tick.sec), timestamp=stamp)
-        await self.frac.write(float(tick.frac_as), timestamp=stamp)
-        await self.period.write(float(tick.period_us), timestamp=stamp)
-        await self.period_actual.write(self.model.ticks.averager.period_ms, timestamp=stamp)
-        # ID last, so a client woken by its monitor finds the other fields already new.
-        if tick.train_id <= MAX_EXACT_ID:
-            alarm = {"status": AlarmStatus.NO_ALARM, "severity": AlarmSeverity.NO_ALARM}
-        else:  # a DOUBLE cannot hold it exactly: publish, but never as if it were exact
-            alarm = {"status": AlarmStatus.HIHI, "severity": AlarmSeverity.MAJOR_ALARM}
-            self.model.status = (f"train ID {tick.train_id} is above 2**53: ID over CA is "
-                                 "inexact (the TCP broadcast carries it exactly)")
-        await self.train_id.write(float(tick.train_id), timestamp=stamp, **alarm)
+        # verify_value=False: caproto's numeric check would reset the shared tick alarm
+        # to NO_ALARM on the first of these writes, while ID still holds 0.
+        fields = ((self.sec, float(tick.sec)), (self.frac, float(tick.frac_as)),
+                  (self.period, float(tick.period_us)),
+                  (self.period_actual, self.model.ticks.averager.period_ms))
+        for prop, value in fields:
+            await prop.write(value, timestamp=stamp, verify_value=False)
+        # ID last, so a client woken by its monitor finds the other fields already new;
+        # its alarm goes in the same update as its value.
+        status, severity = tick_alarm(Fault.NONE, tick.train_id)
+        self._published["alarm"] = (status, severity)
+        await self.train_id.write(float(tick.train_id), timestamp=stamp, verify_value=False,
+                                  status=status, severity=severity)
 
     async def _publish_health(self) -> None:
         model = self.model
+        last = model.last
+        alarm = tick_alarm(model.fault, None if last is None else last.train_id)
+        if self._published.get("alarm") != alarm:
+            self._published["alarm"] = alarm
+            await self.train_id.alarm.write(status=alarm[0], severity=alarm[1])
         updates = (
             (self.state, "state", model.state.name),
             (self.status, "status", _text(model.status)),
             (self.bad_messages, "bad", model.bad_messages),
             (self.discontinuities, "disc", model.discontinuities),
+            (self.source, "source", model.source.uri),
         )
         for prop, key, value in updates:
             if self._published.get(key) != value:
                 self._published[key] = value
                 await prop.write(value, verify_value=False)
 
-    async def _refuse(self, message: str) -> None:
-        self.model.status = message
-        self._published["status"] = _text(message)
-        await self.status.write(_text(message), verify_value=False)
+    async def refuse(self, message: str) -> None:
+        """Refuse a put: STATUS leads with ``message``, and the client gets it as the
+        put's error (ECA_PUTFAIL, answered at once, see :mod:`._caserver`)."""
+        log.info("%s", message)
+        self.model.refused(message)
+        await self._publish_health()
         raise ValueError(message)
+
+    async def _accepted(self, instance) -> None:
+        self.model.accepted()
+        if instance.alarm.status == AlarmStatus.WRITE:  # left by an earlier refusal
+            await instance.alarm.write(status=AlarmStatus.NO_ALARM,
+                                       severity=AlarmSeverity.NO_ALARM)
+        self._changed()
 
     # --- putters -----------------------------------------------------------------------
     @period_set.putter
@@ -195,26 +282,44 @@ class TimeServerIOC(PVGroup):
         try:
             period_ms = check_period_ms(value)
         except ValueError as exc:
-            await self._refuse(f"PERIOD_SET refused: {exc}")
+            await self.refuse(f"PERIOD_SET refused: {exc}")
         self.model.set_period(period_ms)
+        self.timer.limits_changed()
+        await self._accepted(instance)
         return period_ms
 
     @source.putter
     async def source(self, instance, value):
         uri = _as_str(value)
         try:
-            source = self.model.set_source(uri)  # refused while ON, or if malformed
+            source = self.model.set_source(uri)  # refused unless UNKNOWN, or if malformed
         except ValueError as exc:
-            await self._refuse(f"SOURCE refused: {exc}")
-        self.model.status = f"source set to {source.uri}; RESET to initialize"
-        self._changed()
+            await self.refuse(f"SOURCE refused: {exc}")
+        await self._accepted(instance)
+        how = ("the next auto reset initializes it" if self.timer.auto_reset
+               else "write RESET to initialize it")
+        self.model.state_text = f"UNKNOWN; source set to {source.uri}: {how}"
+        self._published["source"] = source.uri
         return source.uri
 
     @reset.putter
     async def reset(self, instance, value):
+        if value not in (0, 1):
+            await self.refuse(f"RESET refused: {value!r}; write 1 to reset (0 does nothing)")
+        await self._accepted(instance)
         if value:
             await self.timer.reset()
         return 0
+
+    @missed_periods.putter
+    async def missed_periods(self, instance, value):
+        try:
+            count = self.model.set_missed_periods(value)
+        except ValueError as exc:
+            await self.refuse(f"MISSED_PERIODS refused: {exc}")
+        self.timer.limits_changed()
+        await self._accepted(instance)
+        return count
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -239,11 +344,22 @@ def main(argv: Sequence[str]) -> int:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
+    def missed(text: str) -> int:
+        try:
+            return check_missed_periods(int(text) if text.strip().isdigit() else text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     parser.add_argument("--source", type=source_uri, default="local:internal",
                         help="local:internal (default), local:x2timer, tcp://host:port "
                              "or ca://PVNAME")
     parser.add_argument("--period", type=_period_ms, default=100.0,
-                        help="period setpoint in ms (default 100)")
+                        help="period setpoint in ms (default 100); for tcp:// and ca:// "
+                             "the source's expected period")
+    parser.add_argument("--missed-periods", type=missed, default=DEFAULT_MISSED_PERIODS,
+                        help="expected periods without a new train ID before the source "
+                             f"counts as dead (default {DEFAULT_MISSED_PERIODS}; also the "
+                             "PV MISSED_PERIODS)")
     parser.add_argument("--broadcast-port", type=_port, default=DEFAULT_BROADCAST_PORT,
                         help=f"TCP port re-broadcasting every tick (default "
                              f"{DEFAULT_BROADCAST_PORT}; 0 disables it)")
@@ -262,7 +378,8 @@ def main(argv: Sequence[str]) -> int:
                            f"{args.broadcast_bind}:{args.broadcast_port}: {exc}\n")
     ioc = TimeServerIOC(source=args.source, period_ms=args.period,
                         broadcast_port=args.broadcast_port, broadcast_bind=args.broadcast_bind,
-                        auto_reset=not args.no_auto_reset, **ioc_options)
+                        auto_reset=not args.no_auto_reset, missed_periods=args.missed_periods,
+                        **ioc_options)
+    run_options.pop("module_name", None)
     run(ioc.pvdb, **run_options)
     return 0
-

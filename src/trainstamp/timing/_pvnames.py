@@ -16,15 +16,18 @@ class PV:
     PERIOD = "PERIOD"  #: DOUBLE, averaged period, us
     PERIOD_ACTUAL = "PERIOD_ACTUAL"  #: DOUBLE, mean period over the last 100 ID changes, ms
     PERIOD_SET = "PERIOD_SET"  #: DOUBLE, period setpoint, ms (writable)
-    SOURCE = "SOURCE"  #: CHAR waveform string (max 256), source URI (writable unless ON)
+    SOURCE = "SOURCE"  #: CHAR waveform string (max 256), source URI (writable while UNKNOWN)
     STATE = "STATE"  #: ENUM INIT / ON / UNKNOWN
-    RESET = "RESET"  #: LONG, write any non-zero value to reset (-> INIT)
+    RESET = "RESET"  #: LONG, write 1 to reset (-> INIT); 0 does nothing
+    MISSED_PERIODS = "MISSED_PERIODS"  #: LONG, periods without an ID before UNKNOWN (writable)
     STATUS = "STATUS"  #: CHAR waveform string (max 256), readable status text
     BAD_MESSAGES = "BAD_MESSAGES"  #: LONG, count of rejected messages
     DISCONTINUITIES = "DISCONTINUITIES"  #: LONG, count of jumps in the ID
 
     ALL = (ID, SEC, FRAC, PERIOD, PERIOD_ACTUAL, PERIOD_SET, SOURCE, STATE, RESET,
-           STATUS, BAD_MESSAGES, DISCONTINUITIES)
+           MISSED_PERIODS, STATUS, BAD_MESSAGES, DISCONTINUITIES)
+    #: The PVs a client may write.
+    WRITABLE = (PERIOD_SET, SOURCE, RESET, MISSED_PERIODS)
 
 
 #: Enum strings of ``STATE``, in value order (matches :class:`~trainstamp.timing.State`).

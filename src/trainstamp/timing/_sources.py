@@ -6,8 +6,10 @@ raising means a source failure) and ``close()``. All arithmetic lives in
 :mod:`trainstamp.timing._core`; the sources only read clocks and sockets.
 
 - ``local:internal``: :class:`InternalSource`, counts at absolute monotonic deadlines.
-- ``tcp://host:port``: :class:`TcpSource`, decimal ASCII IDs stamped at receive time.
-- ``ca://PVNAME``: :class:`CASource`, follows an EPICS PV carrying the train/pulse ID.
+- ``tcp://host:port``: :class:`TcpSource`, decimal ASCII IDs stamped at receive time;
+  a lost connection is a failure.
+- ``ca://PVNAME``: :class:`CASource`, follows an EPICS PV carrying the train/pulse ID;
+  a disconnect is a failure, an update in INVALID alarm is no ID.
 - ``local:x2timer``: :class:`X2TimerSource`, refuses: there is no timing board here.
 """
 
@@ -16,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from trainstamp.timing._core import MAX_TRAIN_ID, PeriodLoop, Source, first_internal_id
+from trainstamp.timing._model import PAUSE_FRACTION
 from trainstamp.timing._protocol import BadMessage, MessageSplitter
 
 log = logging.getLogger(__name__)
@@ -29,7 +33,12 @@ EPICS_EPOCH_UNIX_S = 631_152_000
 
 
 class SourceUnavailable(RuntimeError):
-    """A source that cannot be initialized (no board, nobody listening, no PV)."""
+    """A source that cannot be initialized (no board, nobody listening, no PV), or that
+    failed while ON (connection lost, PV disconnected)."""
+
+
+class SourceSilent(SourceUnavailable):
+    """A source that delivered no new train ID for the missed periods."""
 
 
 class Sink(Protocol):
@@ -128,23 +137,35 @@ class InternalSource(TrainSource):
 # --- tcp://host:port -------------------------------------------------------------------
 
 
+def describe_error(exc: BaseException, timeout: float | None = None) -> str:
+    """A connection error as words, never empty: "timed out after 2 s",
+    "Connection refused", ..."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout:g} s" if timeout else "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or exc.__class__.__name__
+
+
 class TcpSource(TrainSource):
     """``tcp://host:port``: consume decimal ASCII train IDs from a TCP server.
 
-    Each ID is stamped with the wall clock when its bytes arrive (the seed's warning:
-    this includes the network latency). Bad messages are counted through the sink and
-    skipped; a connection that drops in the middle of a message counts as one bad
-    message. After a disconnect it reconnects with capped exponential backoff and stays
-    ON; only a failure of the very first connection is an initialization error.
+    Each ID is stamped with the wall clock when its last byte arrived (the seed's
+    warning: this includes the network latency). Messages end at a terminator or,
+    until the first terminator, at a pause of ``pause_ns()`` (see
+    :mod:`~trainstamp.timing._protocol`). Bad messages are counted through the sink
+    and skipped, and a connection that drops in the middle of a message counts as one
+    bad message (before the first terminator the end of the connection ends the message,
+as a pause does). A connection that cannot be opened, or that is lost, is a source
+    failure: the TimeServer goes UNKNOWN, and its auto reset reconnects.
     """
 
     def __init__(self, sink: Sink, host: str, port: int, *, connect_timeout: float = 2.0,
-                 backoff_initial: float = 0.1, backoff_max: float = 5.0) -> None:
+                 pause_ns: Callable[[], int] | None = None) -> None:
         super().__init__(sink)
         self.host, self.port = host, port
         self.connect_timeout = connect_timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.pause_ns = pause_ns or (lambda: 25_000_000)
         self.connects = 0
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
@@ -152,62 +173,64 @@ class TcpSource(TrainSource):
     def uri(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
-    async def _connect(self) -> None:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-        # cancellation that races with a completed connect, and the IOC never exits.
-        async with asyncio.timeout(self.connect_timeout):
-            self._conn = await asyncio.open_connection(self.host, self.port)
+    async def open(self) -> None:
+        try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races with a completed connect, and the IOC never exits.
+            async with asyncio.timeout(self.connect_timeout):
+                self._conn = await asyncio.open_connection(self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            raise SourceUnavailable(f"cannot connect to {self.uri}: "
+                                    f"{describe_error(exc, self.connect_timeout)}") from None
         self.connects += 1
         self.sink.on_status(f"connected to {self.uri}")
 
-    async def open(self) -> None:
-        try:
-            await self._connect()
-        except (OSError, TimeoutError) as exc:
-            raise SourceUnavailable(f"cannot connect to {self.uri}: {exc or 'timeout'}") from None
-
     async def run(self) -> None:
-        delay = self.backoff_initial
-        while True:
-            if self._conn is None:
-                try:
-                    await self._connect()
-                    delay = self.backoff_initial
-                except (OSError, TimeoutError) as exc:
-                    self.sink.on_status(f"{self.uri}: {exc or 'timeout'}; retry in {delay:.1f} s")
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                    continue
-            reader, writer = self._conn
-            try:
-                reason = await self._read(reader)
-            finally:
-                self._conn = None
-                writer.close()
-            self.sink.on_status(f"{self.uri}: {reason}; reconnecting")
+        if self._conn is None:
+            raise SourceUnavailable(f"{self.uri}: not connected")
+        reader, writer = self._conn
+        try:
+            reason = await self._read(reader)
+        finally:
+            self._conn = None
+            writer.close()
+        raise SourceUnavailable(f"{self.uri}: {reason}")
 
     async def _read(self, reader: asyncio.StreamReader) -> str:
         """Read until the connection ends; return why it ended."""
-        splitter = MessageSplitter()
+        splitter = MessageSplitter(pause_ns=self.pause_ns())
         while True:
+            splitter.pause_ns = self.pause_ns()  # PERIOD_SET may have changed
+            deadline = splitter.deadline_ns
             try:
-                data = await reader.read(65536)
+                if deadline is None:
+                    data = await reader.read(65536)
+                else:
+                    async with asyncio.timeout(max(0, deadline - time.monotonic_ns()) / 1e9):
+                        data = await reader.read(65536)
+            except TimeoutError:  # the sender paused: the pending message is complete
+                self._deliver(splitter, splitter.flush_ids(time.monotonic_ns()))
+                continue
             except OSError as exc:
-                reason = f"connection lost ({exc.__class__.__name__})"
+                reason = f"connection lost ({describe_error(exc)})"
                 data = b""
             else:
                 reason = "server closed the connection"
-            t_ns = time.time_ns()
             if not data:
-                pending = splitter.reset()
-                if pending:
-                    self.sink.on_bad_message(f"connection ended inside a message {pending[:40]!r}")
+                self._deliver(splitter, splitter.finish_ids())
                 return reason
-            for item in splitter.feed_ids(data):
-                if isinstance(item, BadMessage):
-                    self.sink.on_bad_message(str(item))
-                else:
-                    self.sink.on_id(item, t_ns)
+            self._deliver(splitter, splitter.feed_ids(data, time.monotonic_ns()))
+
+    def _deliver(self, splitter: MessageSplitter, items) -> None:
+        # The splitter's times are monotonic (pauses must not see clock steps); each ID
+        # is stamped on the wall clock at the time its last byte arrived.
+        to_wall = time.time_ns() - time.monotonic_ns()
+        for item in items:
+            if isinstance(item, BadMessage):
+                self.sink.on_bad_message(str(item))
+            else:
+                assert splitter.t_ns is not None
+                self.sink.on_id(item, splitter.t_ns + to_wall)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -217,6 +240,10 @@ class TcpSource(TrainSource):
 
 # --- ca://PVNAME -----------------------------------------------------------------------
 
+#: CA alarm severity INVALID: an upstream value in this alarm is not a train ID.
+_INVALID_SEVERITY = 3
+_DISCONNECTED = object()
+
 
 class CASource(TrainSource):
     """``ca://PVNAME``: follow an EPICS PV that carries the train or pulse ID.
@@ -224,8 +251,10 @@ class CASource(TrainSource):
     At an EPICS facility this stands in for the timing board: point it at the event
     receiver's pulse-ID PV. Each update is stamped with the PV's own EPICS timestamp
     (the record's time of the ID change), or the receive time if the record has none.
-    A value that is not a whole number in 0..2**64-1 is a bad message. Channel Access
-    reconnects by itself; a disconnect is reported in the status and the state stays ON.
+    A value that is not a whole number in 0..2**64-1 is a bad message. An update in
+    INVALID alarm (an upstream TimeServer that is not ON, say) is no train ID: it is
+    reported in STATUS and does not count as a tick, so a silent or invalid upstream
+    trips the missed-period rule. A disconnect of the PV is a source failure.
     """
 
     def __init__(self, sink: Sink, pvname: str, *, connect_timeout: float = 5.0) -> None:
@@ -234,7 +263,7 @@ class CASource(TrainSource):
         self.connect_timeout = connect_timeout
         self._ctx = None
         self._sub = None
-        self._queue: asyncio.Queue[tuple[object, int]] = asyncio.Queue(maxsize=10_000)
+        self._queue: asyncio.Queue[tuple[object, int, int]] = asyncio.Queue(maxsize=10_000)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
@@ -249,31 +278,41 @@ class CASource(TrainSource):
         except TimeoutError:
             raise SourceUnavailable(
                 f"PV {self.pvname!r} did not connect within {self.connect_timeout:g} s") from None
+        self.sink.on_status(f"ca://{self.pvname}: connected")
         self._sub = pv.subscribe(data_type="time")
         self._sub.add_callback(self._on_update)
 
     def _connection_changed(self, pv, state: str) -> None:
-        self.sink.on_status(f"ca://{self.pvname}: {state}")
+        # May run on a caproto thread: hand over to the event loop.
+        if state != "connected" and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._put, _DISCONNECTED, 0, 0)
 
     def _on_update(self, sub, response) -> None:
-        # Runs on caproto's callback executor: hand over to the event loop.
         t_ns = time.time_ns()
-        stamp = getattr(response.metadata, "stamp", None)
+        metadata = response.metadata
+        stamp = getattr(metadata, "stamp", None)
         if stamp is not None and stamp.secondsSinceEpoch > 0:
             t_ns = ((int(stamp.secondsSinceEpoch) + EPICS_EPOCH_UNIX_S) * 1_000_000_000
                     + int(stamp.nanoSeconds))
+        severity = int(getattr(metadata, "severity", 0))
         value = response.data[0] if len(response.data) else None
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._put, value, t_ns)
+        self._loop.call_soon_threadsafe(self._put, value, t_ns, severity)
 
-    def _put(self, value: object, t_ns: int) -> None:
+    def _put(self, value: object, t_ns: int, severity: int) -> None:
         if self._queue.full():
             self._queue.get_nowait()  # keep the newest
-        self._queue.put_nowait((value, t_ns))
+        self._queue.put_nowait((value, t_ns, severity))
 
     async def run(self) -> None:
         while True:
-            value, t_ns = await self._queue.get()
+            value, t_ns, severity = await self._queue.get()
+            if value is _DISCONNECTED:
+                raise SourceUnavailable(f"ca://{self.pvname}: PV disconnected")
+            if severity >= _INVALID_SEVERITY:
+                self.sink.on_status(f"ca://{self.pvname}: upstream value {value!r} is in "
+                                    "INVALID alarm, not a train ID")
+                continue
             try:
                 train_id = _whole_number(value)
             except ValueError as exc:
@@ -315,14 +354,17 @@ class X2TimerSource(TrainSource):
 
 
 def make_source(source: Source, sink: Sink, period: PeriodLoop) -> TrainSource:
-    """The source object for a parsed URI."""
+    """The source object for a parsed URI. A ``tcp://`` source ends an unterminated
+    message after a pause of :data:`~trainstamp.timing._model.PAUSE_FRACTION` of the
+    period setpoint."""
     if source.scheme == "local":
         if source.target == "internal":
             return InternalSource(sink, period)
         return X2TimerSource(sink)
     if source.scheme == "tcp":
         assert source.host is not None and source.port is not None
-        return TcpSource(sink, source.host, source.port)
+        return TcpSource(sink, source.host, source.port,
+                         pause_ns=lambda: max(1, round(period.setpoint_ns * PAUSE_FRACTION)))
     if source.scheme == "ca":
         return CASource(sink, source.target)
     raise ValueError(f"no source for {source.uri!r}")

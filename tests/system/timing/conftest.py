@@ -52,9 +52,19 @@ class TimeServerProc:
             return exc
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 @pytest.fixture
-def timeserver(ca_ports):
-    """Factory: ``timeserver("--source", URI, ...)`` starts an IOC and returns it."""
+def timeserver(ca_ports, request):
+    """Factory: ``timeserver("--source", URI, ...)`` starts an IOC and returns it.
+
+    If the test fails, the end of each IOC's output goes into the report.
+    """
     procs: list[SubprocessIOC] = []
     with contextlib.ExitStack() as stack:
 
@@ -69,5 +79,11 @@ def timeserver(ca_ports):
             return TimeServerProc(proc, prefix, port)
 
         yield start
+        call = getattr(request.node, "rep_call", None)
+        if call is not None and call.failed:
+            for proc in procs:
+                print(f"--- output of {' '.join(proc.args[3:7])} (CA port {proc.port}) ---")
+                print(proc.output()[-8000:])
     # Every IOC must have shut down by itself on SIGINT (not needed SIGKILL).
     assert [p.proc.returncode for p in procs] == [0] * len(procs)
+

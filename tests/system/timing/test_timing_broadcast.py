@@ -89,3 +89,29 @@ def test_emulate_trains_refuses_bad_arguments(args, message):
     with Subprocess(["emulate", "trains", *args]) as proc:
         assert proc.proc.wait(20) == 2
         assert message in proc.output()
+
+
+def test_train_feed_uses_the_same_message_rules_as_the_timeserver(caplog):
+    """Unterminated IDs end at a pause, 0 is no train, and a flood of bad messages is
+    counted exactly but logged briefly (TrainFeed shares MessageSplitter.feed_ids)."""
+    from timing_servers import TrainServer
+
+    server = TrainServer()
+    got: list[int] = []
+    try:
+        with caplog.at_level("WARNING", logger="trainstamp.timing.feed"), \
+                TrainFeed(f"tcp://127.0.0.1:{server.port}", lambda i, t: got.append(i),
+                          pause_ms=20) as feed:
+            server.next_connection()
+            for train_id in (2013, 2014):
+                server.send(b"%d" % train_id)  # no terminator: the pause ends it
+                wait_until(lambda i=train_id: got and got[-1] == i, timeout=10,
+                           message=f"ID {train_id}")
+            server.send(b"0\n" + b"junk\n" * 5000 + b"2015\n")
+            wait_until(lambda: got[-1:] == [2015], timeout=10, message="ID 2015")
+            assert feed.stats.bad_messages == 5001
+    finally:
+        server.close()
+    assert got == [2013, 2014, 2015]
+    lines = [r.getMessage() for r in caplog.records if r.name == "trainstamp.timing.feed"]
+    assert 1 <= len(lines) <= 6, lines

@@ -223,3 +223,40 @@ def test_collect_streams_are_left_alone(fake_timeserver):
     msgs = RunEngineSimulator().simulate_plan(stamp_wrapper(plan(), stamp))
     (declare,) = [m for m in msgs if m.command == "declare_stream"]
     assert declare.args == (det1,)
+
+
+@pytest.mark.parametrize("fault", ["state UNKNOWN", "state INIT", "ID in alarm",
+                                   "ID disconnected"])
+def test_nothing_is_stamped_ok_while_the_timeserver_is_not_on(fake_timeserver, clock, fault):
+    """Events, the start document and the stop document taken while the TimeServer is
+    not ON, or while its ID is in alarm, are STALE, never OK."""
+    from bluesky import RunEngine
+
+    ts = fake_timeserver
+    tick(ts, FIRST_ID, clock.t_ns)
+    clock.t_ns += P_NS // 2  # well within one period: OK if the TimeServer vouches for it
+    assert TrainStamp(ts, clock_ns=clock).read()["train_id_status"]["value"] == "OK"
+    if fault.startswith("state"):
+        ts.state.sim_put(fault.split()[1])
+    elif fault == "ID in alarm":
+        ts._on_id(value=FIRST_ID, timestamp=(clock.t_ns - P_NS // 2) / 1e9, severity=3)
+    else:
+        ts._on_id_meta(connected=False)
+    stamp = TrainStamp(ts, clock_ns=clock)
+    reading = stamp.read()
+    assert reading["train_id"]["value"] == FIRST_ID  # still the best guess, but flagged
+    assert reading["train_id_status"]["value"] == "STALE"
+    docs = []
+    RE = RunEngine(context_managers=[])
+    RE.subscribe(StopStamper(lambda name, doc: docs.append((name, doc)), ts))
+    RE(stamp_wrapper(count([det1], 3), stamp))
+    events = [d for n, d in docs if n == "event"]
+    assert [e["data"]["train_id_status"] for e in events] == ["STALE"] * 3
+    (start,) = [d for n, d in docs if n == "start"]
+    assert start["train_id_start_status"] == "STALE"
+    # The stop document, at a time the tick would cover: STALE as well.
+    StopStamper(lambda name, doc: docs.append((name, doc)), ts)(
+        "stop", {"uid": "u", "time": clock.t_ns / 1e9, "run_start": "s",
+                 "exit_status": "success"})
+    assert docs[-1][1]["train_id_end"] == FIRST_ID
+    assert docs[-1][1]["train_id_end_status"] == "STALE"

@@ -9,7 +9,7 @@ from trainstamp.timing._ioc import TimeServerIOC
 def test_pvdb_matches_the_shared_suffixes():
     ioc = TimeServerIOC(prefix="X:", broadcast_port=0)
     assert set(ioc.pvdb) == {"X:" + suffix for suffix in PV.ALL}
-    assert len(PV.ALL) == 12
+    assert len(PV.ALL) == 13  # MISSED_PERIODS joined the 12 of the seed and CA
 
 
 def test_pv_types_keep_64_bit_fields_exact():
