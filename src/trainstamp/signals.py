@@ -120,6 +120,12 @@ def _install_caproto() -> None:
     write = client.PV.write
 
     def _process_command(self, command):
+        if (isinstance(command, ca.ReadNotifyResponse | ca.ReadResponse
+                       | ca.WriteNotifyResponse) and command.ioid not in self.ioids):
+            # An answer to a request this client no longer holds (a second answer to a
+            # refused put, say): caproto would raise KeyError and drop the circuit.
+            log.debug("ignoring a response for unknown ioid %d", command.ioid)
+            return
         process_command(self, command)
         if not isinstance(command, ca.ErrorResponse):
             return

@@ -32,11 +32,10 @@ from textwrap import dedent
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto._data import ChannelAlarm
 from caproto._dbr import native_type
-from caproto.server import PVGroup, pvproperty, template_arg_parser
+from caproto.server import PVGroup, pvproperty, run, template_arg_parser
 from caproto.server.server import PvpropertyInteger
 
 from trainstamp.timing._broadcast import Broadcaster
-from trainstamp.timing._caserver import run
 from trainstamp.timing._core import AS_PER_NS, Tick, check_period_ms, parse_source
 from trainstamp.timing._model import (
     DEFAULT_MISSED_PERIODS,
@@ -263,7 +262,7 @@ class TimeServerIOC(PVGroup):
 
     async def refuse(self, message: str) -> None:
         """Refuse a put: STATUS leads with ``message``, and the client gets it as the
-        put's error (ECA_PUTFAIL, answered at once, see :mod:`._caserver`)."""
+        put's error at once (``CA_PROTO_ERROR`` with ``ECA_PUTFAIL`` and the message)."""
         log.info("%s", message)
         self.model.refused(message)
         await self._publish_health()
