@@ -26,8 +26,10 @@ from trainstamp.testing import (
 
 pytestmark = pytest.mark.system
 
-#: "Within a second": the IOC answers in milliseconds; this is the bound the user sees.
-REFUSAL_WITHIN_S = 1.0
+#: The IOC answers in milliseconds (measured 2-35 ms, docs/reliability.md). The bound only
+#: tells an answer from the old failure, a put that waited for its 30 s timeout; it is
+#: generous so that a busy machine cannot fail the test.
+REFUSAL_WITHIN_S = 5.0
 
 
 class Probe(Device):
