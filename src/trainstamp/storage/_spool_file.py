@@ -5,7 +5,7 @@ line, in the order the documents came. ``crc32`` is the CRC-32 of the document's
 text as written, so a byte changed anywhere in a document is caught; lines without it
 (bluesky-tiled-plugins' own JSON-lines backups) are read too, and noted. Numpy arrays
 are written as ``{"__ndarray__": list, "dtype": str, "shape": list}`` so a replay gives
-back the same dtype and shape.
+back the same dtype and shape; byte strings as ``{"__bytes__": base64}``.
 
 :func:`read_spool` reads a file one line at a time and checks it as a whole before
 anything is replayed (:func:`check_document`): one start document first, every
@@ -18,6 +18,7 @@ naming the file and line.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -59,6 +60,9 @@ def _encode_default(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
+    if isinstance(obj, (bytes, bytearray)):
+        # Byte strings (CA string waveforms, numpy "S" arrays) as base64.
+        return {"__bytes__": base64.b64encode(bytes(obj)).decode("ascii")}
     raise TypeError(f"a {type(obj).__name__} cannot be spooled")
 
 
@@ -70,10 +74,15 @@ def _restore(obj: Any) -> Any:
     if isinstance(obj, dict):
         if obj.keys() == _ARRAY_KEYS:
             try:
-                return np.asarray(obj["__ndarray__"], dtype=np.dtype(obj["dtype"])).reshape(
+                return np.asarray(_restore(obj["__ndarray__"]), dtype=np.dtype(obj["dtype"])).reshape(
                     obj["shape"])
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"a bad array ({exc})") from None
+        if obj.keys() == {"__bytes__"}:
+            try:
+                return base64.b64decode(obj["__bytes__"], validate=True)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"bad base64 bytes ({exc})") from None
         return {k: _restore(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_restore(v) for v in obj]
