@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
+from trainstamp.detector._recovery import clear_writing, mark_writing
 
 DATA = "/entry/data/data"
 TRAIN_ID = "/entry/data/train_id"
@@ -60,6 +61,7 @@ class CaptureFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_interval = flush_interval
         self.file = h5py.File(self.path, "w", libver="latest")
+        mark_writing(self.path)  # a kill -9 leaves it; the next IOC start recovers the file
         g = self.file.require_group("entry/data")
         g.attrs["NX_class"] = "NXdata"
         self.file["entry"].attrs["NX_class"] = "NXentry"
@@ -117,6 +119,7 @@ class CaptureFile:
         if self.file.id.valid:
             self.flush()
             self.file.close()
+            clear_writing(self.path)
 
 
 def read_capture(path: str | os.PathLike, swmr: bool = True) -> dict[str, np.ndarray]:

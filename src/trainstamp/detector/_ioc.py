@@ -38,6 +38,7 @@ from trainstamp.detector import _pvs as PV
 from trainstamp.detector._acquisition import CaptureState, Team1kServer, bin_image
 from trainstamp.detector._capture import confine
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
+from trainstamp.detector._recovery import recover_abandoned
 from trainstamp.detector._regclient import check_exposure_mode, check_trigger_mode, integration_us
 from trainstamp.detector._si570 import solve
 
@@ -403,6 +404,13 @@ class Team1kIOC(PVGroup):
             await self.err_message.write(f"receiver start: {exc}"[:250])
             await self.status.write("RECEIVER FAILED")
         await self.capture_root.write(str(srv.data_dir))
+        for path, outcome in await self._io(recover_abandoned, srv.data_dir):
+            if isinstance(outcome, str):
+                log.error("capture %s was left open by a writer that died; cannot recover "
+                          "it: %s", path, outcome)
+            else:
+                log.warning("recovered capture %s, left open by a writer that died "
+                            "(%d frames without a train ID, flagged)", path, outcome)
         await self.rx_rcvbuf.write(srv.rx.rcvbuf_granted)
         try:
             await self._sync_settings()

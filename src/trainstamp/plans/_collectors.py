@@ -24,6 +24,7 @@ import numpy as np
 from ophyd.status import Status
 
 from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
+from trainstamp.timing import suspenders
 
 __all__ = ["FrameCollector", "MarkerCountCollector", "TickCollector"]
 
@@ -112,6 +113,8 @@ class TickCollector(_Collector):
         self._cid = None
         self._watch: threading.Thread | None = None
         self._until: int | None = None
+        self._ticking_cid = None
+        self._holding = False
         self.hold = False
 
     def finish_at(self, train_id: int) -> None:
@@ -156,7 +159,22 @@ class TickCollector(_Collector):
     def _on_feed(self, train_id: int, recv_ns: int) -> None:
         self._on_id(value=train_id, timestamp=recv_ns / 1e9)
 
+    def _on_ticking(self, value=None, **kwargs) -> None:
+        """The TimeServer stopped vouching for its ticks: a fly cannot rewind and resume
+        part-way, so it fails now and says why, instead of recording unvouched IDs."""
+        if value or self._done is None or self._done.done:
+            return
+        why = getattr(self.timeserver, "health", "") or "its last tick is stale"
+        self._stop_monitor()
+        self._finish(RuntimeError(
+            f"TimeServer {getattr(self.timeserver, 'prefix', self.timeserver.name)}: no valid train ID during the fly ({why}) "
+            f"after {len(self._ids)} of {self.num_trains} ticks; a fly records consecutive "
+            "trains and cannot resume part-way: run it again once the TimeServer is ON"))
+
     def _stop_monitor(self) -> None:
+        cid, self._ticking_cid = self._ticking_cid, None
+        if cid is not None:
+            self.timeserver.ticking.unsubscribe(cid)
         cid, self._cid = self._cid, None
         if cid is not None:
             self.timeserver.train_id.unsubscribe(cid)
@@ -181,6 +199,11 @@ class TickCollector(_Collector):
             if not self._feed.wait_connected(5.0):
                 self._stop_monitor()
                 raise TimeoutError(f"{self.name}: cannot connect to the tick feed {self.feed_uri}")
+        if not self._holding:
+            suspenders.hold_off(self.timeserver)  # see trainstamp.timing.suspenders
+            self._holding = True
+        if hasattr(self.timeserver, "ticking"):
+            self._ticking_cid = self.timeserver.ticking.subscribe(self._on_ticking, run=True)
         self._watch = threading.Thread(target=self._watchdog, daemon=True,
                                        name=f"{self.name}-watchdog")
         self._watch.start()
@@ -188,6 +211,9 @@ class TickCollector(_Collector):
 
     def unstage(self) -> list[Any]:
         self._stop_monitor()
+        if self._holding:
+            self._holding = False
+            suspenders.release(self.timeserver)
         return [self]
 
     def kickoff(self) -> Status:

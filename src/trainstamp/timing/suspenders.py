@@ -16,17 +16,70 @@ there. A plan started during an outage waits until the TimeServer is back. Event
 in the moment between the outage and the suspension are stamped STALE by the device,
 never OK.
 
+A fly scan (:func:`~trainstamp.plans.train_fly`) records consecutive trains with the
+hardware running free, so it cannot rewind and resume part-way. While one runs it holds
+the suspenders off (:func:`hold_off`, :func:`release`): an outage then fails the fly at
+once, with a message that names the TimeServer, instead of aborting it through a
+suspension it cannot honour. On release the suspenders look at the TimeServer again, so
+an outage that outlasts the fly still holds the next plan.
+
 The IPython profile installs them for the session's TimeServer
 (``profiles/profile_trainstamp/startup/25-suspenders.py``).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 from bluesky.suspenders import SuspendBoolLow, SuspenderBase, SuspendWhenChanged
 
-__all__ = ["install_timeserver_suspenders", "timeserver_suspenders"]
+__all__ = ["hold_off", "install_timeserver_suspenders", "release", "timeserver_suspenders"]
+
+_lock = threading.Lock()
+#: TimeServer device -> number of fly scans holding its suspenders off.
+_holds: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+#: TimeServer device -> the suspenders made for it (to look again on release).
+_made: weakref.WeakKeyDictionary[Any, weakref.WeakSet] = weakref.WeakKeyDictionary()
+
+
+def _held(timeserver: Any) -> bool:
+    with _lock:
+        return _holds.get(timeserver, 0) > 0
+
+
+def hold_off(timeserver: Any) -> None:
+    """Keep ``timeserver``'s suspenders from tripping until :func:`release`."""
+    with _lock:
+        _holds[timeserver] = _holds.get(timeserver, 0) + 1
+
+
+def release(timeserver: Any) -> None:
+    """Undo one :func:`hold_off`; the suspenders then judge the TimeServer as it is now."""
+    with _lock:
+        left = max(_holds.get(timeserver, 0) - 1, 0)
+        _holds[timeserver] = left
+        suspenders = list(_made.get(timeserver, ())) if left == 0 else []
+    for suspender in suspenders:
+        signal = suspender._sig
+        if signal.connected:
+            suspender(signal.get())
+
+
+class _HeldMixin:
+    _timeserver: Any
+
+    def _should_suspend(self, value: Any) -> bool:
+        return not _held(self._timeserver) and super()._should_suspend(value)
+
+
+class _StateSuspender(_HeldMixin, SuspendWhenChanged):
+    pass
+
+
+class _TickingSuspender(_HeldMixin, SuspendBoolLow):
+    pass
 
 #: Seconds the TimeServer must be back to normal before a suspended run resumes.
 DEFAULT_RESUME_SLEEP = 1.0
@@ -40,17 +93,22 @@ def timeserver_suspenders(timeserver: Any, *, sleep: float = DEFAULT_RESUME_SLEE
     Other keyword arguments (``pre_plan``, ``post_plan``) go to both suspenders.
     """
     where = getattr(timeserver, "prefix", "") or timeserver.name
-    return [
-        SuspendWhenChanged(
+    suspenders: list[SuspenderBase] = [
+        _StateSuspender(
             timeserver.state, expected_value="ON", allow_resume=True, sleep=sleep,
             tripped_message=f"TimeServer {where} is not ON: no valid train ID; the run "
                             "resumes when it is ON again", **kwargs),
-        SuspendBoolLow(
+        _TickingSuspender(
             timeserver.ticking, sleep=sleep,
             tripped_message=f"TimeServer {where} gives no fresh, valid tick (IOC silent, "
                             "disconnected or ID in alarm); the run resumes when it ticks",
             **kwargs),
     ]
+    for suspender in suspenders:
+        suspender._timeserver = timeserver
+    with _lock:
+        _made.setdefault(timeserver, weakref.WeakSet()).update(suspenders)
+    return suspenders
 
 
 def install_timeserver_suspenders(RE: Any, timeserver: Any, **kwargs: Any) -> list[SuspenderBase]:
