@@ -166,9 +166,10 @@ class TickCollector(_Collector):
             return
         why = getattr(self.timeserver, "health", "") or "its last tick is stale"
         self._stop_monitor()
+        where = getattr(self.timeserver, "prefix", "") or self.timeserver.name
         self._finish(RuntimeError(
-            f"TimeServer {getattr(self.timeserver, 'prefix', self.timeserver.name)}: no valid train ID during the fly ({why}) "
-            f"after {len(self._ids)} of {self.num_trains} ticks; a fly records consecutive "
+            f"TimeServer {where} gave no valid train ID during the fly ({why}) after "
+            f"{len(self._ids)} of {self.num_trains} ticks; a fly records consecutive "
             "trains and cannot resume part-way: run it again once the TimeServer is ON"))
 
     def _stop_monitor(self) -> None:

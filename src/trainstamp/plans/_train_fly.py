@@ -133,7 +133,12 @@ def train_fly(
         yield from wait_for_train(timeserver)  # start everything just after a tick
         for _, c in collectors:
             yield from bps.kickoff(c, wait=True)
-        while not all(c.complete().done for _, c in collectors):
+        def failed() -> bool:
+            return any(c.complete().done and not c.complete().success for _, c in collectors)
+
+        # One failed collector ends the fly at once: the others would wait for trains
+        # that can no longer line up with the failed stream.
+        while not all(c.complete().done for _, c in collectors) and not failed():
             yield from bps.sleep(poll_period)
             yield from collect_all()
             if ticks.hold and all(c.complete().done for c in others):
