@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 from event_model import compose_resource
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, EpicsSignalRO, Signal
+from ophyd.device import Staged
 
 from trainstamp.detector import _pvs as PV
 from trainstamp.detector._capture import DATA
@@ -115,6 +116,11 @@ class Team1k(Device):
         return staged
 
     def unstage(self):
+        """Close the capture file and stop the DAQ this device started.
+
+        The device counts as unstaged afterwards even when the IOC cannot be reached
+        (it died mid-run): the error is raised, and the next plan can stage it again.
+        """
         try:
             self.capture_open.put(0, wait=True)
             if self._started_daq:
@@ -122,7 +128,12 @@ class Team1k(Device):
         finally:
             self._started_daq = False
             self._datum_factory = None
-        return super().unstage()
+            try:
+                unstaged = super().unstage()
+            except BaseException:
+                self._staged = Staged.no
+                raise
+        return unstaged
 
     # ------------------------------------------------------------ acquisition
     def trigger(self) -> DeviceStatus:
