@@ -144,7 +144,7 @@ class TaggerLink:
             if n == 0:
                 return
             now = time.time_ns()
-            for frame in self.reader.feed(view[:n]):
+            for frame in self.reader.feed(view[:n], now):
                 if frame.kind == Kind.TAGS:
                     self.on_block(frame.tags, frame.flags, frame.end_time, now)
                 elif frame.kind == Kind.REPLY and frame.message is not None:
