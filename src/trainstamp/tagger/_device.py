@@ -11,6 +11,7 @@ Channel settings and slot settings are in ``read_configuration()``.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -46,8 +47,12 @@ class SlotBase(Device):
 
     def trigger_timeout(self, n: int | None = None, d: float | None = None) -> float:
         """Seconds ``trigger()`` waits for the IOC before failing its Status."""
-        n = int(self.n_trains.get()) if n is None else n
+        n = self.n_trains.get() if n is None else n
         d = float(self.duration.get()) if d is None else d
+        if not (math.isfinite(d) and math.isfinite(n)) or d < 0 or n < 0:
+            raise ValueError(f"{self.name}: N_TRAINS = {n}, DURATION = {d} s: not a finite, "
+                             "non-negative setting; trigger() needs a bounded deadline")
+        n = int(n)
         if n <= 0 and d <= 0:
             raise ValueError(f"{self.name}: N_TRAINS = 0 and DURATION = 0 s: ACQUIRE would "
                              "run until STOP and trigger() would never finish; set one of them")
@@ -61,8 +66,9 @@ class SlotBase(Device):
         IOC has not completed the put within :meth:`trigger_timeout` seconds (IOC hung
         or unreachable), so a plan never waits forever.
         """
-        n, d = int(self.n_trains.get()), float(self.duration.get())
-        timeout = self.trigger_timeout(n, d)
+        n, d = self.n_trains.get(), float(self.duration.get())
+        timeout = self.trigger_timeout(n, d)  # always finite, or ValueError
+        n = int(n)
         status = Status(obj=self)
         put = self.acquire.set(1)
         lock = threading.Lock()

@@ -7,7 +7,10 @@ stream with it; its measurements run on an engine tagger of its own. Default pre
 Status: ``SERIAL``, ``CONNECTED``, ``TAGS``, ``TAG_RATE``, ``BLOCKS``, ``BAD_FRAMES``,
 ``LOST_BLOCKS``, ``OVERFLOWS``, ``MISSED_EVENTS``, ``LAST_TRAIN_ID``,
 ``MARKERS_PAIRED``, ``MARKERS_INFERRED``, ``MARKERS_UNMATCHED``, ``MARKERS_AMBIGUOUS``,
-``PYRO_URI``, ``PYRO_OBJECTS``, ``LAST_ERROR``.
+``PYRO_URI``, ``PYRO_OBJECTS``, ``LAST_ERROR``, ``STATUS`` (the whole chain's health
+in one line: tag link, processor backlog, overflows, faults), ``FAULTS`` (exceptions
+the tag-link and processor threads caught and survived), ``BACKLOG`` (blocks and
+ticks waiting for the processor), ``DROPPED_TICKS``, ``BAD_PUTS`` (puts refused).
 
 Per input channel n (``CH{n}:``): ``TEST_SIGNAL``, ``TRIGGER_LEVEL`` (V),
 ``DELAY`` (ps), ``DEAD_TIME`` (ps), ``EVENT_DIVIDER``, ``COUNT_RATE`` (Hz, read-only).
@@ -28,6 +31,7 @@ from textwrap import dedent
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from trainstamp.tagger._checks import number
 from trainstamp.tagger._slots import (
     CorrelationSlot,
     CounterSlot,
@@ -37,6 +41,7 @@ from trainstamp.tagger._slots import (
     mark_unknown,
     write_train_id,
 )
+from trainstamp.timing._ioc import WholeNumber
 
 
 def _channel_group(n: int) -> type[PVGroup]:
@@ -47,16 +52,25 @@ def _channel_group(n: int) -> type[PVGroup]:
         test_signal = pvproperty(name="TEST_SIGNAL", value=False, doc="internal test signal on")
         trigger_level = pvproperty(name="TRIGGER_LEVEL", value=0.5, units="V", precision=3,
                                    doc="input comparator level")
-        delay = pvproperty(name="DELAY", value=0, units="ps", doc="input delay")
-        dead_time = pvproperty(name="DEAD_TIME", value=2000, units="ps", doc="dead time")
-        event_divider = pvproperty(name="EVENT_DIVIDER", value=1, doc="keep every n-th event")
+        delay = pvproperty(name="DELAY", value=0, units="ps", dtype=WholeNumber,
+                           doc="input delay")
+        dead_time = pvproperty(name="DEAD_TIME", value=2000, units="ps", dtype=WholeNumber,
+                               doc="dead time")
+        event_divider = pvproperty(name="EVENT_DIVIDER", value=1, dtype=WholeNumber,
+                                   doc="keep every n-th event")
         count_rate = pvproperty(name="COUNT_RATE", value=0.0, units="Hz", read_only=True,
                                 precision=1, doc="rising edges per second")
+
+        async def refuse(self, message: str) -> None:
+            await self.parent.refused(f"CH{n}: {message}")
+            raise ValueError(message)
 
         async def _set(self, op: str, value):
             try:
                 return await blocking(self.parent.instrument.apply, op, n, value)
-            except (ValueError, RuntimeError, ConnectionError, TimeoutError) as exc:
+            except ValueError as exc:  # the tagger refused the value
+                await self.refuse(str(exc))
+            except (RuntimeError, ConnectionError, TimeoutError) as exc:
                 await self.parent.note(f"CH{n}: {exc}")
                 raise
 
@@ -66,7 +80,11 @@ def _channel_group(n: int) -> type[PVGroup]:
 
         @trigger_level.putter
         async def trigger_level(self, instance, value):
-            return await self._set("set_trigger_level", float(value))
+            try:
+                volts = number(value)
+            except (ValueError, TypeError) as exc:
+                await self.refuse(f"TRIGGER_LEVEL refused: {exc}")
+            return await self._set("set_trigger_level", volts)
 
         @delay.putter
         async def delay(self, instance, value):
@@ -143,6 +161,16 @@ class TaggerIOCBase(PVGroup):
                               doc="live objects of Pyro5 clients")
     last_error = pvproperty(name="LAST_ERROR", value="", dtype=ChannelType.CHAR, max_length=256,
                             read_only=True, report_as_string=True, doc="latest refused request")
+    status = pvproperty(name="STATUS", value="starting", dtype=ChannelType.CHAR, max_length=256,
+                        read_only=True, report_as_string=True,
+                        doc="health of the tag link and processor, in one line")
+    faults = pvproperty(name="FAULTS", value=0, read_only=True,
+                        doc="exceptions the link and processor threads caught and survived")
+    backlog = pvproperty(name="BACKLOG", value=0, read_only=True,
+                         doc="blocks and ticks waiting for the processor")
+    dropped_ticks = pvproperty(name="DROPPED_TICKS", value=0, read_only=True,
+                               doc="train ticks lost to a full processor queue")
+    bad_puts = pvproperty(name="BAD_PUTS", value=0, read_only=True, doc="puts refused")
 
     corr1 = SubGroup(CorrelationSlot, prefix="CORR1:")
     hist1 = SubGroup(HistogramSlot, prefix="HIST1:")
@@ -185,6 +213,33 @@ class TaggerIOCBase(PVGroup):
     async def note(self, text: str) -> None:
         await self.last_error.write(text[:255])
 
+    async def refused(self, text: str) -> None:
+        """A refused put: counted in BAD_PUTS and told in LAST_ERROR."""
+        await self.bad_puts.write(self.bad_puts.value + 1)
+        await self.note(text)
+
+    def health_text(self) -> str:
+        """One line on the chain's health (the STATUS PV; also acquisition failures)."""
+        svc, link = self.service, self.service.link
+        st = svc.stats
+        parts = []
+        if not link.connected:
+            parts.append(f"tag link down ({link.uri})")
+        elif link.hello is None:
+            parts.append(f"tag link up, no valid hello from the tagger ({link.uri})")
+        if svc.backlog >= svc.queue_limit * 0.8:
+            parts.append(f"falling behind: {svc.backlog}/{svc.queue_limit} blocks queued "
+                         "(the tagger marks its overflow)")
+        if svc.feed is not None and not svc.feed._connected.is_set():
+            parts.append(f"train feed down ({svc.feed.uri})")
+        text = "; ".join(parts) or "OK"
+        if st.overflows:
+            text += f"; {st.overflows} overflows"
+        n = st.faults + link.faults
+        if n:
+            text += f"; {n} faults, latest: {st.fault or link.last_fault}"
+        return text
+
     @connected.scan(period=1.0)
     async def connected(self, instance, async_lib):
         import time
@@ -216,7 +271,10 @@ class TaggerIOCBase(PVGroup):
                           (self.missed_events, float(st.missed_events)),
                           (self.markers_paired, ms.paired), (self.markers_inferred, ms.inferred),
                           (self.markers_unmatched, ms.unmatched),
-                          (self.markers_ambiguous, ms.ambiguous)):
+                          (self.markers_ambiguous, ms.ambiguous),
+                          (self.faults, st.faults + svc.link.faults),
+                          (self.backlog, svc.backlog), (self.dropped_ticks, st.dropped_ticks),
+                          (self.status, self.health_text()[:255])):
             if pv.value != value:
                 await pv.write(value)
         await write_train_id(self.last_train_id, st.last_train_id)

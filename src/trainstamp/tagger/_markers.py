@@ -26,6 +26,13 @@ ID whose tick is nearest to the marker's predicted wall time.
   the tagger clock from the last pairing; only if that fails is the marker counted
   ``ambiguous`` (the nearest tick wins). A tick used twice counts as ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
   means the tagger clock restarted: the anchor is dropped (``reanchors``).
+- **Period.** Once two markers have been paired, the train period is measured on the
+  tagger clock (tagger time between pairings over the train IDs between them; median of
+  the last 16), which is exact and immune to the feed's arrival jitter. Before that it
+  comes from the ticks' arrival times over their IDs' spacing (span of the last 32
+  ticks). A burst of IDs read in one ``recv()`` (all stamped with one arrival time)
+  therefore never collapses the estimate, and the period never drops below
+  :data:`MIN_PERIOD_NS`, so counting periods never divides by zero.
 
 Pure: wall times are passed in, nothing reads a clock.
 """
@@ -40,6 +47,8 @@ import numpy as np
 
 #: Train ID given to a marker that cannot be paired and has no anchor to count from.
 UNKNOWN_TRAIN_ID = -1
+#: Shortest train period the mapper accepts from any estimate (1 µs).
+MIN_PERIOD_NS = 1_000.0
 
 
 @dataclass
@@ -70,6 +79,7 @@ class MarkerMapper:
         self._pending: collections.deque[tuple[int, float]] = collections.deque()
         self._last_pair: tuple[int, int] | None = None  # (tagger ps, train id)
         self._last_tick_used: tuple[int, int] | None = None
+        self._marker_periods: collections.deque[float] = collections.deque(maxlen=16)
 
     # -- inputs ------------------------------------------------------------------------
     def add_tick(self, train_id: int, wall_ns: int) -> None:
@@ -93,19 +103,36 @@ class MarkerMapper:
         self.offset_ns = None
         self._last_pair = None
 
+    def drop_pending(self) -> None:
+        """Forget markers not yet decided (their blocks were flagged lost)."""
+        self._pending.clear()
+
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     @property
     def period_ns(self) -> float:
-        if len(self._tick_wall) >= 3:
-            w = np.diff(self._tick_wall[-33:])
-            d = np.diff(self._tick_id[-33:])
-            good = w[d == 1]
-            if len(good):
-                return float(np.median(good))
-        return float(self.period_hint_ns)
+        """Train period: tagger clock if measured, else tick spacing, else the hint."""
+        if self._marker_periods:
+            return max(float(np.median(self._marker_periods)), MIN_PERIOD_NS)
+        tick = self._tick_period()
+        return max(tick if tick is not None else float(self.period_hint_ns), MIN_PERIOD_NS)
+
+    def _tick_period(self) -> float | None:
+        """Arrival time over ID spacing across the last run of rising IDs (≤ 33 ticks).
+
+        A span, not a median of neighbours: ticks of one burst share one arrival time,
+        which only shortens the span's measured time by the burst's delay.
+        """
+        walls, ids = self._tick_wall[-33:], self._tick_id[-33:]
+        start = len(ids) - 1
+        while start > 0 and 0 < ids[start] - ids[start - 1] <= 16:
+            start -= 1
+        if len(ids) - start < 3:
+            return None
+        dw, di = walls[-1] - walls[start], ids[-1] - ids[start]
+        return dw / di if dw > 0 and di > 0 else None
 
     # -- pairing -----------------------------------------------------------------------
     def resolve(self, now_wall_ns: int) -> list[tuple[int, int]]:
@@ -133,6 +160,14 @@ class MarkerMapper:
                 if 0 <= j < len(self._tick_wall)]
         return min(near) > self.reanchor_ns
 
+    def _learn_period(self, t: int, train_id: int) -> None:
+        """One period measurement on the tagger clock from the last pairing to this one."""
+        if self._last_pair is None:
+            return
+        t0, id0 = self._last_pair
+        if 0 < train_id - id0 <= 64 and t > t0:
+            self._marker_periods.append((t - t0) / 1000.0 / (train_id - id0))
+
     def _decide(self, t: int, predicted: float, half: float) -> int:
         walls = self._tick_wall
         lo = bisect.bisect_left(walls, predicted - half)
@@ -140,7 +175,7 @@ class MarkerMapper:
         expected = None
         if self._last_pair is not None:  # the tagger clock is exact: count periods
             t0, id0 = self._last_pair
-            expected = id0 + round((t - t0) / (2 * half * 1000.0))
+            expected = id0 + round((t - t0) / (max(2 * half, MIN_PERIOD_NS) * 1000.0))
         if hi > lo:
             best = min(range(lo, hi), key=lambda i: abs(walls[i] - predicted))
             if hi - lo > 1:
@@ -157,6 +192,8 @@ class MarkerMapper:
                 self.offset_ns = walls[best] - t / 1000.0
             else:
                 self.offset_ns += self.alpha * (walls[best] - predicted)
+            if hi - lo == 1 or expected == tick[1]:  # an unambiguous pairing
+                self._learn_period(t, tick[1])
             self._last_pair = (t, tick[1])
             self.stats.paired += 1
             return tick[1]

@@ -4,7 +4,16 @@ Each slot is a caproto PVGroup wrapping one engine measurement on the IOC's own 
 tagger. :class:`Slot` holds the lifecycle shared by all (duration or number of trains,
 start/stop/clear, ``ACQUIRE`` with put-completion, running flag, capture duration and
 train range); the subclasses add their settings, build the measurement (rebuilt when
-a setting changes) and publish its arrays. Sizes and channels are checked in putters.
+a setting changes) and publish its arrays.
+
+Every writable PV has a putter that refuses nonsense with a clear message (the client
+gets it as the put's error at once; the IOC's ``LAST_ERROR`` repeats it and
+``BAD_PUTS`` counts it): ``DURATION`` is a finite 0..:data:`MAX_DURATION_S` s,
+``N_TRAINS`` a whole 0..:data:`MAX_N_TRAINS`, ``START``/``STOP``/``CLEAR``/``ACQUIRE``
+0 or 1, sizes and channels in range. LONG PVs are :class:`WholeNumber`, so NaN, ±inf
+and 1.5 are refused instead of being turned into -2147483648 or 1 by caproto.
+An ``ACQUIRE`` always ends in a bounded time (:meth:`Slot.time_limit`); one running
+when the tag-stream processor has a fault fails with the fault's text.
 """
 
 from __future__ import annotations
@@ -16,11 +25,22 @@ import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
+from trainstamp.tagger._checks import (
+    MAX_DURATION_S,
+    check_duration,
+    check_n_trains,
+    check_switch,
+    number,
+)
+from trainstamp.timing._ioc import WholeNumber
+
 #: Largest n_bins (or channels x values) a slot takes; the waveform PVs are this long.
 MAX_SLOT_BINS = 16384
 MAX_SLOT_CHANNELS = 8
 #: Queued updates per subscriber of a waveform PV (caproto's default of 1000 is for scalars).
 _BACKLOG = 50
+#: Longest train period (s) the IOC's own acquisition deadline allows for.
+MAX_TRAIN_PERIOD_S = 1.0
 
 
 async def blocking(fn, *args):
@@ -54,11 +74,13 @@ class Slot(PVGroup):
 
     duration = pvproperty(name="DURATION", value=1.0, units="s", precision=3,
                           doc="capture duration in tagger time (used when N_TRAINS is 0)")
-    n_trains = pvproperty(name="N_TRAINS", value=0, doc="capture this many trains (0: use DURATION)")
-    start = pvproperty(name="START", value=0, doc="start (or resume) without clearing")
-    stop = pvproperty(name="STOP", value=0, doc="stop accumulating")
-    clear = pvproperty(name="CLEAR", value=0, doc="discard data")
-    acquire = pvproperty(name="ACQUIRE", value=0,
+    n_trains = pvproperty(name="N_TRAINS", value=0, dtype=WholeNumber,
+                          doc="capture this many trains (0: use DURATION)")
+    start = pvproperty(name="START", value=0, dtype=WholeNumber,
+                       doc="start (or resume) without clearing")
+    stop = pvproperty(name="STOP", value=0, dtype=WholeNumber, doc="stop accumulating")
+    clear = pvproperty(name="CLEAR", value=0, dtype=WholeNumber, doc="discard data")
+    acquire = pvproperty(name="ACQUIRE", value=0, dtype=WholeNumber,
                          doc="clear, run for DURATION or N_TRAINS; completes when done")
     running = pvproperty(name="RUNNING", value=False, read_only=True, doc="accumulating")
     capture_duration = pvproperty(name="CAPTURE_DURATION", value=0.0, units="s", precision=6,
@@ -107,6 +129,27 @@ class Slot(PVGroup):
         await self.status.write(str(exc)[:39])
         await self.parent.note(f"{self.prefix}: {exc}")
 
+    async def refuse(self, message: str) -> None:
+        """Refuse a put: counted in BAD_PUTS, told in STATUS and LAST_ERROR, raised to
+        the client (caproto answers ``ECA_PUTFAIL`` with the message)."""
+        await self.parent.refused(f"{self.prefix}{message}")
+        await self.status.write(message[:39])
+        raise ValueError(message)
+
+    async def _checked(self, name: str, check, value):
+        try:
+            return check(value)
+        except (ValueError, TypeError) as exc:
+            await self.refuse(f"{name} refused: {exc}")
+
+    @duration.putter
+    async def duration(self, instance, value):
+        return await self._checked("DURATION", check_duration, value)
+
+    @n_trains.putter
+    async def n_trains(self, instance, value):
+        return await self._checked("N_TRAINS", check_n_trains, value)
+
     async def ensure(self):
         """The measurement for the current settings (rebuilt if they changed)."""
         config = self.config()
@@ -143,40 +186,53 @@ class Slot(PVGroup):
         await self.running.write(True)
         return m
 
+    async def _switch(self, name: str, value) -> bool:
+        return bool(await self._checked(name, check_switch, value))
+
     @start.putter
     async def start(self, instance, value):
-        if value:
+        if await self._switch("START", value):
             await self.run(clear=False)
         return 0
 
     @stop.putter
     async def stop(self, instance, value):
-        if value and self.measurement is not None:
+        if await self._switch("STOP", value) and self.measurement is not None:
             self.measurement.stop()
             await self.publish()
         return 0
 
     @clear.putter
     async def clear(self, instance, value):
-        if value and self.measurement is not None:
+        if await self._switch("CLEAR", value) and self.measurement is not None:
             self.measurement.clear()
             await self.publish()
         return 0
 
     @acquire.putter
     async def acquire(self, instance, value):
-        if not value:
+        if not await self._switch("ACQUIRE", value):
             return 0
+        if self.n_trains.value <= 0 and self.duration.value <= 0:
+            await self.refuse("ACQUIRE refused: N_TRAINS and DURATION are 0; set one "
+                              "(ACQUIRE would never end; use START/STOP)")
+        stats = self.parent.service.stats
+        faults = stats.faults
         m = await self.run(clear=True)
         limit = self.time_limit()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while m.isRunning():
-            if loop.time() > deadline:  # no tags or no markers: do not hang the caller
+            exc = None
+            if stats.faults != faults:  # part of the stream was lost: the data is not whole
+                exc = RuntimeError(f"acquisition failed: tag-stream processor fault "
+                                   f"({stats.fault})")
+            elif loop.time() > deadline:  # no tags or no markers: do not hang the caller
+                exc = TimeoutError(f"acquisition not done after {limit:.0f} s; "
+                                   f"{self.parent.health_text()}")
+            if exc is not None:
                 m.stop()
                 await self.publish()
-                exc = TimeoutError(f"acquisition not done after {limit:.0f} s; "
-                                   "is the tag stream (or train feed) running?")
                 await self._fail(exc)
                 raise exc
             await asyncio.sleep(0.02)
@@ -187,9 +243,9 @@ class Slot(PVGroup):
     def time_limit(self) -> float:
         """Wall-clock seconds an acquisition may take before it is abandoned."""
         if self.n_trains.value > 0:
-            period_s = self.parent.service.mapper.period_ns * 1e-9
+            period_s = min(self.parent.service.mapper.period_ns * 1e-9, MAX_TRAIN_PERIOD_S)
             return self.n_trains.value * period_s * 2 + 10.0
-        return max(self.duration.value, 0.0) * 2 + 10.0 if self.duration.value > 0 else 1e9
+        return min(max(self.duration.value, 0.0), MAX_DURATION_S) * 2 + 10.0
 
     @running.scan(period=0.25)
     async def running(self, instance, async_lib):
@@ -214,29 +270,34 @@ def _positive(name: str, limit: int):
     """A putter for a whole number in 1..limit (also on DOUBLE PVs, which hold ps values
     beyond the 32-bit range of CA's LONG exactly up to 2**53)."""
 
-    async def put(self, instance, value):
-        v = float(value)
+    def check(value):
+        v = number(value)
         if not v.is_integer():
-            raise ValueError(f"{name} must be a whole number, got {value}")
+            raise ValueError(f"{v!r} is not a whole number")
         if not 1 <= v <= limit:
-            raise ValueError(f"{name} {v:.0f} outside 1..{limit}")
+            raise ValueError(f"{v:.0f} outside 1..{limit}")
+        return v
+
+    async def put(self, instance, value):
+        v = await self._checked(name.upper(), check, value)
         return type(instance.value)(v)
 
     return put
 
 
 async def _channel_put(group, instance, value):
-    return group.check_channel(value)
+    return await group._checked(instance.pvspec.name, group.check_channel, value)
 
 
 class CorrelationSlot(Slot):
     """``Correlation`` of CHAN1 and CHAN2: DATA (counts), INDEX (ps), G2."""
 
-    chan1 = pvproperty(name="CHAN1", value=1, doc="channel 1 (start)")
-    chan2 = pvproperty(name="CHAN2", value=2, doc="channel 2 (stop)")
+    chan1 = pvproperty(name="CHAN1", value=1, dtype=WholeNumber, doc="channel 1 (start)")
+    chan2 = pvproperty(name="CHAN2", value=2, dtype=WholeNumber, doc="channel 2 (stop)")
     binwidth = pvproperty(name="BINWIDTH", value=1000.0, units="ps", precision=0,
                           doc="bin width (whole ps)")
-    n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
+    n_bins = pvproperty(name="N_BINS", value=1000, dtype=WholeNumber,
+                        doc=f"bins, 1..{MAX_SLOT_BINS}")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
                       read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
     index = pvproperty(name="INDEX", value=[0.0] * MAX_SLOT_BINS, read_only=True, units="ps",
@@ -267,11 +328,12 @@ class CorrelationSlot(Slot):
 class HistogramSlot(Slot):
     """``Histogram`` of CLICK_CHAN against START_CHAN: DATA and INDEX (ps)."""
 
-    click_chan = pvproperty(name="CLICK_CHAN", value=1, doc="click channel")
-    start_chan = pvproperty(name="START_CHAN", value=2, doc="start channel")
+    click_chan = pvproperty(name="CLICK_CHAN", value=1, dtype=WholeNumber, doc="click channel")
+    start_chan = pvproperty(name="START_CHAN", value=2, dtype=WholeNumber, doc="start channel")
     binwidth = pvproperty(name="BINWIDTH", value=1000.0, units="ps", precision=0,
                           doc="bin width (whole ps)")
-    n_bins = pvproperty(name="N_BINS", value=1000, doc=f"bins, 1..{MAX_SLOT_BINS}")
+    n_bins = pvproperty(name="N_BINS", value=1000, dtype=WholeNumber,
+                        doc=f"bins, 1..{MAX_SLOT_BINS}")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
                       read_only=True, doc="counts per bin", max_subscription_backlog=_BACKLOG)
     index = pvproperty(name="INDEX", value=[0.0] * MAX_SLOT_BINS, read_only=True, units="ps",
@@ -298,17 +360,20 @@ class HistogramSlot(Slot):
 
 
 async def _channels_put(group, instance, value):
-    chans = [group.check_channel(v) for v in np.atleast_1d(value)]
-    if not chans:
-        raise ValueError("at least one channel is needed")
-    return chans
+    def check(value):
+        chans = [group.check_channel(v) for v in np.atleast_1d(value)]
+        if not chans:
+            raise ValueError("at least one channel is needed")
+        return chans
+
+    return await group._checked("CHANNELS", check, value)
 
 
 class CountrateSlot(Slot):
     """``Countrate`` of CHANNELS: DATA (Hz) and COUNTS_TOTAL."""
 
     channels = pvproperty(name="CHANNELS", value=[1, 2], max_length=MAX_SLOT_CHANNELS,
-                          dtype=ChannelType.LONG, doc="channels to count")
+                          dtype=WholeNumber, doc="channels to count")
     data = pvproperty(name="DATA", value=[0.0] * MAX_SLOT_CHANNELS, read_only=True, units="Hz",
                       doc="average rate per channel")
     counts_total = pvproperty(name="COUNTS_TOTAL", value=[0.0] * MAX_SLOT_CHANNELS,
@@ -332,10 +397,10 @@ class CounterSlot(Slot):
     """``Counter`` of CHANNELS: DATA is (channels, N_VALUES) flattened row by row."""
 
     channels = pvproperty(name="CHANNELS", value=[1], max_length=MAX_SLOT_CHANNELS,
-                          dtype=ChannelType.LONG, doc="channels to count")
+                          dtype=WholeNumber, doc="channels to count")
     binwidth = pvproperty(name="BINWIDTH", value=1e9, units="ps", precision=0,
                           doc="bin width (whole ps; DOUBLE, so beyond 2**31 ps)")
-    n_values = pvproperty(name="N_VALUES", value=100, doc="bins per channel")
+    n_values = pvproperty(name="N_VALUES", value=100, dtype=WholeNumber, doc="bins per channel")
     data = pvproperty(name="DATA", value=[0] * MAX_SLOT_BINS, dtype=ChannelType.LONG,
                       read_only=True, doc="counts, channel-major", max_subscription_backlog=_BACKLOG)
     channels.putter(_channels_put)
@@ -343,11 +408,15 @@ class CounterSlot(Slot):
 
     @n_values.putter
     async def n_values(self, instance, value):
-        v = int(value)
         n_ch = len(np.atleast_1d(self.channels.value))
-        if v <= 0 or v * n_ch > MAX_SLOT_BINS:
-            raise ValueError(f"n_values {v} x {n_ch} channels outside 1..{MAX_SLOT_BINS}")
-        return v
+
+        def check(value):
+            v = number(value)
+            if not v.is_integer() or v <= 0 or v * n_ch > MAX_SLOT_BINS:
+                raise ValueError(f"{v:g} x {n_ch} channels outside 1..{MAX_SLOT_BINS}")
+            return int(v)
+
+        return await self._checked("N_VALUES", check, value)
 
     def config(self):
         return (tuple(int(c) for c in np.atleast_1d(self.channels.value)),

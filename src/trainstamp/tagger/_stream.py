@@ -10,6 +10,16 @@ tagger's own overflow marking takes over: nothing is dropped silently here.
 taggers (one per Pyro client tagger plus the IOC's). It takes blocks and train ticks
 from one queue, pairs markers with train IDs, and calls ``process(tags,
 marker_train_ids)`` on every registered tagger, in stream order, on one thread.
+
+Neither thread may die silently. An exception in the processor (a bug, or input no
+check foresaw) is caught per item: it is counted (``ServiceStats.faults``), its text
+kept (``fault``, shown in the IOC's ``STATUS``), the blocks it held are delivered with
+unknown train IDs and an ``Error`` tag in front (so every engine tagger counts an
+overflow over the lost stretch instead of silently missing it), the marker mapper is
+re-anchored, and processing goes on with the next item. Acquisitions of the IOC that
+were running when a fault happened fail with its text. The link thread likewise
+survives anything a tagger sends: an exception while reading drops the connection
+(counted, ``link_faults``) and reconnects.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ class TaggerLink:
         self.reader = FrameReader()
         self.hello: dict | None = None
         self.connects = 0
+        self.faults = 0  # exceptions that dropped the connection (then reconnected)
+        self.last_fault = ""
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -106,6 +118,10 @@ class TaggerLink:
                     self._read(sock)
             except OSError as exc:
                 log.debug("tagger link %s: %s", self.uri, exc)
+            except Exception as exc:  # anything a tagger sends must not end the link
+                self.faults += 1
+                self.last_fault = f"{type(exc).__name__}: {exc}"
+                log.exception("tagger link %s: dropped the connection", self.uri)
             finally:
                 self._connected.clear()
                 self._sock = None
@@ -128,7 +144,7 @@ class TaggerLink:
             if n == 0:
                 return
             now = time.time_ns()
-            for frame in self.reader.feed(view[:n]):
+            for frame in self.reader.feed(view[:n], now):
                 if frame.kind == Kind.TAGS:
                     self.on_block(frame.tags, frame.flags, frame.end_time, now)
                 elif frame.kind == Kind.REPLY and frame.message is not None:
@@ -152,6 +168,9 @@ class ServiceStats:
     missed_events: int = 0
     errors: int = 0
     process_errors: int = 0
+    faults: int = 0  # processor exceptions (each caught, counted and survived)
+    fault: str = ""  # the latest one's text
+    dropped_ticks: int = 0  # train ticks lost because the processor queue was full
     last_tag_ps: int = 0
     last_end_ps: int = 0
     last_train_id: int = -1
@@ -252,24 +271,54 @@ class TagService:
         try:
             self._queue.put_nowait(("tick", train_id, recv_ns))
         except queue.Full:
-            self.stats.errors += 1
+            self.stats.dropped_ticks += 1
 
     # -- the processor thread ----------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        """Items waiting for the processor (blocks and ticks); see ``queue_limit``."""
+        return self._queue.qsize()
+
+    @property
+    def queue_limit(self) -> int:
+        return self._queue.maxsize
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                kind, payload, when = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                self._flush(time.time_ns())
-                continue
-            if kind == "tick":
-                self.mapper.add_tick(payload, when)
-            elif kind == "hello":
-                self._flush(time.time_ns(), force=True)
-                self.mapper.reset_anchor()
-            else:
-                self._accept(*payload, when)
+                self._step()
+            except Exception as exc:  # never stop processing: count, surface, go on
+                self._recover(exc)
+
+    def _step(self) -> None:
+        try:
+            kind, payload, when = self._queue.get(timeout=0.05)
+        except queue.Empty:
             self._flush(time.time_ns())
+            return
+        if kind == "tick":
+            self.mapper.add_tick(payload, when)
+        elif kind == "hello":
+            self._flush(time.time_ns(), force=True)
+            self.mapper.reset_anchor()
+        else:
+            self._accept(*payload, when)
+        self._flush(time.time_ns())
+
+    def _recover(self, exc: Exception) -> None:
+        """After a processor exception: flag what it held as lost, re-anchor, go on."""
+        st = self.stats
+        st.faults += 1
+        st.fault = f"{type(exc).__name__}: {exc}"[:200]
+        log.error("tagger processor fault %d: %s", st.faults, st.fault, exc_info=exc)
+        waiting, self._waiting, self._resolved = self._waiting, [], []
+        self.mapper.drop_pending()
+        self.mapper.reset_anchor()
+        for tags, n, end_time in waiting:
+            try:
+                self._deliver(_with_error_tag(tags), np.zeros(n, np.int64), end_time)
+            except Exception:  # the block itself is what fails: it is lost, and counted
+                st.process_errors += 1
 
     def _accept(self, tags: np.ndarray, end_time: int, arrival_ns: int) -> None:
         mc = self.marker_channel
@@ -329,3 +378,13 @@ class TagService:
                     log.exception("engine tagger %r failed on a block (%d failures so far)",
                                   sink, st.process_errors)
 
+
+
+def _with_error_tag(tags: np.ndarray) -> np.ndarray:
+    """``tags`` with an ``Error`` tag in front: every consumer sees the stretch as lost."""
+    err = np.zeros(1, tags.dtype)
+    err["type"] = TagType.Error
+    if not len(tags):
+        return tags  # nothing was lost but stream time, which the block still advances
+    err["time"] = tags["time"][0]
+    return np.concatenate([err, tags])

@@ -118,3 +118,135 @@ def test_overflow_is_marked_and_counted():
     assert counts[wire.TagType.OverflowBegin] >= 1 and counts[wire.TagType.OverflowEnd] >= 1
     assert missed > 0
     assert reader.stats.bad_payloads == 0 and reader.stats.lost_blocks == 0
+
+
+class LiveFake:
+    """A fake tagger: sends ``script`` on the first connection, then good blocks of
+    ``faults`` (5 ms of stream time every 5 ms) until stopped; later connections get a
+    hello and the live blocks only."""
+
+    def __init__(self, script: bytes, faults, hello: dict = HELLO) -> None:
+        self.script, self.faults, self.hello = script, faults, hello
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.2)
+        with self.sock:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except TimeoutError:
+                    continue
+                self.connections += 1
+                with conn:
+                    try:
+                        if self.connections == 1:
+                            conn.sendall(self.script)
+                        else:
+                            conn.sendall(wire.encode_message(wire.Kind.HELLO, self.hello))
+                        self.faults.step = 5 * 10**9
+                        while not self.stop.wait(0.005):
+                            conn.sendall(self.faults.good())
+                    except OSError:
+                        continue
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _service(port: int):
+    from trainstamp.tagger._instrument import Instrument
+
+    svc = TagService(f"tcp://127.0.0.1:{port}")
+    instrument = Instrument(svc)
+    engine = TimeTaggerVirtual(channels=[1, 2, 3], marker_channel=3)
+    svc.add_sink(engine)
+    svc.link.backoff_initial = 0.05
+    return svc, instrument, engine
+
+
+def test_a_block_ending_at_a_huge_time_costs_that_block_only():
+    """Once, one well-formed block ending far ahead made the link refuse what followed:
+    5 of the next 200 valid tags were counted."""
+    from trainstamp.testing.tag_frames import FrameFaults, tags_frame
+
+    faults = FrameFaults(seed=3, step_ps=1_000_000)
+    script = wire.encode_message(wire.Kind.HELLO, HELLO) + faults.good()
+    script += tags_frame(np.array([faults.t + 5]), 10**6, 2**62)  # one poisoned block
+    script += b"".join(faults.good() for _ in range(50))  # 200 valid tags
+    good_before = faults.good_tags
+    fake = LiveFake(script, faults)
+    svc, _, engine = _service(fake.port)
+    rate = Countrate(engine, [1])
+    svc.start()
+    try:
+        wait_until(lambda: svc.stats.tags >= good_before, timeout=20, message="good tags")
+        assert svc.link.reader.stats.bad_payloads == 1
+        assert svc.link.connects == 1
+        assert int(np.sum(rate.getCountsTotal())) >= good_before
+    finally:
+        svc.stop()
+        fake.close()
+
+
+def test_a_hello_with_nonsense_channels_is_counted_and_the_link_stays():
+    """Once, ``channels`` as a string killed the link thread: CONNECTED stayed Off."""
+    from trainstamp.testing.tag_frames import FrameFaults
+
+    faults = FrameFaults(seed=4, step_ps=1_000_000)
+    bad = dict(HELLO, channels="12345678")
+    script = wire.encode_message(wire.Kind.HELLO, bad) + faults.good()
+    fake = LiveFake(script, faults)
+    svc, instrument, _ = _service(fake.port)
+    svc.start()
+    try:
+        wait_until(lambda: svc.link.reader.stats.bad_payloads == 1, timeout=20,
+                   message="the bad hello counted")
+        assert svc.link.connected and not instrument.connected()  # no tagger identity
+        assert "hello: channels" in svc.link.reader.stats.last_error
+        # the tagger reconnects with a good hello: the same service takes it
+        svc.link._sock.close()
+        wait_until(instrument.connected, timeout=20, message="the good hello")
+        assert svc.channels == [1, 2, 3] and svc.link.faults == 0
+        assert svc.link._thread.is_alive()
+    finally:
+        svc.stop()
+        fake.close()
+
+
+def test_an_acquisition_finishes_after_ten_thousand_bad_frames():
+    """Once, after 10,000 mixed bad frames (all counted) an acquisition on the same link
+    never finished. Now the counters are exact and the acquisition ends."""
+    from trainstamp.testing.tag_frames import FrameFaults
+
+    faults = FrameFaults(seed=5, step_ps=1_000_000)
+    parts = [wire.encode_message(wire.Kind.HELLO, HELLO), faults.good()]
+    for _ in range(10_000):
+        parts += [faults.bad_frame(), faults.good()]
+    script = b"".join(parts)
+    good_in_script = faults.good_tags
+    fake = LiveFake(script, faults)
+    svc, _, engine = _service(fake.port)
+    rate = Countrate(engine, [1])
+    svc.start()
+    try:
+        wait_until(lambda: svc.stats.tags >= good_in_script, timeout=60,
+                   message="the good tags of the script")
+        rs = svc.link.reader.stats
+        assert rs.bad_headers + rs.bad_payloads == faults.expect["bad_frames"]
+        assert rs.lost_blocks == faults.expect["lost_blocks"]
+        rate.startFor(int(50e9))  # 50 ms of stream time, on the same link
+        # a bound for a hung link, not a speed test
+        assert rate.waitUntilFinished(60_000), "acquisition not finished"
+        assert rate.getCaptureDuration() == int(50e9)
+        assert svc.link.connects == 1 and svc.stats.faults == 0
+        assert svc.stats.process_errors == 0  # no block the engine could not take
+    finally:
+        svc.stop()
+        fake.close()

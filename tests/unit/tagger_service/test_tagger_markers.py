@@ -95,3 +95,96 @@ def test_a_delayed_tick_next_to_an_on_time_one_is_resolved_by_counting():
     out += m.resolve(base + 10**10)
     assert [i for _, i in out] == [100, 101, 102, 103, 104, 105]
     assert m.stats.ambiguous == 0
+
+
+def _paired_run(m, base, first_id, n, period_ns=PERIOD_NS):
+    """n normal ticks, each with its marker (tagger ps = wall offset from base)."""
+    out = []
+    for k in range(n):
+        wall = base + k * period_ns
+        m.add_tick(first_id + k, wall + 1_000_000)
+        m.add_markers(np.array([k * period_ns * 1000]), wall + 2_000_000, k * period_ns * 1000)
+        out += m.resolve(wall + 3_000_000)
+    return out
+
+
+def test_a_burst_of_ticks_with_one_arrival_time_does_not_collapse_the_period():
+    """Under load the feed reads several IDs in one recv() and stamps them alike: the
+    period estimate stays the train period, and resolve() never divides by zero."""
+    m = MarkerMapper(period_hint_ns=PERIOD_NS)
+    base = 10**18
+    out = _paired_run(m, base, 100, 5)
+    burst_wall = base + 29 * PERIOD_NS + 1_000_000
+    for k in range(5, 30):  # 25 ticks (105..129), all read in one recv()
+        m.add_tick(100 + k, burst_wall)
+    assert m.period_ns == PERIOD_NS
+    t29 = 29 * PERIOD_NS * 1000
+    m.add_markers(np.array([t29]), base + 29 * PERIOD_NS + 2_000_000, t29)
+    out += m.resolve(base + 29 * PERIOD_NS + 10**10)
+    assert [i for _, i in out] == [100, 101, 102, 103, 104, 129]
+    assert m.stats.ambiguous == 0  # 25 ticks in the window: counting on the tagger clock
+
+
+def test_a_burst_before_any_pairing_keeps_the_period_from_the_ticks_spacing():
+    m = MarkerMapper(period_hint_ns=PERIOD_NS)
+    base = 10**18
+    for k in range(5):
+        m.add_tick(10 + k, base + k * 20_000_000)  # 50 Hz, hint says 10 Hz
+    assert m.period_ns == 20_000_000
+    for k in range(5, 30):
+        m.add_tick(10 + k, base + 29 * 20_000_000)  # the last one on time
+    assert m.period_ns == 20_000_000
+    m2 = MarkerMapper(period_hint_ns=PERIOD_NS)
+    for k in range(30):
+        m2.add_tick(10 + k, base)  # nothing but one burst: no spacing to measure
+    assert m2.period_ns == PERIOD_NS
+
+
+def test_period_is_measured_on_the_tagger_clock_once_paired():
+    m = MarkerMapper(period_hint_ns=PERIOD_NS)  # hint wrong: the beam runs at 100 Hz
+    out = _paired_run(m, 10**18, 7, 20, period_ns=10_000_000)
+    out += m.resolve(10**18 + 10**10)
+    assert [i for _, i in out] == list(range(7, 27))
+    assert m.period_ns == 10_000_000
+
+
+
+def test_a_processor_exception_is_counted_and_processing_goes_on():
+    """TagService's worker survives an exception in the mapper: counted, its text kept,
+    the block it held reaches the engine marked lost (an Error tag), later blocks flow."""
+    from trainstamp.tagger._stream import TagService
+    from trainstamp.tagger._wire import TAG_DTYPE
+    from trainstamp.tagger.engine import TimeTaggerVirtual
+    from trainstamp.testing import wait_until
+
+    svc = TagService("tcp://127.0.0.1:9", marker_channel=9)
+    sink = TimeTaggerVirtual(channels=list(range(1, 10)), marker_channel=9)
+    svc.add_sink(sink)
+
+    def block(t0):
+        tags = np.zeros(3, TAG_DTYPE)
+        tags["channel"] = [1, 9, 1]
+        tags["time"] = [t0, t0 + 10, t0 + 20]
+        return tags, t0 + 30
+
+    real, calls = svc.mapper.resolve, []
+
+    def broken(now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise ZeroDivisionError("float division by zero")
+        return real(now)
+
+    svc.mapper.resolve = broken
+    svc._thread.start()
+    try:
+        svc._queue.put(("block", block(1000), 10**18))
+        wait_until(lambda: svc.stats.blocks == 1, timeout=10)
+        assert svc.stats.faults == 1 and "ZeroDivisionError" in svc.stats.fault
+        assert sink.getOverflows() == 1  # the stretch is flagged, not silently missing
+        svc._queue.put(("block", block(2000), 10**18))
+        wait_until(lambda: svc.stats.blocks == 2, timeout=10)
+        assert svc.stats.faults == 1 and svc._thread.is_alive()
+    finally:
+        svc._stop.set()
+        svc._thread.join(5)

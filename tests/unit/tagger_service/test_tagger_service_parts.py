@@ -62,3 +62,28 @@ def test_device_pvs_exist_in_the_ioc():
     ioc = make_ioc_class(8)(prefix="TT:", service=None, instrument=None)
     missing = _device_pvs(TimeTagger, "TT:") - set(ioc.pvdb)
     assert not missing
+
+
+@pytest.mark.parametrize(("n", "d"), [(0, float("inf")), (0, float("nan")), (float("inf"), 0),
+                                      (-1, 1.0), (0, -1.0)])
+def test_device_deadline_is_always_finite(n, d):
+    """DURATION inf once gave trigger() an infinite deadline (a count ran > 75 s)."""
+    from trainstamp.tagger._device import TimeTagger
+
+    tt = TimeTagger("TTNOSUCH:", name="tt")
+    with pytest.raises(ValueError, match="bounded deadline"):
+        tt.corr1.trigger_timeout(n, d)
+    assert tt.corr1.trigger_timeout(2, 0.0) < 100
+
+
+@pytest.mark.parametrize(("check", "value"), [
+    ("check_duration", float("nan")), ("check_duration", float("inf")),
+    ("check_duration", -1.0), ("check_duration", 1e300), ("check_duration", "1"),
+    ("check_n_trains", float("inf")), ("check_n_trains", -1), ("check_n_trains", 1.5),
+    ("check_n_trains", 1e300), ("check_switch", 2), ("check_switch", float("nan")),
+])
+def test_slot_checks_refuse_nonsense(check, value):
+    from trainstamp.tagger import _checks
+
+    with pytest.raises(ValueError):
+        getattr(_checks, check)(value)

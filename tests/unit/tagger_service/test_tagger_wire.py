@@ -108,3 +108,50 @@ def test_corruption_never_yields_a_bad_block(flips, chunk):
         np.testing.assert_array_equal(f.tags, blocks[f.seq])
     if not flips:
         assert len(out) == 6
+
+
+def _tags_block(n, start_ps, seq, end=None):
+    tags = np.zeros(n, wire.TAG_DTYPE)
+    tags["channel"] = 1
+    tags["time"] = start_ps + np.arange(n, dtype=np.int64) * 1000
+    return b"".join(bytes(p) for p in wire.encode_tags(
+        tags, seq, end_time=start_ps + n * 1000 if end is None else end))
+
+
+def test_a_block_ending_at_a_huge_time_costs_only_itself():
+    """Once one well-formed block ending at 2**62 ps made every later block 'start
+    before the previous end': 5 of the next 200 tags were counted."""
+    r = wire.FrameReader()
+    now = 10**18
+    got = r.feed(_tags_block(10, 0, 0), now)
+    got += r.feed(_tags_block(10, 20_000, 1, end=2**62), now)  # 60 s rule
+    empty = b"".join(bytes(p) for p in wire.encode_tags(np.zeros(0, wire.TAG_DTYPE), 2,
+                                                           end_time=2**61))
+    got += r.feed(empty, now)  # the wall-clock rule: stream time cannot outrun real time
+    for k in range(20):
+        got += r.feed(_tags_block(10, 40_000 + k * 10_000, 3 + k), now + k * 1000)
+    assert sum(len(f.tags) for f in got) == 10 + 200
+    assert r.stats.bad_payloads == 2
+
+
+def test_a_cut_frame_does_not_swallow_the_frames_after_it():
+    r = wire.FrameReader()
+    big = _tags_block(100_000, 0, 0)
+    got = r.feed(big[:2000])  # cut short: the rest never comes
+    for k in range(5):
+        got += r.feed(_tags_block(10, 10**9 + k * 10_000, 1 + k))
+    assert [len(f.tags) for f in got] == [10] * 5
+    assert r.stats.bad_payloads == 1
+
+
+@pytest.mark.parametrize("hello", [
+    {"channels": "12345678"}, {"channels": [1, 2, "3"]}, {"channels": []},
+    {"channels": [1, 2], "marker_channel": 9}, {"channels": [1, 10**9]},
+    {"channels": [1, 2], "settings": {"x": {}}}, {"channels": [1], "serial": 5},
+])
+def test_a_bad_hello_is_a_bad_payload(hello):
+    r = wire.FrameReader()
+    assert r.feed(wire.encode_message(wire.Kind.HELLO, hello)) == []
+    assert r.stats.bad_payloads == 1
+    good = {"channels": [1, 2], "marker_channel": 2, "serial": "S", "settings": {"1": {}}}
+    assert r.feed(wire.encode_message(wire.Kind.HELLO, good))[0].message == good
