@@ -235,6 +235,8 @@ class TaggerIOCBase(PVGroup):
         text = "; ".join(parts) or "OK"
         if st.overflows:
             text += f"; {st.overflows} overflows"
+        if st.clock_restarts:
+            text += f"; tagger clock restarted {st.clock_restarts}x (tag times rebased)"
         n = st.faults + link.faults
         if n:
             text += f"; {n} faults, latest: {st.fault or link.last_fault}"

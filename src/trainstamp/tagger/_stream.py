@@ -174,6 +174,7 @@ class ServiceStats:
     last_tag_ps: int = 0
     last_end_ps: int = 0
     last_train_id: int = -1
+    clock_restarts: int = 0  # the tagger came back with its clock behind the stream's
 
 
 class TagService:
@@ -188,6 +189,10 @@ class TagService:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
         self._waiting: list[tuple[np.ndarray, int, int]] = []  # blocks waiting for markers
         self._resolved: list[tuple[int, int]] = []
+        # A tagger that restarts (or reconnects) begins its clock again near 0: its tags
+        # are shifted to continue after the stream's end (see _rebase).
+        self._rebase_next = False
+        self._offset_ps = 0
         self._last_error_log = 0.0
         self._sinks: list = []
         self._sink_lock = threading.Lock()
@@ -301,6 +306,7 @@ class TagService:
         elif kind == "hello":
             self._flush(time.time_ns(), force=True)
             self.mapper.reset_anchor()
+            self._rebase_next = True
         else:
             self._accept(*payload, when)
         self._flush(time.time_ns())
@@ -320,7 +326,35 @@ class TagService:
             except Exception:  # the block itself is what fails: it is lost, and counted
                 st.process_errors += 1
 
+    def _rebase(self, tags: np.ndarray, end_time: int) -> tuple[np.ndarray, int]:
+        """Tag times of a new connection, continuing the stream's.
+
+        Every consumer (the engine's measurements, the marker pairing) needs time that
+        only goes forward. After a hello the first block sets the shift: none if the
+        tagger's clock is still ahead of the stream (a reconnect), else enough to put
+        the block just after the stream's end (the tagger restarted). That block gets
+        an ``Error`` tag in front, so a measurement across the restart sees the stretch
+        as lost rather than as a gap of 1 ps.
+        """
+        restarted = False
+        if self._rebase_next:
+            self._rebase_next = False
+            first = int(tags["time"][0]) if len(tags) else int(end_time)
+            last = self.stats.last_end_ps
+            self._offset_ps = last + 1 - first if self.stats.blocks and first <= last else 0
+            if self._offset_ps:
+                restarted = True
+                self.stats.clock_restarts += 1
+                log.warning("the tagger's clock restarted (%d ps, the stream was at %d ps): "
+                            "its tags continue from there", first, last)
+        if self._offset_ps:
+            tags = tags.copy()
+            tags["time"] += self._offset_ps
+            end_time = int(end_time) + self._offset_ps
+        return (_with_error_tag(tags) if restarted else tags), end_time
+
     def _accept(self, tags: np.ndarray, end_time: int, arrival_ns: int) -> None:
+        tags, end_time = self._rebase(tags, end_time)
         mc = self.marker_channel
         is_marker = np.zeros(len(tags), bool)
         if mc is not None and len(tags):
