@@ -14,15 +14,20 @@ import math
 from caproto import ChannelType
 from caproto._dbr import native_type
 from caproto.server import pvproperty
-from caproto.server.server import PvpropertyInteger
+from caproto.server.server import PvpropertyChar, PvpropertyDouble, PvpropertyInteger
 
 INT32 = (-(2**31), 2**31 - 1)
 
 
 def text_pv(value: str = "", length: int = 1024, **kw):
     """A CHAR-array PV holding UTF-8 text of at most ``length`` bytes."""
-    return pvproperty(value=value, dtype=ChannelType.CHAR, max_length=length,
+    return pvproperty(value=value, dtype=CountedChar, max_length=length,
                       string_encoding="utf-8", **kw)
+
+
+def float_pv(**kw):
+    """A DOUBLE setpoint whose every refusal is counted (see :class:`Counted`)."""
+    return pvproperty(dtype=CountedDouble, **kw)
 
 
 def counter_pv(name: str, doc: str):
@@ -77,7 +82,31 @@ def check_switch(name: str, value: object, meaning: str = "1 or 0") -> int:
     return number
 
 
-class WholeNumber(PvpropertyInteger):
+COUNTED = "_trainstamp_counted"
+
+
+class Counted:
+    """Counts every refused put, also those caproto refuses before any putter runs (a
+    string that is no number, too many elements): ``group._refuse`` once per refusal."""
+
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
+        try:
+            return await super().write_from_dbr(data, data_type, metadata, flags=flags)
+        except Exception as exc:
+            if not getattr(exc, COUNTED, False):
+                await self.group._refuse(exc)
+            raise
+
+
+class CountedDouble(Counted, PvpropertyDouble):
+    pass
+
+
+class CountedChar(Counted, PvpropertyChar):
+    pass
+
+
+class WholeNumber(Counted, PvpropertyInteger):
     """A LONG PV that refuses, rather than truncates, a value that is not a whole number.
 
     The refusal is counted and described through the group's ``_refuse`` and raised, so

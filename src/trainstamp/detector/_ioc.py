@@ -30,6 +30,7 @@ the FPGA is found not holding it (restarted), which STATUS and REG:RESTORES repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -42,7 +43,7 @@ from caproto.server import PVGroup, pvproperty
 from trainstamp.detector import _pvs as PV
 from trainstamp.detector._acquisition import CaptureState, Team1kServer, bin_image
 from trainstamp.detector._capture import confine
-from trainstamp.detector._caputil import check_switch, check_whole, long_pv
+from trainstamp.detector._caputil import COUNTED, check_switch, check_whole, float_pv, long_pv
 from trainstamp.detector._caputil import counter_pv as _counter
 from trainstamp.detector._caputil import guarded as _guarded
 from trainstamp.detector._caputil import text_pv as _text
@@ -79,11 +80,11 @@ class Team1kIOC(PVGroup):
 
     cmd_exposure_mode = long_pv(name=PV.CMD_EXPOSURE_MODE, value=3, doc="Set exposure mode 0-3")
     cmd_trigger_mode = long_pv(name=PV.CMD_TRIGGER_MODE, value=0, doc="Set trigger mode 0/1")
-    cmd_integration_time = pvproperty(name=PV.CMD_INTEGRATION_TIME, value=6.0, units="ms", precision=3,
+    cmd_integration_time = float_pv(name=PV.CMD_INTEGRATION_TIME, value=6.0, units="ms", precision=3,
                                       doc="Set integration time")
     cmd_start_daq = long_pv(name=PV.CMD_START_DAQ, value=0, doc="1=start, 0=stop")
     cmd_capture = long_pv(name=PV.CMD_CAPTURE, value=0, doc="Capture N frames to HDF5")
-    cmd_adc_clock_freq = pvproperty(name=PV.CMD_ADC_CLOCK_FREQ, value=100.0, units="MHz", precision=3,
+    cmd_adc_clock_freq = float_pv(name=PV.CMD_ADC_CLOCK_FREQ, value=100.0, units="MHz", precision=3,
                                     doc="Set ADC clock (Si570)")
     cmd_adc_data_delay = long_pv(name=PV.CMD_ADC_DATA_DELAY, value=0x1A7, doc="Set ADC data delay")
     cmd_parameter_file = _text(name=PV.CMD_PARAMETER_FILE, doc="Apply parameter file")
@@ -120,7 +121,7 @@ class Team1kIOC(PVGroup):
     capture_bad_train_ids = pvproperty(name=PV.CAPTURE_BAD_TRAIN_IDS, value=0, read_only=True,
                                        doc="Frames of the last capture without a train ID "
                                            "although external trigger was configured")
-    capture_timeout = pvproperty(name=PV.CAPTURE_TIMEOUT, value=10.0, units="s",
+    capture_timeout = float_pv(name=PV.CAPTURE_TIMEOUT, value=10.0, units="s",
                                  doc="A capture fails after this long without a frame")
 
     last_train_id = pvproperty(name=PV.LAST_TRAIN_ID, value=0.0, read_only=True, precision=0,
@@ -156,7 +157,7 @@ class Team1kIOC(PVGroup):
     image_width = pvproperty(name=PV.IMAGE_WIDTH, value=FRAME_COLS // 4, read_only=True, doc="Preview width")
     image_height = pvproperty(name=PV.IMAGE_HEIGHT, value=FRAME_ROWS // 4, read_only=True, doc="Preview height")
     image_binning = long_pv(name=PV.IMAGE_BINNING, value=4, doc="Preview binning: 1, 2, 4 or 8")
-    image_period = pvproperty(name=PV.IMAGE_PERIOD, value=0.5, units="s", doc="Preview period (>= 0.5 s)")
+    image_period = float_pv(name=PV.IMAGE_PERIOD, value=0.5, units="s", doc="Preview period (>= 0.5 s)")
     image_train_id = pvproperty(name=PV.IMAGE_TRAIN_ID, value=0.0, read_only=True, precision=0,
                                 doc="Train ID of the frame in IMAGE")
 
@@ -208,6 +209,10 @@ class Team1kIOC(PVGroup):
         raise ValueError(f"no free file number for {self.capture_name.value!r} below 100000")
 
     async def _refuse(self, exc: BaseException) -> None:
+        if getattr(exc, COUNTED, False):
+            return
+        with contextlib.suppress(AttributeError):
+            setattr(exc, COUNTED, True)  # once per refusal, however many layers see it
         await self.err_bad_puts.write(self.err_bad_puts.value + 1)
         await self.err_message.write(f"{type(exc).__name__}: {exc}"[:250])
         log.warning("refused: %s", exc)
