@@ -20,7 +20,8 @@ if [ ! -r "$conf" ]; then
 fi
 
 keys="DET_PREFIX DET_IP DET_REGISTER_PORT DET_DATA_PORT DET_PAYLOAD_SIZE DET_DATA_DIR DET_CONFIG
-      DET_BELLOW_PORT DET_POWER_PORT DET_RING_SLOTS DET_RCVBUF DET_LOG_LEVEL DET_INTERFACES"
+      DET_BELLOW_PORT DET_POWER_PORT DET_RING_SLOTS DET_RCVBUF DET_LOG_LEVEL DET_INTERFACES
+      DET_PARAM_DIRS DET_RECEIVE_HOST"
 for key in $keys; do
     eval "saved_$key=\${$key-__unset__}"
 done
@@ -50,6 +51,10 @@ set -- ioc detector \
 [ -n "${DET_CONFIG:-}" ] && set -- "$@" --config "$DET_CONFIG"
 [ -n "${DET_BELLOW_PORT:-}" ] && set -- "$@" --bellow-port "$DET_BELLOW_PORT"
 [ -n "${DET_POWER_PORT:-}" ] && set -- "$@" --power-port "$DET_POWER_PORT"
+[ -n "${DET_RECEIVE_HOST:-}" ] && set -- "$@" --receive-host "$DET_RECEIVE_HOST"
+for dir in ${DET_PARAM_DIRS:-}; do
+    set -- "$@" --param-dir "$dir"
+done
 if [ -n "${DET_INTERFACES:-}" ]; then
     # shellcheck disable=SC2086 # a space-separated list of addresses
     set -- "$@" --interfaces $DET_INTERFACES

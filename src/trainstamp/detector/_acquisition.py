@@ -10,6 +10,7 @@ through Python objects on their way to HDF5: the writer hands the shared-memory 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,13 +20,18 @@ import numpy as np
 
 from trainstamp.detector import _params
 from trainstamp.detector._capture import CaptureFile, confine
+from trainstamp.detector._config import DetectorConfig
 from trainstamp.detector._peripherals import BellowStage, PowerSupply
+from trainstamp.detector._protocol import FRAME_BYTES
 from trainstamp.detector._receiver import Receiver, ReceiverConfig
 from trainstamp.detector._regclient import DetectorCommands, RegisterClient
+from trainstamp.detector._registers import STATUS_DESTINATION, Reg
 
 log = logging.getLogger(__name__)
 
 MAX_CAPTURE = 1_000_000
+#: Room a capture must leave on the disk beyond its frames (metadata, other files).
+DISK_MARGIN = 256 << 20
 
 
 class CaptureState:
@@ -47,6 +53,10 @@ class CaptureJob:
     skipped: int = 0  # frames of trains that ended before the put
     status: str = CaptureState.CAPTURING
     message: str = ""
+    #: external trigger configured: every frame must carry a train ID (0 = none)
+    expects_train_ids: bool = False
+    #: frames stored without a valid train ID although one was expected
+    bad_train_ids: int = 0
     train_ids: list[int] = field(default_factory=list)
     frame_numbers: list[int] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
@@ -99,12 +109,17 @@ class Team1kServer:
     def __init__(self, detector_ip: str = "10.0.0.32", register_port: int = 42000,
                  data_port: int = 41000, data_dir: str = ".", receiver: ReceiverConfig | None = None,
                  register_timeout: float = 0.2, register_retries: int = 3,
-                 bellow_port: str | None = None, power_port: str | None = None) -> None:
+                 bellow_port: str | None = None, power_port: str | None = None,
+                 param_dirs: list[str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.regs = RegisterClient(detector_ip, register_port, register_timeout, register_retries)
-        self.cmd = DetectorCommands(self.regs)
+        self.param_dirs = [Path(d).resolve() for d in param_dirs or []]
         self.rx_cfg = receiver or ReceiverConfig(detector_ip=detector_ip, data_port=data_port)
+        self.regs = RegisterClient(detector_ip, register_port, register_timeout, register_retries,
+                                   bind_host=self.rx_cfg.bind_host or None)
+        self.cmd = DetectorCommands(self.regs)
+        self.config = DetectorConfig(self.cmd)
+        self.restores = 0  # times the configuration was re-applied to a restarted FPGA
         self.rx = Receiver(self.rx_cfg)
         self.bellow = BellowStage(bellow_port) if bellow_port else None
         self.power = PowerSupply(power_port) if power_port else None
@@ -134,24 +149,66 @@ class Team1kServer:
                 p.close()
 
     # ---------------------------------------------------------------- detector
-    def start_daq(self) -> None:
+    def start_daq(self) -> list[str]:
+        """Start the DAQ on the configured settings, restored first if the FPGA lost
+        them (see :meth:`restore_if_restarted`, whose answer this returns)."""
+        lost = self.restore_if_restarted() if self.config.values else []
         self.rx.register()
         self.cmd.start_daq()
+        return lost
 
-    def stop_daq(self) -> None:
+    def stop_daq(self) -> list[str]:
         self.cmd.stop_daq()
+        return []
 
     def reset(self) -> None:
-        """Reset the detector and the data connection: registration and frame anchor."""
+        """Reset the detector and the data connection, then restore the configuration.
+
+        A reset sets the FPGA's registers to their defaults (trigger INTERNAL: frames
+        without train IDs), so the configured settings are written back; the caller
+        reads them back into the readbacks. A capture in progress is cancelled.
+        """
+        self.cancel_capture("cancelled by CMD:RESET")
         self.cmd.reset()
         self.rx.reanchor()
+        self.config.apply()
         self.rx.register()
 
-    def apply_parameter_file(self, path: str) -> int:
-        """Parse the whole file first; apply it only if every line is good."""
-        settings = _params.parse_parameter_file(path)
-        _params.apply_settings(self.cmd, settings)
+    def restore_if_restarted(self) -> list[str]:
+        """Re-apply the configuration if the FPGA no longer holds it (it restarted).
+
+        Also re-registers the data destination if the FPGA forgot it. Returns the
+        settings that had been lost (empty: nothing to do).
+        """
+        with self.config.lock:
+            lost = self.config.mismatches()
+            if lost:
+                log.warning("FPGA lost its configuration (%s): re-applying it", ", ".join(lost))
+                self.config.apply()
+                self.rx.reanchor()
+                self.restores += 1
+                still = self.config.mismatches()
+                if still:
+                    raise RuntimeError(f"FPGA does not hold the configuration after a restore: {', '.join(still)}")
+        if not self.regs.read(Reg.STATUS) & STATUS_DESTINATION:
+            self.rx.register()
+        return lost
+
+    def apply_parameter_file(self, path: str, confined: bool = True) -> int:
+        """Parse the whole file first; apply it only if every line is good.
+
+        ``confined``: the path comes over CA and must lie in a parameter directory.
+        """
+        settings = self.read_parameter_file(path) if confined else _params.parse_parameter_file(path)
+        self.apply_settings(settings)
         return len(settings)
+
+    def read_parameter_file(self, name: str) -> list[_params.Setting]:
+        """Confine (to the parameter directories), read and parse a file named over CA."""
+        return _params.parse_parameter_file(_params.confine_parameter_file(self.param_dirs, name))
+
+    def apply_settings(self, settings: list[_params.Setting]) -> None:
+        _params.apply_settings(self.config, settings)
 
     # ---------------------------------------------------------------- capture
     def capture_path(self, directory: str, name: str, number: int) -> Path:
@@ -184,6 +241,13 @@ class Team1kServer:
         """
         if int(n) != n or not 0 < n <= MAX_CAPTURE:
             raise ValueError(f"capture count {n} outside 1..{MAX_CAPTURE}")
+        target = (self.file.path if self.file is not None else path)
+        if target is not None:
+            free = shutil.disk_usage(next(p for p in (target, *target.parents) if p.exists())).free
+            need = int(n) * FRAME_BYTES + DISK_MARGIN
+            if need > free:
+                raise ValueError(f"capture of {int(n)} frames needs {need / 2**30:.1f} GiB, "
+                                 f"{free / 2**30:.1f} GiB free on the disk of {str(target.parent)!r}")
         with self._lock:
             if self.busy:
                 raise ValueError("a capture is in progress")
@@ -192,7 +256,8 @@ class Team1kServer:
                     raise ValueError("no capture file: open one or give a path")
                 self.file = CaptureFile(path)
                 self.keep_open = False
-            job = CaptureJob(int(n), self.file.path, first_index=self.file.count)
+            job = CaptureJob(int(n), self.file.path, first_index=self.file.count,
+                             expects_train_ids=self.config.expects_train_ids)
             self.job = job
             put_ns = time.time_ns() if put_ns is None else int(put_ns)
             head = self.rx.head
@@ -258,12 +323,15 @@ class Team1kServer:
                     job.overruns += skip
                     seq += skip
                 fn, train_id, _, complete = rx.frame_info(seq)
-                index = f.append(rx.frame_raw(seq), fn, train_id, complete)
+                id_ok = train_id != 0 or not job.expects_train_ids
+                index = f.append(rx.frame_raw(seq), fn, train_id, complete, train_id != 0)
                 if not rx.valid(seq):  # the slot was reused while we wrote it
                     f.truncate(index)
                     job.overruns += 1
                     seq += 1
                     continue
+                if not id_ok:
+                    job.bad_train_ids += 1
                 job.train_ids.append(train_id)
                 job.frame_numbers.append(fn)
                 job.progress += 1
@@ -272,6 +340,9 @@ class Team1kServer:
             f.flush()
             if job.status == CaptureState.CAPTURING:
                 job.status = CaptureState.READY
+                if job.bad_train_ids:
+                    job.message = (f"{job.bad_train_ids} of {job.progress} frames without a train ID "
+                                   "in external trigger (flagged train_id_valid=0)")
         except Exception as exc:  # reported through CAPTURE:STATUS/MESSAGE, never raised
             log.exception("capture failed")
             job.status = CaptureState.ERROR
@@ -281,10 +352,13 @@ class Team1kServer:
                 self.close_file()
             job.done.set()
 
-    def cancel_capture(self) -> None:
+    def cancel_capture(self, why: str = "cancelled") -> bool:
+        """End a capture in progress (ERROR with ``why``); False if none was running."""
         if self.job is not None and not self.job.done.is_set():
+            self.job.message = why
             self.job.status = CaptureState.ERROR
-            self.job.message = "cancelled"
+            return True
+        return False
 
     # ---------------------------------------------------------------- preview
     def latest_frame(self) -> tuple[np.ndarray, int, int] | None:

@@ -5,7 +5,10 @@ Layout (one file per capture, or per run when opened for appending)::
     /entry/data/data          (N, 1024, 1024) uint16, one frame per chunk
     /entry/data/train_id      (N,) uint64  exact train ID from the packet header (0 = none)
     /entry/data/frame_number  (N,) uint64
-    /entry/data/complete      (N,) uint8   0 if packets were missing (padded 0xFFFF)
+    /entry/data/complete      (N,) uint8   0 if packets were missing (padded 0xFFFF) or
+                                           disagreed on the train ID (a spoofed packet)
+    /entry/data/train_id_valid (N,) uint8  0 if the frame has no train ID (the header said
+                                           0): its train_id is never to be used
 
 The file is in SWMR mode from its first frame: readers may open it (``swmr=True``) while
 it is written. Each frame grows the image dataset by one chunk; the per-frame metadata is
@@ -30,6 +33,9 @@ DATA = "/entry/data/data"
 TRAIN_ID = "/entry/data/train_id"
 FRAME_NUMBER = "/entry/data/frame_number"
 COMPLETE = "/entry/data/complete"
+TRAIN_ID_VALID = "/entry/data/train_id_valid"
+#: longest file name most file systems take (bytes)
+NAME_MAX = 255
 
 
 def confine(data_dir: str | os.PathLike, directory: str, name: str) -> Path:
@@ -41,7 +47,10 @@ def confine(data_dir: str | os.PathLike, directory: str, name: str) -> Path:
     """
     root = Path(data_dir).resolve()
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise ValueError(f"capture file name {name!r} must be a plain file name")
+        raise ValueError(f"capture file name {name[:60]!r} must be a plain file name")
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        raise ValueError(f"capture file name of {len(name.encode('utf-8', 'surrogatepass'))} bytes "
+                         f"is longer than {NAME_MAX} bytes")
     if "\0" in directory:
         raise ValueError(f"capture directory {directory!r} contains a NUL byte")
     d = Path(directory) if directory else Path(".")
@@ -72,12 +81,16 @@ class CaptureFile:
         self.train_id = g.create_dataset("train_id", shape=(0,), maxshape=(None,), dtype="<u8", chunks=(1024,))
         self.frame_number = g.create_dataset("frame_number", shape=(0,), maxshape=(None,), dtype="<u8", chunks=(1024,))
         self.complete = g.create_dataset("complete", shape=(0,), maxshape=(None,), dtype="u1", chunks=(1024,))
+        self.train_id_valid = g.create_dataset("train_id_valid", shape=(0,), maxshape=(None,), dtype="u1",
+                                               chunks=(1024,))
         self.file.swmr_mode = True
         self.count = 0
-        self._meta: list[tuple[int, int, int]] = []  # (train_id, frame_number, complete) not yet written
+        # (train_id, frame_number, complete, train_id_valid) not yet written
+        self._meta: list[tuple[int, int, int, int]] = []
         self._last_flush = time.monotonic()
 
-    def append(self, raw: np.ndarray, frame_number: int, train_id: int, complete: bool) -> int:
+    def append(self, raw: np.ndarray, frame_number: int, train_id: int, complete: bool,
+               train_id_valid: bool = True) -> int:
         """Write one frame (``raw``: its 2 MiB as uint8, e.g. a shared-memory view).
 
         Returns the frame's index in the file.
@@ -85,7 +98,7 @@ class CaptureFile:
         i = self.count
         self.data.resize(i + 1, axis=0)
         self.data.id.write_direct_chunk((i, 0, 0), raw)
-        self._meta.append((train_id, frame_number, int(complete)))
+        self._meta.append((train_id, frame_number, int(complete), int(train_id_valid)))
         self.count = i + 1
         now = time.monotonic()
         if now - self._last_flush >= self.flush_interval:
@@ -95,7 +108,7 @@ class CaptureFile:
     def truncate(self, n: int) -> None:
         """Shrink to ``n`` frames (drops a frame whose source was overwritten)."""
         self._write_meta()
-        for ds in (self.data, self.train_id, self.frame_number, self.complete):
+        for ds in (self.data, self.train_id, self.frame_number, self.complete, self.train_id_valid):
             ds.resize(n, axis=0)
         self.count = n
 
@@ -106,7 +119,7 @@ class CaptureFile:
         block = np.array(self._meta, dtype=np.uint64)
         self._meta.clear()
         stop = start + len(block)
-        for k, ds in enumerate((self.train_id, self.frame_number, self.complete)):
+        for k, ds in enumerate((self.train_id, self.frame_number, self.complete, self.train_id_valid)):
             ds.resize((stop,))
             ds[start:stop] = block[:, k]
 
@@ -125,10 +138,15 @@ class CaptureFile:
 def read_capture(path: str | os.PathLike, swmr: bool = True) -> dict[str, np.ndarray]:
     """Read a capture file, up to the shortest of its datasets (safe on a crashed writer)."""
     with h5py.File(path, "r", swmr=swmr, libver="latest") as f:
-        n = min(f[k].shape[0] for k in (DATA, TRAIN_ID, FRAME_NUMBER, COMPLETE))
-        return {
+        keys = [k for k in (DATA, TRAIN_ID, FRAME_NUMBER, COMPLETE, TRAIN_ID_VALID) if k in f]
+        n = min(f[k].shape[0] for k in keys)
+        out = {
             "data": f[DATA][:n],
             "train_id": f[TRAIN_ID][:n],
             "frame_number": f[FRAME_NUMBER][:n],
             "complete": f[COMPLETE][:n].astype(bool),
         }
+        # files written before train_id_valid existed: a train ID of 0 is never valid
+        out["train_id_valid"] = (f[TRAIN_ID_VALID][:n].astype(bool) if TRAIN_ID_VALID in f
+                                 else out["train_id"] != 0)
+        return out

@@ -7,12 +7,20 @@
 - ``trigger()`` captures ``frames_per_point`` frames into that file and finishes when
   the IOC has written them;
 - ``read()`` gives the image as a Datum reference into the file plus the frames' exact
-  train IDs (``<name>_train_id``) and frame numbers from the packet headers;
-- ``unstage()`` closes the file (and stops the DAQ if staging started it).
+  train IDs (``<name>_train_id``) and frame numbers from the packet headers, and
+  ``<name>_train_id_valid``: False for a frame whose header carried no train ID (0),
+  which is never a train; the IOC counts such frames in CAPTURE:BAD_TRAIN_IDS when
+  external trigger was configured, and the device logs a warning;
+- ``unstage()`` closes the file (and stops the DAQ if staging started it). A stage that
+  fails half-way unstages what it did, and unstage always completes the ophyd
+  bookkeeping, so a failed plan never leaves the device staged for the next one.
+
+Every error raised names the device.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -28,6 +36,8 @@ from trainstamp.detector import _pvs as PV
 from trainstamp.detector._capture import DATA
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
 from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
+
+log = logging.getLogger(__name__)
 
 
 def _rw(readback: str, setpoint: str, **kw) -> Cpt:
@@ -61,10 +71,12 @@ class Team1k(Device):
     capture_name = Cpt(EpicsSignal, PV.CAPTURE_NAME, string=True, kind="omitted")
     capture_full_path = Cpt(EpicsSignalRO, PV.CAPTURE_FULL_PATH, string=True, kind="omitted")
     capture_open = Cpt(EpicsSignal, PV.CAPTURE_OPEN, kind="omitted")
+    capture_cancel = Cpt(EpicsSignal, PV.CAPTURE_CANCEL, kind="omitted")
     capture_first_index = Cpt(EpicsSignalRO, PV.CAPTURE_FIRST_INDEX, kind="omitted")
     capture_finished = Cpt(EpicsSignalRO, PV.CAPTURE_FINISHED, kind="omitted")
     capture_message = Cpt(EpicsSignalRO, PV.CAPTURE_MESSAGE, string=True, kind="omitted")
     capture_train_ids = Cpt(EpicsSignalRO, PV.CAPTURE_TRAIN_IDS, kind="omitted")
+    capture_bad_train_ids = Cpt(EpicsSignalRO, PV.CAPTURE_BAD_TRAIN_IDS, kind="omitted")
     capture_frame_numbers = Cpt(EpicsSignalRO, PV.CAPTURE_FRAME_NUMBERS, kind="omitted")
     last_train_id = Cpt(EpicsSignalRO, PV.LAST_TRAIN_ID, kind="omitted")
     rx_lost = Cpt(EpicsSignalRO, "RX:LOST", kind="omitted")
@@ -90,15 +102,30 @@ class Team1k(Device):
         return f"{self.name}_train_id"
 
     @property
+    def train_id_valid_key(self) -> str:
+        return f"{self.name}_train_id_valid"
+
+    @property
     def frame_number_key(self) -> str:
         return f"{self.name}_frame_number"
 
     # ------------------------------------------------------------ staging
     def stage(self):
-        staged = super().stage()
         n = int(self.frames_per_point.get())
         if n < 1:
-            raise ValueError(f"frames_per_point {n} must be at least 1")
+            raise ValueError(f"{self.name}: frames_per_point {n} must be at least 1")
+        staged = super().stage()
+        try:
+            self._stage_file(n)
+        except Exception as exc:
+            try:  # leave nothing staged: the next plan must be able to stage again
+                self.unstage()
+            except Exception as undo:
+                log.warning("%s: unstage after a failed stage: %s", self.name, undo)
+            raise RuntimeError(f"{self.name}: stage failed: {_reason(exc)}") from exc
+        return staged
+
+    def _stage_file(self, n: int) -> None:
         if not self.acquiring.get():
             self.start_daq.put(1, wait=True)
             self._started_daq = True
@@ -113,27 +140,32 @@ class Team1k(Device):
         resource.pop("run_start", None)
         self._asset_docs.append(("resource", resource))
         self._n_points = 0
-        return staged
 
     def unstage(self):
-        """Close the capture file and stop the DAQ this device started.
-
-        The device counts as unstaged afterwards even when the IOC cannot be reached
-        (it died mid-run): the error is raised, and the next plan can stage it again.
-        """
-        try:
-            self.capture_open.put(0, wait=True)
-            if self._started_daq:
-                self.start_daq.put(0, wait=True)
-        finally:
-            self._started_daq = False
-            self._datum_factory = None
+        errors = []
+        try:  # a plan that failed mid-capture: end it, or the file cannot close
+            if self.capture_status.get() == "CAPTURING":
+                self.capture_cancel.put(1, wait=True)
+        except Exception as exc:
+            errors.append(f"capture_cancel = 1: {_reason(exc)}")
+        for signal, value in ((self.capture_open, 0), (self.start_daq, 0)):
+            if signal is self.start_daq and not self._started_daq:
+                continue
             try:
-                unstaged = super().unstage()
-            except BaseException:
-                self._staged = Staged.no
-                raise
-        return unstaged
+                signal.put(value, wait=True)
+            except Exception as exc:  # the IOC may be gone: carry on, then say so
+                errors.append(f"{signal.attr_name} = {value}: {_reason(exc)}")
+        self._started_daq = False
+        self._datum_factory = None
+        try:
+            result = super().unstage()
+        except BaseException:
+            # Unstaged all the same (the IOC died mid-run): the next plan can stage it.
+            self._staged = Staged.no
+            raise
+        if errors:
+            raise RuntimeError(f"{self.name}: unstage incomplete: {'; '.join(errors)}")
+        return result
 
     # ------------------------------------------------------------ acquisition
     def trigger(self) -> DeviceStatus:
@@ -151,9 +183,9 @@ class Team1k(Device):
         cid = self.capture_finished.subscribe(on_finished, run=False)
         try:
             self.capture_cmd.put(n, wait=True)
-        except Exception:
+        except Exception as exc:
             self.capture_finished.unsubscribe(cid)
-            raise
+            raise RuntimeError(f"{self.name}: capture of {n} frames not started: {_reason(exc)}") from exc
 
         def wait() -> None:
             try:
@@ -167,17 +199,24 @@ class Team1k(Device):
                     raise RuntimeError(f"{self.name}: capture started at frame {first}, not a multiple of {n}")
                 train_ids = [int(t) for t in self.capture_train_ids.get()[:n]]
                 frame_numbers = [int(f) for f in self.capture_frame_numbers.get()[:n]]
+                valid = [t > 0 for t in train_ids]
+                bad = int(self.capture_bad_train_ids.get())
+                if bad:
+                    log.warning("%s: %d of %d frames without a train ID in external trigger "
+                                "(flagged %s = False)", self.name, bad, n, self.train_id_valid_key)
                 datum = self._datum_factory({"point_number": first // n})
                 self._asset_docs.append(("datum", datum))
                 self._last = {
                     self.image_key: datum["datum_id"],
                     self.train_id_key: train_ids[0] if n == 1 else train_ids,
+                    self.train_id_valid_key: valid[0] if n == 1 else valid,
                     self.frame_number_key: frame_numbers[0] if n == 1 else frame_numbers,
                     "time": time.time(),
                 }
                 self._n_points += 1
             except Exception as exc:
-                status.set_exception(exc)
+                status.set_exception(exc if str(exc).startswith(self.name)
+                                     else RuntimeError(f"{self.name}: {_reason(exc)}"))
             else:
                 status.set_finished()
             finally:
@@ -189,7 +228,7 @@ class Team1k(Device):
     def read(self) -> OrderedDict:
         out = super().read()
         ts = self._last.get("time", time.time())
-        for key in (self.image_key, self.train_id_key, self.frame_number_key):
+        for key in (self.image_key, self.train_id_key, self.train_id_valid_key, self.frame_number_key):
             if key in self._last:
                 out[key] = {"value": self._last[key], "timestamp": ts}
         return out
@@ -206,6 +245,9 @@ class Team1k(Device):
         for key in (self.train_id_key, self.frame_number_key):
             out[key] = {"source": f"PV:{self.prefix}{PV.CAPTURE_TRAIN_IDS}", "dtype": "integer" if n == 1 else "array",
                         "shape": shape, "dtype_numpy": "<u8"}
+        out[self.train_id_valid_key] = {"source": f"PV:{self.prefix}{PV.CAPTURE_TRAIN_IDS}",
+                                        "dtype": "boolean" if n == 1 else "array", "shape": shape,
+                                        "dtype_numpy": "|b1"}
         return out
 
     def collect_asset_docs(self):
@@ -214,3 +256,12 @@ class Team1k(Device):
 
     #: where ``read()``'s image lives inside the file
     dataset = DATA
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as text that says something, even when its own text does not
+    (``KeyError('response')`` from a client whose circuit died mid-put)."""
+    if isinstance(exc, KeyError):
+        return f"no answer from the IOC (connection lost: {type(exc).__name__} {exc})"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -77,6 +77,7 @@ class EmulatorStats:
     register_requests: int = 0
     bad_register_requests: int = 0
     trains_seen: int = 0
+    foreign_registrations: int = 0  # registration datagrams from a host other than ``host``
 
 
 class FpgaEmulator:
@@ -84,14 +85,17 @@ class FpgaEmulator:
 
     ``rate``/``frames`` preset the frame period and frame count registers (pacing for
     benchmarks); ``trains`` is a ``tcp://host:port`` train-ID feed for external trigger.
+    Like the FPGA, it streams only to ``host`` (the DAQ host's address): a registration
+    from any other address is counted in ``stats.foreign_registrations`` and ignored.
     """
 
     def __init__(self, bind: str = "127.0.0.1", register_port: int = 42000,
                  data_port: int = 41000, trains: str | None = None,
                  faults: Faults | None = None, rate: float | None = None,
                  frames: int | None = None, payload_size: int = P.JUMBO_PAYLOAD,
-                 seed: int = 0) -> None:
+                 seed: int = 0, host: str = "127.0.0.1") -> None:
         self.bind = bind
+        self.host = socket.gethostbyname(host)
         self.faults = faults or Faults()
         self.rng = random.Random(seed)
         self.stats = EmulatorStats()
@@ -270,6 +274,10 @@ class FpgaEmulator:
             except (TimeoutError, OSError):
                 continue
             if P.is_registration(data):
+                if addr[0] != self.host:
+                    self.stats.foreign_registrations += 1
+                    log.warning("registration from %s:%d refused (DAQ host is %s)", *addr, self.host)
+                    continue
                 with self._lock:
                     self.destination = addr
                 log.info("streaming to %s:%d", *addr)

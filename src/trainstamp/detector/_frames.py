@@ -7,7 +7,11 @@
   signal; correlated-double-sampling modes have less read noise.
 - :func:`assemble_packet`: the receiver's packet -> frame-slot kernel (numba). It keeps
   a per-frame packet mask, pads missing packets with 0xFFFF, flags incomplete frames and
-  counts every kind of loss and bad packet, all in preallocated arrays.
+  counts every kind of loss and bad packet, all in preallocated arrays. Frame numbers
+  must be plausible against the expected sequence (see :func:`plausible`), and every
+  packet of a frame must carry the frame's train ID and timestamp: a packet that does not
+  is dropped and counted, and the frame is published flagged (``M_SUSPECT``, not
+  complete), so one spoofed packet cannot pass as part of a good frame.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ M_TIMESTAMP = 3
 M_PACKETS = 4  # packets received
 M_COMPLETE = 5
 M_FLAGS = 6
+M_SUSPECT = 7  # 1: packets of this frame disagreed on train ID or timestamp
 META_FIELDS = 8
 
 #: indices of the counters array (int64)
@@ -107,12 +112,15 @@ C_HEAD = 10  # frames published (the sequence number of the newest)
 C_RCVBUF = 11  # SO_RCVBUF the OS granted
 C_READY = 12
 C_LOCAL_PORT = 13
+C_IMPLAUSIBLE = 14  # frame number far from the expected sequence (dropped)
+C_INCONSISTENT = 15  # train ID / timestamp differs from the rest of its frame (dropped)
 N_COUNTERS = 16
 COUNTER_NAMES = {
     "complete": C_COMPLETE, "incomplete": C_INCOMPLETE, "dropped": C_DROPPED,
     "lost": C_LOST, "duplicate": C_DUPLICATE, "malformed": C_MALFORMED,
     "foreign": C_FOREIGN, "late": C_LATE, "backwards": C_BACKWARDS, "packets": C_PACKETS,
-    "head": C_HEAD, "rcvbuf": C_RCVBUF,
+    "head": C_HEAD, "rcvbuf": C_RCVBUF, "implausible": C_IMPLAUSIBLE,
+    "inconsistent": C_INCONSISTENT,
 }
 
 #: indices of the assembler's own state array (int64)
@@ -123,11 +131,22 @@ S_COUNT = 3
 S_HAVE_LAST = 4
 S_LAST_FN = 5
 S_LAST_COMPLETE = 6
-N_STATE = 8
+S_SUSPECT = 7  # the open frame had an inconsistent packet
+S_CAND_FN = 8  # implausible frame number seen last (a possible new sequence)
+S_CAND_RUN = 9  # consecutive implausible packets that continue S_CAND_FN
+N_STATE = 12
 
 #: A packet up to this many frames older than the open one is "late"; further back, the
 #: detector restarted its frame counter and the assembler re-anchors.
 LATE_WINDOW = 16
+#: A frame number may run at most this far ahead of the newest one: frames in between
+#: were lost. Further ahead is implausible (a spoofed or corrupt header) and dropped.
+MAX_AHEAD = 8
+#: ...unless this many packets in a row continue the implausible sequence: then the
+#: detector really jumped (it restarted, or frames were lost for long) and the
+#: assembler re-anchors on it. A detector restart counts from frame 1, which is taken
+#: at once.
+REANCHOR_RUN = 64
 _MAX_GAP = 1 << 20
 
 
@@ -148,9 +167,11 @@ def _open_frame(pkt, fn, ppf, meta, masks, state):
     meta[slot, M_TRAIN_ID] = _le(pkt, P.OFF_TRAIN_ID, 8)
     meta[slot, M_TIMESTAMP] = _le(pkt, P.OFF_TIMESTAMP, 8)
     meta[slot, M_FLAGS] = _le(pkt, P.OFF_FLAGS, 2)
+    meta[slot, M_SUSPECT] = 0
     state[S_OPEN] = 1
     state[S_OPEN_FN] = fn
     state[S_COUNT] = 0
+    state[S_SUSPECT] = 0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -160,7 +181,7 @@ def publish_open_frame(payload, ppf, ring, meta, masks, counters, state):
         return 0
     slot = state[S_WRITE] % meta.shape[0]
     count = state[S_COUNT]
-    if count < ppf:
+    if count < ppf or state[S_SUSPECT]:
         for i in range(ppf):
             if masks[slot, i] == 0:
                 ring[slot, i * payload:(i + 1) * payload] = 0xFF
@@ -176,7 +197,8 @@ def publish_open_frame(payload, ppf, ring, meta, masks, counters, state):
     state[S_OPEN] = 0
     state[S_HAVE_LAST] = 1
     state[S_LAST_FN] = state[S_OPEN_FN]
-    state[S_LAST_COMPLETE] = 1 if count == ppf else 0
+    state[S_LAST_COMPLETE] = 1 if count == ppf and not state[S_SUSPECT] else 0
+    meta[slot, M_SUSPECT] = state[S_SUSPECT]
     meta[slot, M_SEQ] = w
     counters[C_HEAD] = w
     return 1
@@ -199,6 +221,24 @@ def assemble_packet(pkt, n, payload, ppf, ring, meta, masks, counters, state):
         counters[C_MALFORMED] += 1
         return 0
     fn = _le(pkt, P.OFF_FRAME_NUMBER, 8)
+    if not plausible(fn, state):
+        counters[C_IMPLAUSIBLE] += 1
+        if state[S_CAND_RUN] > 0 and 0 <= fn - state[S_CAND_FN] <= 1:
+            state[S_CAND_RUN] += 1
+        else:
+            state[S_CAND_RUN] = 1
+        state[S_CAND_FN] = fn
+        if state[S_CAND_RUN] < REANCHOR_RUN:
+            return 0
+        # a sequence of its own: the detector jumped; start over from this frame
+        counters[C_IMPLAUSIBLE] -= 1
+        counters[C_BACKWARDS] += 1
+        published = publish_open_frame(payload, ppf, ring, meta, masks, counters, state)
+        state[S_HAVE_LAST] = 0
+        state[S_CAND_RUN] = 0
+        _open_frame(pkt, fn, ppf, meta, masks, state)
+        return published + _place(pkt, idx, payload, ppf, ring, meta, masks, counters, state)
+    state[S_CAND_RUN] = 0
     published = 0
     if state[S_OPEN] == 1:
         cur = state[S_OPEN_FN]
@@ -229,7 +269,38 @@ def assemble_packet(pkt, n, payload, ppf, ring, meta, masks, counters, state):
             elif fn - last - 1 < _MAX_GAP:
                 counters[C_DROPPED] += fn - last - 1
         _open_frame(pkt, fn, ppf, meta, masks, state)
+    return published + _place(pkt, idx, payload, ppf, ring, meta, masks, counters, state)
+
+
+@numba.njit(nogil=True, cache=True)
+def plausible(fn, state):
+    """Whether frame number ``fn`` fits the expected sequence.
+
+    Without an anchor (start, re-anchor) anything does. Otherwise: up to
+    ``LATE_WINDOW`` behind the newest frame (late, duplicate) or ``MAX_AHEAD`` in front
+    of it, or 1 (a detector that restarted counts from 1).
+    """
+    if state[S_OPEN] == 1:
+        ref = state[S_OPEN_FN]
+    elif state[S_HAVE_LAST] == 1:
+        ref = state[S_LAST_FN]
+    else:
+        return True
+    if fn == 1:
+        return True
+    return ref - LATE_WINDOW <= fn <= ref + MAX_AHEAD
+
+
+@numba.njit(nogil=True, cache=True)
+def _place(pkt, idx, payload, ppf, ring, meta, masks, counters, state):
+    """Copy a packet of the open frame into its slot (or count why not)."""
     slot = state[S_WRITE] % meta.shape[0]
+    if (_le(pkt, P.OFF_TRAIN_ID, 8) != meta[slot, M_TRAIN_ID]
+            or _le(pkt, P.OFF_TIMESTAMP, 8) != meta[slot, M_TIMESTAMP]):
+        counters[C_INCONSISTENT] += 1
+        state[S_SUSPECT] = 1
+        return 0
+    published = 0
     if masks[slot, idx] != 0:
         counters[C_DUPLICATE] += 1
         return published

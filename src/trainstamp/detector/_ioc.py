@@ -11,20 +11,26 @@ PVs (prefix ``TEAM1K:`` by default; suffixes in :mod:`trainstamp.detector._pvs`)
   FIRST_INDEX, FINISHED, MESSAGE, TRAIN_IDS, FRAME_NUMBERS, OVERRUNS, TIMEOUT
 - last frame: LAST:TRAIN_ID, LAST:FRAME_NUMBER, LAST:COMPLETE
 - loss counters: RX:COMPLETE, INCOMPLETE, DROPPED, LOST, DUPLICATE, MALFORMED, FOREIGN,
-  LATE, BACKWARDS, PACKETS, RCVBUF, ALIVE; REG:TIMEOUTS, RETRIES, ERRORS, STRAY;
-  ERR:BAD_PUTS, ERR:MESSAGE
+  LATE, BACKWARDS, IMPLAUSIBLE, INCONSISTENT, PACKETS, RCVBUF, ALIVE; REG:TIMEOUTS,
+  RETRIES, ERRORS, STRAY, RESTORES; ERR:BAD_PUTS, ERR:MESSAGE
 - preview: IMAGE:WIDTH, HEIGHT, BINNING, PERIOD, TRAIN_ID
 - peripherals: BELLOW:INSERT, POSITION, MOVING, STATUS; POWER:ON, STATUS, VOLTAGE, CURRENT
 
 Full frames never travel over CA: they go to HDF5. IMAGE is a binned preview posted at
-most every IMAGE:PERIOD (>= 0.5 s). Blocking register, serial and file work runs on a
-worker thread; a refused put raises (the client sees the error), is counted in
-ERR:BAD_PUTS and described in ERR:MESSAGE.
+most every IMAGE:PERIOD (>= 0.5 s), and only when a new frame exists. Blocking work runs
+on worker threads, one pool per kind so that one cannot starve another: register and
+serial I/O, capture files, and parameter-file reads. A refused put raises (the client
+sees the error), is counted in ERR:BAD_PUTS and described in ERR:MESSAGE.
+
+The setpoints (CMD:*) show the device's state at connect and after every reset or
+restore; the configuration the IOC holds is written back after CMD:RESET and whenever
+the FPGA is found not holding it (restarted), which STATUS and REG:RESTORES report.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -37,6 +43,10 @@ from caproto.server import PVGroup, pvproperty
 from trainstamp.detector import _pvs as PV
 from trainstamp.detector._acquisition import CaptureState, Team1kServer, bin_image
 from trainstamp.detector._capture import confine
+from trainstamp.detector._caputil import COUNTED, check_switch, check_whole, float_pv, long_pv
+from trainstamp.detector._caputil import counter_pv as _counter
+from trainstamp.detector._caputil import guarded as _guarded
+from trainstamp.detector._caputil import text_pv as _text
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
 from trainstamp.detector._recovery import recover_abandoned
 from trainstamp.detector._regclient import check_exposure_mode, check_trigger_mode, integration_us
@@ -44,30 +54,6 @@ from trainstamp.detector._si570 import solve
 
 log = logging.getLogger(__name__)
 MAX_IDS = 4096
-
-
-def _text(value: str = "", length: int = 1024, **kw):
-    return pvproperty(value=value, dtype=ChannelType.CHAR, max_length=length,
-                      string_encoding="utf-8", **kw)
-
-
-def _guarded(putter):
-    """Wrap a putter: any failure is counted in ERR:BAD_PUTS, described in ERR:MESSAGE,
-    then re-raised so the client sees the refusal."""
-
-    @functools.wraps(putter)
-    async def wrapper(self, instance, value):
-        try:
-            return await putter(self, instance, value)
-        except Exception as exc:
-            await self._refuse(exc)
-            raise
-
-    return wrapper
-
-
-def _counter(name: str, doc: str):
-    return pvproperty(name=name, value=0.0, read_only=True, doc=doc, precision=0)
 
 
 class Team1kIOC(PVGroup):
@@ -93,18 +79,18 @@ class Team1kIOC(PVGroup):
                        max_length=FRAME_ROWS * FRAME_COLS, read_only=True,
                        doc="Throttled, binned live preview (row-major IMAGE:HEIGHT x IMAGE:WIDTH)")
 
-    cmd_exposure_mode = pvproperty(name=PV.CMD_EXPOSURE_MODE, value=3, doc="Set exposure mode 0-3")
-    cmd_trigger_mode = pvproperty(name=PV.CMD_TRIGGER_MODE, value=0, doc="Set trigger mode 0/1")
-    cmd_integration_time = pvproperty(name=PV.CMD_INTEGRATION_TIME, value=6.0, units="ms", precision=3,
+    cmd_exposure_mode = long_pv(name=PV.CMD_EXPOSURE_MODE, value=3, doc="Set exposure mode 0-3")
+    cmd_trigger_mode = long_pv(name=PV.CMD_TRIGGER_MODE, value=0, doc="Set trigger mode 0/1")
+    cmd_integration_time = float_pv(name=PV.CMD_INTEGRATION_TIME, value=6.0, units="ms", precision=3,
                                       doc="Set integration time")
-    cmd_start_daq = pvproperty(name=PV.CMD_START_DAQ, value=0, doc="1=start, 0=stop")
-    cmd_capture = pvproperty(name=PV.CMD_CAPTURE, value=0, doc="Capture N frames to HDF5")
-    cmd_adc_clock_freq = pvproperty(name=PV.CMD_ADC_CLOCK_FREQ, value=100.0, units="MHz", precision=3,
+    cmd_start_daq = long_pv(name=PV.CMD_START_DAQ, value=0, doc="1=start, 0=stop")
+    cmd_capture = long_pv(name=PV.CMD_CAPTURE, value=0, doc="Capture N frames to HDF5")
+    cmd_adc_clock_freq = float_pv(name=PV.CMD_ADC_CLOCK_FREQ, value=100.0, units="MHz", precision=3,
                                     doc="Set ADC clock (Si570)")
-    cmd_adc_data_delay = pvproperty(name=PV.CMD_ADC_DATA_DELAY, value=0x1A7, doc="Set ADC data delay")
+    cmd_adc_data_delay = long_pv(name=PV.CMD_ADC_DATA_DELAY, value=0x1A7, doc="Set ADC data delay")
     cmd_parameter_file = _text(name=PV.CMD_PARAMETER_FILE, doc="Apply parameter file")
-    cmd_reset = pvproperty(name=PV.CMD_RESET, value=0, doc="1=reset connection")
-    cmd_test_mode = pvproperty(name=PV.CMD_TEST_MODE, value=0, doc="1=enable FPGA test data")
+    cmd_reset = long_pv(name=PV.CMD_RESET, value=0, doc="1=reset connection")
+    cmd_test_mode = long_pv(name=PV.CMD_TEST_MODE, value=0, doc="1=enable FPGA test data")
 
     adc_clock_freq = pvproperty(name=PV.ADC_CLOCK_FREQ, value=0.0, read_only=True, units="MHz",
                                 precision=6, doc="ADC clock read back from the Si570 registers")
@@ -114,9 +100,9 @@ class Team1kIOC(PVGroup):
     capture_root = _text(name=PV.CAPTURE_ROOT, read_only=True, doc="Data directory (all files under it)")
     capture_dir = _text(name=PV.CAPTURE_DIR, value=".", doc="Capture directory, relative to the root")
     capture_name = _text(value="team1k", length=255, name=PV.CAPTURE_NAME, doc="Capture file stem")
-    capture_number = pvproperty(name=PV.CAPTURE_NUMBER, value=1, doc="Next file number")
+    capture_number = long_pv(name=PV.CAPTURE_NUMBER, value=1, doc="Next file number")
     capture_full_path = _text(name=PV.CAPTURE_FULL_PATH, read_only=True, doc="File being/last written")
-    capture_open = pvproperty(name=PV.CAPTURE_OPEN, value=0,
+    capture_open = long_pv(name=PV.CAPTURE_OPEN, value=0,
                               doc="1=open a file that later captures append to, 0=close it")
     capture_file_frames = pvproperty(name=PV.CAPTURE_FILE_FRAMES, value=0, read_only=True,
                                      doc="Frames in the current file")
@@ -131,7 +117,12 @@ class Team1kIOC(PVGroup):
                                        read_only=True, doc="Frame numbers of the last capture")
     capture_overruns = pvproperty(name=PV.CAPTURE_OVERRUNS, value=0, read_only=True,
                                   doc="Frames the writer missed because it fell behind the ring")
-    capture_timeout = pvproperty(name=PV.CAPTURE_TIMEOUT, value=10.0, units="s",
+    capture_cancel = long_pv(name=PV.CAPTURE_CANCEL, value=0,
+                             doc="1=cancel the capture in progress (it ends ERROR 'cancelled')")
+    capture_bad_train_ids = pvproperty(name=PV.CAPTURE_BAD_TRAIN_IDS, value=0, read_only=True,
+                                       doc="Frames of the last capture without a train ID "
+                                           "although external trigger was configured")
+    capture_timeout = float_pv(name=PV.CAPTURE_TIMEOUT, value=10.0, units="s",
                                  doc="A capture fails after this long without a frame")
 
     last_train_id = pvproperty(name=PV.LAST_TRAIN_ID, value=0.0, read_only=True, precision=0,
@@ -150,6 +141,8 @@ class Team1kIOC(PVGroup):
     rx_foreign = _counter("RX:FOREIGN", "Packets from an address other than the detector's")
     rx_late = _counter("RX:LATE", "Packets for frames already published")
     rx_backwards = _counter("RX:BACKWARDS", "Frame number jumped backwards (re-anchored)")
+    rx_implausible = _counter("RX:IMPLAUSIBLE", "Packets whose frame number is far from the sequence")
+    rx_inconsistent = _counter("RX:INCONSISTENT", "Packets whose train ID/timestamp differs from their frame's")
     rx_packets = _counter("RX:PACKETS", "Good packets")
     rx_rcvbuf = pvproperty(name=PV.RX_RCVBUF, value=0, read_only=True, units="B",
                            doc="SO_RCVBUF the OS granted")
@@ -158,23 +151,24 @@ class Team1kIOC(PVGroup):
     reg_retries = _counter(PV.REG_RETRIES, "Register requests resent")
     reg_errors = _counter(PV.REG_ERRORS, "Register error replies")
     reg_stray = _counter(PV.REG_STRAY, "Register replies with a wrong sequence number")
+    reg_restores = _counter(PV.REG_RESTORES, "Times the configuration was re-applied to a restarted FPGA")
     err_bad_puts = _counter(PV.ERR_BAD_PUTS, "Refused CA puts")
     err_message = _text(name=PV.ERR_MESSAGE, length=255, read_only=True, doc="Last refused put or error")
 
     image_width = pvproperty(name=PV.IMAGE_WIDTH, value=FRAME_COLS // 4, read_only=True, doc="Preview width")
     image_height = pvproperty(name=PV.IMAGE_HEIGHT, value=FRAME_ROWS // 4, read_only=True, doc="Preview height")
-    image_binning = pvproperty(name=PV.IMAGE_BINNING, value=4, doc="Preview binning: 1, 2, 4 or 8")
-    image_period = pvproperty(name=PV.IMAGE_PERIOD, value=0.5, units="s", doc="Preview period (>= 0.5 s)")
+    image_binning = long_pv(name=PV.IMAGE_BINNING, value=4, doc="Preview binning: 1, 2, 4 or 8")
+    image_period = float_pv(name=PV.IMAGE_PERIOD, value=0.5, units="s", doc="Preview period (>= 0.5 s)")
     image_train_id = pvproperty(name=PV.IMAGE_TRAIN_ID, value=0.0, read_only=True, precision=0,
                                 doc="Train ID of the frame in IMAGE")
 
-    bellow_insert = pvproperty(name=PV.BELLOW_INSERT, value=0, doc="1=insert detector, 0=retract")
+    bellow_insert = long_pv(name=PV.BELLOW_INSERT, value=0, doc="1=insert detector, 0=retract")
     bellow_position = pvproperty(name=PV.BELLOW_POSITION, value=0.0, read_only=True, units="mm", precision=3,
                                  doc="Bellow stage position")
     bellow_moving = pvproperty(name=PV.BELLOW_MOVING, value=0, read_only=True, doc="Bellow stage moving")
     bellow_status = pvproperty(name=PV.BELLOW_STATUS, value="NOT CONFIGURED", dtype=ChannelType.STRING,
                                read_only=True, doc="Bellow stage link")
-    power_on = pvproperty(name=PV.POWER_ON, value=0, doc="1=power on, 0=off")
+    power_on = long_pv(name=PV.POWER_ON, value=0, doc="1=power on, 0=off")
     power_status = pvproperty(name=PV.POWER_STATUS, value="NOT CONFIGURED", dtype=ChannelType.STRING,
                               read_only=True, doc="ON / OFF / link state")
     power_voltage = pvproperty(name=PV.POWER_VOLTAGE, value=0.0, read_only=True, units="V", precision=3,
@@ -186,12 +180,23 @@ class Team1kIOC(PVGroup):
         super().__init__(*args, **kwargs)
         self.server = server
         self.config = config
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="team1k-io")
+        # one pool per kind of blocking work: a dead detector (register puts waiting out
+        # their retries) never delays a capture-file put, nor a slow file either of them
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="team1k-reg")
+        self._file_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="team1k-file")
+        self._param_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="team1k-param")
         self._reported_job = None
+        self._image_seq = 0  # receiver sequence of the frame in IMAGE
+        self._restored_until = 0.0  # STATUS says RESTORED until then
 
     # ------------------------------------------------------------ helpers
     async def _io(self, fn, *args):
+        """Register or serial I/O on its worker pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    async def _file_io(self, fn, *args):
+        """Capture-file work (HDF5, disk) on its own pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._file_pool, functools.partial(fn, *args))
 
     async def _next_path(self):
         """The capture path for CAPTURE:NUMBER, moving the number past files that exist."""
@@ -205,6 +210,10 @@ class Team1kIOC(PVGroup):
         raise ValueError(f"no free file number for {self.capture_name.value!r} below 100000")
 
     async def _refuse(self, exc: BaseException) -> None:
+        if getattr(exc, COUNTED, False):
+            return
+        with contextlib.suppress(AttributeError):
+            setattr(exc, COUNTED, True)  # once per refusal, however many layers see it
         await self.err_bad_puts.write(self.err_bad_puts.value + 1)
         await self.err_message.write(f"{type(exc).__name__}: {exc}"[:250])
         log.warning("refused: %s", exc)
@@ -214,7 +223,7 @@ class Team1kIOC(PVGroup):
     @_guarded
     async def cmd_exposure_mode(self, instance, value):
         mode = check_exposure_mode(value)
-        await self._io(self.server.cmd.set_exposure_mode, mode)
+        await self._io(self.server.config.set, "exposure_mode", int(mode))
         await self.exposure_mode.write(int(mode))
         return int(mode)
 
@@ -222,7 +231,7 @@ class Team1kIOC(PVGroup):
     @_guarded
     async def cmd_trigger_mode(self, instance, value):
         mode = check_trigger_mode(value)
-        await self._io(self.server.cmd.set_trigger_mode, mode)
+        await self._io(self.server.config.set, "trigger_mode", int(mode))
         await self.trigger_mode.write(int(mode))
         return int(mode)
 
@@ -230,16 +239,17 @@ class Team1kIOC(PVGroup):
     @_guarded
     async def cmd_integration_time(self, instance, value):
         integration_us(value)
-        await self._io(self.server.cmd.set_integration_time, value)
+        await self._io(self.server.config.set, "integration_time", float(value))
         await self.integration_time.write(value)
         return value
 
     @cmd_start_daq.putter
     @_guarded
     async def cmd_start_daq(self, instance, value):
-        if value not in (0, 1):
-            raise ValueError(f"CMD:START_DAQ {value} must be 1 (start) or 0 (stop)")
-        await self._io(self.server.start_daq if value else self.server.stop_daq)
+        value = check_switch("CMD:START_DAQ", value, "1 (start) or 0 (stop)")
+        lost = await self._io(self.server.start_daq if value else self.server.stop_daq)
+        if lost:
+            await self._restored(lost)
         await self.acquiring.write(int(value))
         return value
 
@@ -250,7 +260,7 @@ class Team1kIOC(PVGroup):
         srv = self.server
         srv.capture_timeout = float(self.capture_timeout.value)
         path = None if srv.file is not None else await self._next_path()
-        job = await self._io(srv.capture, value, path, put_ns)
+        job = await self._file_io(srv.capture, value, path, put_ns)
         if path is not None:
             await self.capture_number.write(self.capture_number.value + 1)
         await self.capture_full_path.write(str(job.path))
@@ -258,37 +268,47 @@ class Team1kIOC(PVGroup):
         await self.capture_progress.write(0)
         await self.capture_first_index.write(job.first_index)
         await self.capture_message.write("")
+        await self.capture_bad_train_ids.write(0)
         await self.capture_status.write(CaptureState.CAPTURING)
         return value
+
+    @capture_cancel.putter
+    @_guarded
+    async def capture_cancel(self, instance, value):
+        if check_switch("CAPTURE:CANCEL", value, "1 (cancel) or 0") and not self.server.cancel_capture():
+            raise ValueError("no capture in progress")
+        return 0
 
     @cmd_adc_clock_freq.putter
     @_guarded
     async def cmd_adc_clock_freq(self, instance, value):
         solve(value * 1e6)
-        await self._io(self.server.cmd.set_adc_clock_freq, value)
+        await self._io(self.server.config.set, "adc_clock_freq", float(value))
         await self.adc_clock_freq.write(await self._io(self.server.cmd.get_adc_clock_freq))
         return value
 
     @cmd_adc_data_delay.putter
     @_guarded
     async def cmd_adc_data_delay(self, instance, value):
-        await self._io(self.server.cmd.set_adc_data_delay, value)
+        await self._io(self.server.config.set, "adc_data_delay", int(value))
         await self.adc_data_delay.write(value)
         return value
 
     @cmd_parameter_file.putter
     @_guarded
     async def cmd_parameter_file(self, instance, value):
-        await self._io(self.server.apply_parameter_file, value)
+        srv = self.server
+        loop = asyncio.get_running_loop()
+        # reading the file never holds the register workers (nor they it)
+        settings = await loop.run_in_executor(self._param_pool, srv.read_parameter_file, value)
+        await self._io(srv.apply_settings, settings)
         await self._sync_settings()
         return value
 
     @cmd_reset.putter
     @_guarded
     async def cmd_reset(self, instance, value):
-        if value not in (0, 1):
-            raise ValueError(f"CMD:RESET {value} must be 1 (reset) or 0")
-        if value:
+        if check_switch("CMD:RESET", value, "1 (reset) or 0"):
             await self._io(self.server.reset)
             await self.acquiring.write(0)
             await self._sync_settings()
@@ -297,9 +317,8 @@ class Team1kIOC(PVGroup):
     @cmd_test_mode.putter
     @_guarded
     async def cmd_test_mode(self, instance, value):
-        if value not in (0, 1):
-            raise ValueError(f"CMD:TEST_MODE {value} must be 0 or 1")
-        await self._io(self.server.cmd.set_test_mode, bool(value))
+        value = check_switch("CMD:TEST_MODE", value, "0 or 1")
+        await self._io(self.server.config.set, "test_mode", value)
         await self.test_mode.write(value)
         return value
 
@@ -318,7 +337,7 @@ class Team1kIOC(PVGroup):
     @capture_number.putter
     @_guarded
     async def capture_number(self, instance, value):
-        if not 0 <= value <= 99999:
+        if not 0 <= check_whole("CAPTURE:NUMBER", value) <= 99999:
             raise ValueError(f"capture number {value} outside 0..99999")
         return value
 
@@ -333,18 +352,16 @@ class Team1kIOC(PVGroup):
     @_guarded
     async def capture_open(self, instance, value):
         srv = self.server
-        if value not in (0, 1):
-            raise ValueError(f"CAPTURE:OPEN {value} must be 0 or 1")
-        if value:
+        if check_switch("CAPTURE:OPEN", value, "0 or 1"):
             path = await self._next_path()
-            await self._io(srv.open_file, path)
+            await self._file_io(srv.open_file, path)
             await self.capture_number.write(self.capture_number.value + 1)
             await self.capture_full_path.write(str(path))
             await self.capture_file_frames.write(0)
         else:
             if srv.busy:
                 raise ValueError("a capture is in progress")
-            await self._io(srv.close_file)
+            await self._file_io(srv.close_file)
         return value
 
     @image_binning.putter
@@ -368,8 +385,7 @@ class Team1kIOC(PVGroup):
     async def bellow_insert(self, instance, value):
         if self.server.bellow is None:
             raise ValueError("no bellow stage configured (--bellow-port)")
-        if value not in (0, 1):
-            raise ValueError(f"BELLOW:INSERT {value} must be 1 (insert) or 0 (retract)")
+        value = check_switch("BELLOW:INSERT", value, "1 (insert) or 0 (retract)")
         await self._io(self.server.bellow.insert if value else self.server.bellow.retract)
         return value
 
@@ -378,21 +394,41 @@ class Team1kIOC(PVGroup):
     async def power_on(self, instance, value):
         if self.server.power is None:
             raise ValueError("no power supply configured (--power-port)")
-        if value not in (0, 1):
-            raise ValueError(f"POWER:ON {value} must be 1 or 0")
+        value = check_switch("POWER:ON", value, "1 or 0")
         await self._io(self.server.power.set_output, bool(value))
         return value
 
     # ------------------------------------------------------------ background
     async def _sync_settings(self) -> None:
-        """Read the detector's registers into the readback PVs."""
+        """Read the detector's registers into the readback PVs and their setpoints.
+
+        A setpoint is written without its putter (nothing goes to the device): it shows
+        what the device holds, at connect and after a reset or restore.
+        """
         c = self.server.cmd
-        for pv, getter in ((self.exposure_mode, c.get_exposure_mode), (self.trigger_mode, c.get_trigger_mode),
-                           (self.integration_time, c.get_integration_time),
-                           (self.adc_data_delay, c.get_adc_data_delay), (self.test_mode, c.get_test_mode),
-                           (self.adc_clock_freq, c.get_adc_clock_freq), (self.acquiring, c.is_running)):
+        for pv, setpoint, getter in (
+                (self.exposure_mode, self.cmd_exposure_mode, c.get_exposure_mode),
+                (self.trigger_mode, self.cmd_trigger_mode, c.get_trigger_mode),
+                (self.integration_time, self.cmd_integration_time, c.get_integration_time),
+                (self.adc_data_delay, self.cmd_adc_data_delay, c.get_adc_data_delay),
+                (self.test_mode, self.cmd_test_mode, c.get_test_mode),
+                (self.adc_clock_freq, self.cmd_adc_clock_freq, c.get_adc_clock_freq),
+                (self.acquiring, self.cmd_start_daq, c.is_running)):
             value = await self._io(getter)
             await pv.write(type(pv.value)(value))
+            if setpoint.value != type(setpoint.value)(value):
+                await setpoint.write(type(setpoint.value)(value), verify_value=False)
+
+    async def _restored(self, lost: list[str]) -> None:
+        """Say that a restarted FPGA got its configuration back."""
+        text = f"FPGA lost its configuration ({', '.join(lost)}): restarted? Re-applied at " \
+               f"{time.strftime('%H:%M:%S')}"
+        log.warning("%s", text)
+        await self.err_message.write(text[:250])
+        await self.reg_restores.write(float(self.server.restores))
+        await self.status.write("RESTORED: FPGA RESTARTED")
+        self._restored_until = time.monotonic() + 10.0
+        await self._sync_settings()
 
     @status.startup
     async def status(self, instance, async_lib):
@@ -413,9 +449,10 @@ class Team1kIOC(PVGroup):
                             "(%d frames without a train ID, flagged)", path, outcome)
         await self.rx_rcvbuf.write(srv.rx.rcvbuf_granted)
         try:
+            await self._io(srv.config.adopt)  # the configuration is what the device holds
             await self._sync_settings()
             if self.config:
-                await self._io(srv.apply_parameter_file, self.config)
+                await self._io(srv.apply_parameter_file, self.config, False)
                 await self._sync_settings()
             await self.status.write("OK")
         except Exception as exc:
@@ -455,6 +492,7 @@ class Team1kIOC(PVGroup):
             await self.capture_train_ids.write([float(t) for t in job.train_ids[:MAX_IDS]] or [0.0])
             await self.capture_frame_numbers.write([float(t) for t in job.frame_numbers[:MAX_IDS]] or [0.0])
             await self.capture_overruns.write(self.capture_overruns.value + job.overruns)
+            await self.capture_bad_train_ids.write(job.bad_train_ids)
             await self.capture_message.write(job.message)
             await self.capture_status.write(job.status)
             await self.capture_finished.write(self.capture_finished.value + 1)
@@ -489,7 +527,11 @@ class Team1kIOC(PVGroup):
             running = await self._io(srv.cmd.is_running)
             if running != self.acquiring.value:
                 await self.acquiring.write(int(running))
-            if self.status.value != "OK":
+            if srv.config.values:
+                lost = await self._io(srv.restore_if_restarted)
+                if lost:
+                    await self._restored(lost)
+            if self.status.value != "OK" and time.monotonic() >= self._restored_until:
                 await self.status.write("OK")
         except Exception as exc:
             await self.status.write("DETECTOR NOT RESPONDING")
@@ -516,13 +558,27 @@ class Team1kIOC(PVGroup):
                 log.debug("power poll: %s", exc)
 
     async def _update_image(self) -> None:
+        """Post the newest frame, only if it is newer than the one IMAGE shows."""
+        head = self.server.rx.head
+        if not preview_due(head, self._image_seq):
+            return
         latest = self.server.latest_frame()
         if latest is None:
             return
         frame, train_id, _ = latest
+        self._image_seq = head
         binning = int(self.image_binning.value)
         img = await self._io(bin_image, frame, binning)
         value = np.ascontiguousarray(img, dtype=np.int32).reshape(-1)
         value.flags.writeable = False
         await self.image_train_id.write(float(train_id))
         await self.image.write(value)
+
+
+def preview_due(head: int, shown: int) -> bool:
+    """Whether IMAGE should be posted: a frame newer than the one shown exists.
+
+    While the DAQ is stopped (the receiver's head does not move) nothing is posted, so
+    a viewer never shows an old frame as live.
+    """
+    return head > 0 and head != shown

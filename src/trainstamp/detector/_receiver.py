@@ -52,7 +52,8 @@ class ReceiverConfig:
 
     detector_ip: str = "127.0.0.1"
     data_port: int = 41000
-    bind_host: str = "0.0.0.0"
+    #: local address of the data socket; "" = the interface that routes to the detector
+    bind_host: str = ""
     bind_port: int = 0
     payload_size: int = P.JUMBO_PAYLOAD
     n_slots: int = 128
@@ -160,8 +161,10 @@ def _receiver_main(cfg: ReceiverConfig, shm_name: str) -> None:
     # map every page of the ring now: a page-table miss per 4 KiB on first touch would
     # otherwise cost two faults per jumbo packet while the first lap of the ring is filled
     int(ring.ring[:, ::4096].sum())
+    from trainstamp.detector._regclient import local_address_for
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((cfg.bind_host, cfg.bind_port))
+    sock.bind((cfg.bind_host or local_address_for(cfg.detector_ip), cfg.bind_port))
     granted = request_buffer(sock, socket.SO_RCVBUF, cfg.rcvbuf)
     set_recv_timeout(sock, min(cfg.frame_timeout, 0.05))
     ppf = P.packets_per_frame(cfg.payload_size)
@@ -250,6 +253,13 @@ class Receiver:
     @property
     def local_port(self) -> int:
         return int(self.shared.counters[F.C_LOCAL_PORT])
+
+    @property
+    def local_address(self) -> str:
+        """The address the data socket binds (the detector link's interface)."""
+        from trainstamp.detector._regclient import local_address_for
+
+        return self.cfg.bind_host or local_address_for(self.cfg.detector_ip)
 
     @property
     def rcvbuf_granted(self) -> int:

@@ -63,18 +63,41 @@ class RegisterStats:
     stray_replies: int = 0  # wrong sequence number, wrong source or malformed
 
 
-class RegisterClient:
-    """Read and write FPGA registers at ``(host, port)``."""
+def local_address_for(host: str) -> str:
+    """The local interface address the kernel routes ``host`` through (no packet sent).
 
-    def __init__(self, host: str, port: int = 42000, timeout: float = 0.2, retries: int = 3) -> None:
+    The detector's sockets bind this address, not 0.0.0.0: they then receive only on
+    the detector link.
+    """
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((socket.gethostbyname(host), 9))
+        return probe.getsockname()[0]
+    except OSError as exc:
+        raise ValueError(f"no route to the detector at {host}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
+
+
+class RegisterClient:
+    """Read and write FPGA registers at ``(host, port)``.
+
+    The socket binds ``bind_host`` (default: the interface that routes to ``host``,
+    see :func:`local_address_for`), and only replies from ``(host, port)`` count; any
+    other datagram is counted in ``stats.stray_replies`` and ignored.
+    """
+
+    def __init__(self, host: str, port: int = 42000, timeout: float = 0.2, retries: int = 3,
+                 bind_host: str | None = None) -> None:
         if timeout <= 0 or retries < 0:
             raise ValueError(f"timeout {timeout} must be > 0 and retries {retries} >= 0")
         self.addr = (socket.gethostbyname(host), port)
         self.timeout = timeout
         self.retries = retries
         self.stats = RegisterStats()
+        self.bind_host = bind_host or local_address_for(host)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("0.0.0.0", 0))
+        self._sock.bind((self.bind_host, 0))
         self._lock = threading.Lock()
         self._seq = itertools.count(int(time.time()) & 0xFFFF)
 
@@ -158,6 +181,9 @@ class DetectorCommands:
         if not 0 <= ms <= 100_000:
             raise ValueError(f"frame period {ms} ms outside 0..100000 ms")
         self.regs.write(Reg.FRAME_PERIOD_US, round(ms * 1000))
+
+    def get_frame_period(self) -> float:
+        return self.regs.read(Reg.FRAME_PERIOD_US) / 1000.0
 
     def set_adc_data_delay(self, delay: int) -> None:
         if not 0 <= int(delay) <= MAX_ADC_DATA_DELAY or int(delay) != delay:

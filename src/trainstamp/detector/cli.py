@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,13 +29,18 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--register-port", type=int, default=42000, help="detector register port (default: 42000)")
     parser.add_argument("--data-port", type=int, default=41000, help="detector data port (default: 41000)")
     parser.add_argument("--config", help="parameter file to apply on startup")
+    parser.add_argument("--param-dir", action="append", default=[],
+                        help="directory CMD:PARAMETER_FILE may read from (repeatable; default: "
+                             "the directory of --config, else none)")
     parser.add_argument("--data-dir", default="./data/team1k", help="directory for capture files")
     parser.add_argument("--bellow-port", help="bellow stage serial port (e.g. /dev/CameraBellowStage)")
     parser.add_argument("--power-port", help="power supply serial port")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--payload-size", type=int, default=JUMBO_PAYLOAD, choices=PAYLOAD_SIZES,
                         help="data packet payload bytes (must match the detector)")
-    parser.add_argument("--receive-host", default="0.0.0.0", help="local address of the data socket")
+    parser.add_argument("--receive-host", default="",
+                        help="local address of the data and register sockets (default: the "
+                             "interface that routes to --detector-ip; never all interfaces)")
     parser.add_argument("--receive-port", type=int, default=0, help="local port of the data socket (0 = any)")
     parser.add_argument("--ring-slots", type=int, default=128, help="frame slots in the shared ring (2 MiB each)")
     parser.add_argument("--rcvbuf", type=int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
@@ -53,7 +59,9 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                             rcvbuf=args.rcvbuf, frame_timeout=args.frame_timeout,
                             realtime_priority=args.receiver_rt_priority)
         server = Team1kServer(args.detector_ip, args.register_port, args.data_port, args.data_dir, rx,
-                              args.register_timeout, args.register_retries, args.bellow_port, args.power_port)
+                              args.register_timeout, args.register_retries, args.bellow_port, args.power_port,
+                              param_dirs=args.param_dir or ([os.path.dirname(os.path.abspath(args.config))]
+                                                            if args.config else []))
     except (ValueError, OSError) as exc:
         print(f"trainstamp ioc detector: {exc}", file=sys.stderr)
         return 2
@@ -79,6 +87,8 @@ def emulate(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="trainstamp emulate detector", description=FpgaEmulator.__doc__)
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the DAQ host: the only address whose registration is accepted")
     p.add_argument("--register-port", type=int, default=42000)
     p.add_argument("--data-port", type=int, default=41000)
     p.add_argument("--trains", help="train-ID feed for external trigger, tcp://host:port")
@@ -108,7 +118,7 @@ def emulate(argv: Sequence[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} {getattr(faults, name)} outside 0..1")
     try:
         emu = FpgaEmulator(args.bind, args.register_port, args.data_port, args.trains, faults, args.rate,
-                           args.frames, args.payload_size, args.seed)
+                           args.frames, args.payload_size, args.seed, args.host)
     except (ValueError, OSError) as exc:
         print(f"trainstamp emulate detector: {exc}", file=sys.stderr)
         return 2

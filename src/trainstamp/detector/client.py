@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from caproto import ErrorResponseReceived
+from caproto import ChannelType, ErrorResponseReceived
 from caproto.sync.client import write as sync_write
 from caproto.threading.client import Context
 
@@ -58,12 +58,15 @@ class Client:
         Uses caproto's synchronous client, which reports the server's error response at
         once (the threading client only notices it at its timeout).
         """
+        data_type = None
         if isinstance(value, str):
             value = np.frombuffer(value.encode() + b"\0", np.uint8)
         elif not isinstance(value, np.ndarray | list | tuple):
+            if isinstance(value, float):  # sent as given: the IOC refuses 1.5 for a LONG,
+                data_type = ChannelType.DOUBLE  # where the client would have truncated it
             value = [value]
         try:
-            sync_write(self.prefix + suffix, value, notify=True, timeout=self.timeout)
+            sync_write(self.prefix + suffix, value, notify=True, timeout=self.timeout, data_type=data_type)
         except ErrorResponseReceived as exc:
             raise ValueError(f"{self.prefix}{suffix} refused {value!r}: {self.get(PV.ERR_MESSAGE)}") from exc
 

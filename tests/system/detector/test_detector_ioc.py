@@ -157,6 +157,14 @@ def test_external_trigger_frames_carry_the_train_ids(line):
 
 @pytest.mark.parametrize(("suffix", "value", "message"), [
     (PV.CMD_EXPOSURE_MODE, 7, "unknown exposure mode 7"),
+    (PV.CMD_EXPOSURE_MODE, 1.5, "CMD:EXPOSURE_MODE refused: 1.5 is not a whole number"),
+    (PV.CMD_TRIGGER_MODE, float("nan"), "CMD:TRIGGER_MODE refused: nan is not a whole number"),
+    (PV.CMD_CAPTURE, 2.5, "CMD:CAPTURE refused: 2.5 is not a whole number"),
+    (PV.CMD_CAPTURE, 1_000_000, "GiB free on the disk"),
+    (PV.CAPTURE_NAME, "n" * 250, "is longer than 255 bytes"),
+    (PV.CMD_PARAMETER_FILE, "../../../../../../etc/passwd", "outside the parameter directories"),
+    (PV.CMD_PARAMETER_FILE, "/etc/passwd", "outside the parameter directories"),
+    (PV.CAPTURE_CANCEL, 1, "no capture in progress"),
     (PV.CMD_TRIGGER_MODE, 5, "unknown trigger mode 5"),
     (PV.CMD_INTEGRATION_TIME, -1.0, "integration time -1.0 ms outside"),
     (PV.CMD_CAPTURE, 0, "capture count 0 outside 1..1000000"),
@@ -181,8 +189,9 @@ def test_bad_puts_are_refused_counted_and_harmless(line, suffix, value, message)
     assert client.get_status() == "OK"
 
 
-def test_parameter_files(line, tmp_path):
-    client, *_ = line
+def test_parameter_files(line):
+    client, _, data, _ = line
+    tmp_path = data.parent  # the directory of --config: the parameter directory by default
     good = tmp_path / "good.txt"
     good.write_text("exposure_mode GLOBAL_SHUTTER\nintegration_time 3.0\nadc_data_delay 0x1A7\n")
     client.load_parameter_file(str(good))

@@ -287,3 +287,57 @@ def test_external_trigger_one_frame_per_train():
         assert all(F.check_test_pattern(r.frame_view(s), r.frame_info(s)[0]) == 0 for s in range(1, 6))
         regs.close()
     trains.close()
+
+
+def test_registration_from_another_host_cannot_hijack_the_stream(emu, cmd, rx):
+    """One registration datagram from 127.0.0.2 used to redirect the stream to its
+    sender. The emulator, like the FPGA, takes registrations only from its DAQ host."""
+    from trainstamp.detector import _protocol as P
+
+    before = emu.destination
+    hijack = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        hijack.bind(("127.0.0.2", 0))
+        hijack.sendto(P.encode_registration(), ("127.0.0.1", emu.data_port))
+        wait_until(lambda: emu.stats.foreign_registrations == 1, timeout=5, message="refused registration")
+    finally:
+        hijack.close()
+    assert emu.destination == before
+    d, _ = run_frames(emu, cmd, rx, 2)
+    assert d["complete"] == 2
+
+
+def _udp_local_addresses(port):
+    """Local addresses bound to UDP ``port``, from /proc/net/udp."""
+    out = []
+    with open("/proc/net/udp") as f:
+        for row in f.readlines()[1:]:
+            local = row.split()[1]
+            hexip, hexport = local.split(":")
+            if int(hexport, 16) == port:
+                out.append(socket.inet_ntoa(bytes.fromhex(hexip)[::-1]))
+    return out
+
+
+def test_sockets_bind_the_detector_link_not_every_interface(emu, cmd, rx):
+    assert _udp_local_addresses(rx.local_port) == ["127.0.0.1"]
+    assert rx.local_address == "127.0.0.1"
+    port = cmd.regs._sock.getsockname()
+    assert port[0] == "127.0.0.1" and _udp_local_addresses(port[1]) == ["127.0.0.1"]
+
+
+def test_register_replies_from_another_address_are_stray(emu, cmd):
+    from trainstamp.detector import _protocol as P
+
+    regs = cmd.regs
+    spoof = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        spoof.bind(("127.0.0.1", 0))
+        before = regs.stats.stray_replies
+        # a forged reply with the next sequence number, from the wrong port
+        seq = next(regs._seq)
+        spoof.sendto(P.encode_register(P.Opcode.READ_REPLY, seq + 1, 0, 0xDEAD), regs._sock.getsockname())
+        assert cmd.firmware_version() == 0x0001_0000
+        wait_until(lambda: regs.stats.stray_replies > before, timeout=5)
+    finally:
+        spoof.close()

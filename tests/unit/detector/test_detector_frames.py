@@ -152,3 +152,73 @@ def test_internal_trigger_frame_time():
     assert frame_time_us(ExposureModes.GLOBAL_SHUTTER, 6000, 0, 60e6) == pytest.approx(6546.133, rel=1e-6)
     assert frame_time_us(ExposureModes.GLOBAL_SHUTTER_CDS, 6000, 0, 60e6) == pytest.approx(7092.267, rel=1e-6)
     assert frame_time_us(ExposureModes.GLOBAL_SHUTTER_CDS, 6000, 50_000, 60e6) == 50_000
+
+
+def test_a_spoofed_packet_cannot_pass_as_part_of_a_good_frame():
+    """One packet from the detector's address with the next frame's number and another
+    train ID arrives first: the frame is published flagged (not complete), the odd
+    packets counted, and no frame is dropped."""
+    a = F.Assembler()
+    for p in packets(1, train_id=100):
+        a.feed(p)
+    spoof = bytearray(packets(2, train_id=4242)[5])
+    spoof[P.HEADER_SIZE:] = b"\x11" * (len(spoof) - P.HEADER_SIZE)
+    a.feed(bytes(spoof))
+    for p in packets(2, train_id=101):
+        a.feed(p)
+    for p in packets(3, train_id=102):
+        a.feed(p)
+    assert a.count("dropped") == 0
+    assert a.count("inconsistent") == 256  # every real packet disagrees with the spoofed first
+    assert a.meta[1, F.M_COMPLETE] == 0 and a.meta[1, F.M_SUSPECT] == 1
+    assert a.meta[2, F.M_COMPLETE] == 1 and a.meta[2, F.M_TRAIN_ID] == 102
+
+
+def test_a_spoofed_packet_arriving_later_is_dropped_and_flags_the_frame():
+    a = F.Assembler()
+    pk = packets(1, train_id=100)
+    for p in pk[:10]:
+        a.feed(p)
+    spoof = packets(1, train_id=4242)[20]
+    a.feed(spoof)
+    for p in pk[10:]:
+        a.feed(p)
+    a.flush()
+    assert a.count("inconsistent") == 1
+    assert a.meta[0, F.M_TRAIN_ID] == 100 and a.meta[0, F.M_COMPLETE] == 0
+    assert F.check_test_pattern(a.frame(1), 1) == 0  # the spoofed payload never went in
+
+
+@pytest.mark.parametrize("fn", [2**62, 2**63 + 5, 1000, 13])
+def test_an_implausible_frame_number_is_dropped_and_counted(fn):
+    a = F.Assembler()
+    for p in packets(1, train_id=100):
+        a.feed(p)
+    a.feed(packets(fn, train_id=7)[0])
+    for p in packets(2, train_id=101):
+        a.feed(p)
+    assert a.count("implausible") == 1 and a.count("dropped") == 0
+    assert a.count("complete") == 2 and a.counters[F.C_HEAD] == 2
+    assert [int(a.meta[s, F.M_FRAME_NUMBER]) for s in (0, 1)] == [1, 2]
+
+
+def test_a_lasting_jump_re_anchors_after_a_run_of_packets():
+    a = F.Assembler()
+    for p in packets(1):
+        a.feed(p)
+    for p in packets(5000):
+        a.feed(p)
+    for p in packets(5001):
+        a.feed(p)
+    assert a.count("implausible") == F.REANCHOR_RUN - 1
+    assert a.count("backwards") == 1
+    assert int(a.meta[2, F.M_FRAME_NUMBER]) == 5001 and a.meta[2, F.M_COMPLETE] == 1
+    assert a.meta[1, F.M_COMPLETE] == 0  # 5000 lost the packets of the run
+
+
+def test_small_gaps_are_lost_frames_not_implausible():
+    a = F.Assembler()
+    for fn in (1, 2, 2 + F.MAX_AHEAD):
+        for p in packets(fn):
+            a.feed(p)
+    assert a.count("implausible") == 0 and a.count("dropped") == F.MAX_AHEAD - 1
