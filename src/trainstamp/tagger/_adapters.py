@@ -40,9 +40,13 @@ def engine_module():
     return engine
 
 
-def client_key() -> int | None:
+def client_key() -> object:
+    """The calling client: its token (see _pyrodaemon), or None outside a Pyro call."""
     conn = current_context.client
-    return None if conn is None else id(conn)
+    if conn is None:
+        return None
+    token = getattr(conn, "trainstamp_token", None)
+    return id(conn) if token is None else token
 
 
 def client_gone() -> bool:
@@ -112,7 +116,14 @@ class Adapter:
         self._parent = tagger
         self._freed = False
 
+    def _check_caller(self) -> None:
+        """Every call: only the owning client may use this object."""
+        caller = client_key()
+        if caller is not None and caller != self._owner:
+            raise PermissionError(f"this {self.kind} belongs to another client")
+
     def _target(self) -> object:
+        self._check_caller()
         if self._freed or (self._parent is not None and self._parent._freed):
             raise RuntimeError(f"this {self.kind} has been freed")
         return self._target_obj
@@ -142,8 +153,9 @@ class Adapter:
         """Free this measurement or virtual channel.
 
         Holding this object's proxy (its unguessable URI) is what allows it: the
-        proxy has its own connection, so the creator's connection cannot be required.
+        proxy has its own connection, which carries its owner's token.
         """
+        self._check_caller()
         self._rpc.release(self)
         return True
 

@@ -43,6 +43,7 @@ class FastPath:
         self._proxy = proxy
         self._fast = Pyro5.api.Proxy(proxy._pyroUri)
         self._fast._pyroSerializer = serializer
+        self._fast._pyroHandshake = proxy._pyroHandshake  # the owner's token
 
     def __getattr__(self, name: str):
         if name in ARRAY_METHODS:

@@ -10,14 +10,21 @@ Adapters (:mod:`trainstamp.tagger._adapters`) are generated from the engine clas
 they return lists, so the Swabian tutorial's client runs unchanged, and offer
 ``fetchArray`` for the numpy fast path (:func:`trainstamp.tagger.fast_path`).
 
-Resources are owned by the client *connection* that created them (Pyro's
-``current_context.client``). When that connection closes (``Daemon.clientDisconnect``)
-its taggers, measurements and virtual channels are freed. ``freeTimeTagger`` refuses
-taggers created by another connection; an object's own ``free()`` needs its proxy,
-whose URI carries an unguessable id that only its creator was given. Each
+Resources are owned by the *client*: the token its first connection was given, which
+every proxy handed back carries (see :mod:`trainstamp.tagger._pyrodaemon`). Every
+call on an object checks the caller's token; another client's call is refused with
+``PermissionError``, whatever object ID it has learnt. When the client's first
+connection closes, its taggers, measurements and virtual channels are freed. Each
 ``createTimeTagger`` makes its own engine tagger fed from the shared stream, so
-freeing one client's tagger never touches another client's. Hardware settings (test signal, trigger level, ...) are global to
-the instrument, as on a real tagger, and are forwarded over the tag link.
+freeing one client's tagger never touches another client's. Hardware settings (test
+signal, trigger level, ...) are global to the instrument, as on a real tagger, and are
+forwarded over the tag link.
+
+Budgets: at most :data:`MAX_TAGGERS` taggers on the server, :data:`MAX_OBJECTS_PER_CLIENT`
+live objects per client, and :data:`MAX_CLIENT_BYTES` of measurement arrays per client
+and :data:`MAX_TOTAL_BYTES` over all clients (measured on the object just made, which
+is freed again if it breaks a budget; objects are made one at a time, so the transient
+is one object's worth, at most the engine's MAX_BINS).
 
 Errors reach the client as builtin exceptions (ValueError for bad arguments,
 RuntimeError for freed objects, PermissionError for another client's objects), because
@@ -58,18 +65,27 @@ MAX_TAGGERS = 32
 MAX_OBJECTS_PER_CLIENT = 256
 #: Freed objects kept registered (to answer "has been freed") before being forgotten.
 MAX_TOMBSTONES = 4096
-#: Largest Pyro5 message the server accepts or sends (Pyro's default is 1 GiB).
-MAX_MESSAGE_SIZE = 256 << 20
+#: Bytes of measurement arrays one client, and all clients together, may hold.
+MAX_CLIENT_BYTES = 256 << 20
+MAX_TOTAL_BYTES = 1 << 30
 
 
-class RpcDaemon(Pyro5.server.Daemon):
-    """A Pyro daemon that tells the RPC object when a client connection closes."""
+def footprint(obj: object) -> int:
+    """Bytes of the numpy arrays an engine object holds (and its direct parts)."""
+    total, seen = 0, set()
 
-    rpc: TimeTaggerRPC | None = None
+    def walk(o: object, depth: int) -> None:
+        nonlocal total
+        for v in getattr(o, "__dict__", {}).values():
+            if isinstance(v, np.ndarray):
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    total += v.nbytes
+            elif depth < 1 and hasattr(v, "__dict__") and not isinstance(v, type):
+                walk(v, depth + 1)
 
-    def clientDisconnect(self, conn) -> None:
-        if self.rpc is not None:
-            self.rpc.release_client(id(conn))
+    walk(obj, 0)
+    return total
 
 
 class TimeTaggerRPC:
@@ -83,6 +99,10 @@ class TimeTaggerRPC:
         self._tombstones: collections.deque[Adapter] = collections.deque()
         self._by_client: dict[int | None, list[Adapter]] = {}
         self._daemon: Pyro5.server.Daemon | None = None
+        self._create_lock = threading.Lock()  # one object made at a time: bounded transient
+        self._bytes: dict[object, int] = {}  # owner -> bytes held
+        self.max_client_bytes = MAX_CLIENT_BYTES
+        self.max_total_bytes = MAX_TOTAL_BYTES
 
     def attach(self, daemon: Pyro5.server.Daemon) -> None:
         self._daemon = daemon
@@ -99,13 +119,53 @@ class TimeTaggerRPC:
             raise ValueError(f"the server already runs {MAX_TAGGERS} taggers "
                              f"(limit {MAX_TAGGERS}); free one first")
 
-    def _register(self, adapter: Adapter) -> Adapter:
+    def _check_bytes(self, owner: object, obj: object) -> int:
+        """Refuse (and free) ``obj`` if it breaks the client's or the server's budget."""
+        size = footprint(obj)
+        with self._lock:
+            mine = self._bytes.get(owner, 0)
+            total = sum(self._bytes.values())
+            ok = mine + size <= self.max_client_bytes and total + size <= self.max_total_bytes
+            if ok:
+                self._bytes[owner] = mine + size
+        if not ok:
+            free = getattr(obj, "free", None)
+            if free is not None:
+                free()
+            raise ValueError(
+                f"this object would hold {size / 2**20:.1f} MiB; this client holds "
+                f"{mine / 2**20:.1f} MiB (limit {self.max_client_bytes / 2**20:.0f} MiB) and "
+                f"the server {total / 2**20:.1f} MiB (limit "
+                f"{self.max_total_bytes / 2**20:.0f} MiB); "
+                "free something or ask for fewer bins")
+        return size
+
+    def _register(self, adapter: Adapter, size: int = 0):
+        """Register ``adapter``; return a proxy that carries its owner's token."""
+        from trainstamp.tagger._pyrodaemon import token_proxy
+
         assert self._daemon is not None
+        adapter._bytes = size
         self._daemon.register(adapter)
         with self._lock:
             self._objects[adapter._pyroId] = adapter
             self._by_client.setdefault(adapter._owner, []).append(adapter)
-        return adapter
+        return token_proxy(self._daemon, adapter, adapter._owner
+                           if isinstance(adapter._owner, str) else None)
+
+    def _uncount(self, adapters) -> None:
+        with self._lock:
+            for a in adapters:
+                size, a._bytes = getattr(a, "_bytes", 0), 0
+                if size and a._owner in self._bytes:
+                    self._bytes[a._owner] -= size
+                    if self._bytes[a._owner] <= 0:
+                        del self._bytes[a._owner]
+
+    def owners(self) -> set:
+        """Clients that hold live objects (their connections are never parked)."""
+        with self._lock:
+            return {a._owner for a in self._objects.values() if not a._freed}
 
     def lookup(self, ref: object) -> Adapter:
         if isinstance(ref, Pyro5.client.Proxy):
@@ -152,6 +212,7 @@ class TimeTaggerRPC:
         "unknown object").
         """
         freed = adapter._release()
+        self._uncount(freed)
         with self._lock:
             self._tombstones.extend(freed)
             evicted = []
@@ -172,7 +233,7 @@ class TimeTaggerRPC:
             except Exception:  # already gone
                 log.debug("unregister", exc_info=True)
 
-    def release_client(self, key: int) -> None:
+    def release_client(self, key: object) -> None:
         """Free everything a closed client connection created, and forget it."""
         with self._lock:
             owned = self._by_client.pop(key, [])
@@ -183,6 +244,8 @@ class TimeTaggerRPC:
                     a for a in self._tombstones if a._owner != key)
         for adapter in owned:
             adapter._release()
+        self._uncount(owned)
+        for adapter in owned:
             if self._daemon is not None:
                 try:
                     self._daemon.unregister(adapter)
@@ -250,10 +313,13 @@ class TimeTaggerRPC:
         engine_cls = getattr(engine_module(), name)
         args = tuple(self.unwrap(a) for a in args)
         kwargs = {k: self.unwrap(v) for k, v in kwargs.items()}
-        obj = engine_cls(parent._target(), *args, **kwargs)
-        adapter = adapter_class(engine_cls)(self, obj, client_key(), root)
+        owner = client_key()
+        with self._create_lock:
+            obj = engine_cls(parent._target(), *args, **kwargs)
+            size = self._check_bytes(owner, obj)
+        adapter = adapter_class(engine_cls)(self, obj, owner, root)
         root._children.append(adapter)
-        return self._register(adapter)
+        return self._register(adapter, size)
 
 
 def _factory(name: str) -> Callable:
@@ -271,14 +337,10 @@ for _name in MEASUREMENTS + VIRTUAL_CHANNELS + ("SynchronizedMeasurements",):
     setattr(TimeTaggerRPC, _name, _factory(_name))
 
 
-def start_daemon(rpc: TimeTaggerRPC, host: str = "127.0.0.1",
-                 port: int = 23000) -> tuple[RpcDaemon, str, threading.Thread]:
-    """Serve ``rpc`` as ``PYRO:TimeTagger@host:port`` on a daemon thread."""
-    Pyro5.config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE  # process-wide: call in the server
-    daemon = RpcDaemon(host=host, port=port)
-    daemon.rpc = rpc
-    rpc.attach(daemon)
-    uri = str(daemon.register(rpc, "TimeTagger"))
-    thread = threading.Thread(target=daemon.requestLoop, name="pyro-daemon", daemon=True)
-    thread.start()
-    return daemon, uri, thread
+from trainstamp.tagger._pyrodaemon import (  # noqa: E402  (re-exported for the CLI)
+    MAX_MESSAGE_SIZE,
+    RpcDaemon,
+    start_daemon,
+)
+
+__all__ = ["MAX_MESSAGE_SIZE", "RpcDaemon", "TimeTaggerRPC", "footprint", "start_daemon"]

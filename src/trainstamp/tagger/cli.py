@@ -113,6 +113,10 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                         help="Pyro5 bind address (127.0.0.1; see docs/tagger.md on exposure)")
     parser.add_argument("--pyro-port", type=int, default=DEFAULT_PYRO_PORT,
                         help="Pyro5 port (23000); 0 disables the Pyro5 server")
+    parser.add_argument("--pyro-client-mib", type=float, default=256.0,
+                        help="measurement memory one Pyro5 client may hold (256 MiB)")
+    parser.add_argument("--pyro-total-mib", type=float, default=1024.0,
+                        help="measurement memory all Pyro5 clients may hold (1024 MiB)")
     parser.add_argument("--channels", type=int, default=8, help="channel PV groups (8)")
     args = parser.parse_args(argv)
     ioc_options, run_options = split_args(args)
@@ -126,6 +130,8 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     rpc, daemon, uri = None, None, ""
     if args.pyro_port:
         rpc = TimeTaggerRPC(service, instrument)
+        rpc.max_client_bytes = int(args.pyro_client_mib * 2**20)
+        rpc.max_total_bytes = int(args.pyro_total_mib * 2**20)
         try:
             daemon, uri, _ = start_daemon(rpc, args.pyro_host, args.pyro_port)
         except OSError as exc:
