@@ -22,7 +22,7 @@ import Pyro5.api
 
 #: Methods that return arrays and are fetched as raw bytes.
 ARRAY_METHODS = frozenset({"getData", "getIndex", "getDataNormalized", "getCountsTotal",
-                           "getDataTotalCounts", "getBinWidths"})
+                           "getDataTotalCounts", "getBinWidths", "getBinTrainIds"})
 
 
 def decode_array(envelope: dict) -> object:

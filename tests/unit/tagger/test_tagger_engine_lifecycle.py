@@ -402,3 +402,20 @@ def test_start_for_trains_first_train_edge_cases():
     sync.startForTrains(1, first_train_id=15)
     t.process(make_tags([8000, 9000, 9010, 10000], [8, 8, 1, 8]), [14, 15, 16])
     assert a.getTrainRange() == (15, 15) and a.getCountsTotal()[0] == 1
+
+
+def test_bins_carry_their_markers_train_ids_and_an_overflow_loses_a_train_not_the_order():
+    t = TimeTaggerVirtual(marker_channel=8)
+    cbm = CountBetweenMarkers(t, 1, 8, n_values=4)
+    cbm.startForTrains(4)
+    # markers at 0, 1000, 2000, 3000, 4000 for trains 100..104; clicks in between; an
+    # overflow inside train 101 drops its open bin
+    t.process(make_tags([0, 10, 1000, 1010], [8, 1, 8, 1]), [100, 101])
+    t.process(make_tags([1500, 1500], [0, 0], types=[TagType.OverflowBegin, TagType.OverflowEnd]))
+    t.process(make_tags([2000, 2010, 3000, 3010, 4000], [8, 1, 8, 1, 8]), [102, 103, 104])
+    assert not cbm.isRunning()
+    widths = cbm.getBinWidths()
+    filled = int(np.count_nonzero(widths > 0))
+    assert filled == 3  # the window of 4 markers is over; train 101's bin was lost
+    assert cbm.getBinTrainIds()[:filled].tolist() == [100, 102, 103]
+    assert cbm.getData()[:filled].tolist() == [1, 1, 1]

@@ -179,6 +179,10 @@ class Counter(Measurement):
             return _spread(self._chans, self._total.copy())
 
 
+#: No marker seen yet (below any tag time).
+_NO_TIME = np.iinfo(np.int64).min
+
+
 class CountBetweenMarkers(Measurement):
     """Counts ``click_channel`` tags in bins opened by ``begin_channel`` tags.
 
@@ -188,6 +192,10 @@ class CountBetweenMarkers(Measurement):
     ``n_values`` bins the measurement is ready and stops by itself. With the marker
     channel as begin channel this counts per train: ``startForTrains(n)`` gives
     exactly n bins.
+
+    :meth:`getBinTrainIds` (a trainstamp extension) gives the train ID of the marker
+    that opened each bin, so a bin is tied to its train by the marker itself: a bin lost
+    to an overflow leaves its train out instead of shifting the trains after it.
     """
 
     def __init__(
@@ -203,6 +211,8 @@ class CountBetweenMarkers(Measurement):
         self._data = np.zeros(self._nv, np.int64)
         self._widths = np.zeros(self._nv, np.int64)
         self._starts = np.zeros(self._nv, np.int64)
+        self._train_ids = np.zeros(self._nv, np.int64)
+        self._open_marker = (_NO_TIME, 0)  # (time, train ID) of the open bin's marker
         self._state = np.zeros(4, np.int64)
         self._activate()
 
@@ -210,6 +220,7 @@ class CountBetweenMarkers(Measurement):
         self._data[:] = 0
         self._widths[:] = 0
         self._starts[:] = 0
+        self._train_ids[:] = 0
         self._state[:] = 0
 
     def _reset_history(self):
@@ -218,12 +229,30 @@ class CountBetweenMarkers(Measurement):
             self._state[3] = 0
 
     def _accumulate(self, times, chans, seg, lo, hi):
+        k0 = int(self._state[0])
         K.between_markers(
             times, chans, self._click, self._begin, self._end,
             self._state, self._data, self._widths, self._starts,
         )  # fmt: skip
+        self._label_bins(k0, int(self._state[0]), seg.marker_times, seg.marker_ids)
         if self._state[0] >= self._nv:
             self._stop()
+
+    def _label_bins(self, k0, k1, marker_times, marker_ids):
+        """Train IDs of bins ``k0..k1-1`` from the markers that opened them (in this
+        segment, or the bin left open before it); 0 where no marker matches."""
+
+        def train_at(t: int) -> int:
+            j = int(np.searchsorted(marker_times, t))
+            if j < marker_times.shape[0] and int(marker_times[j]) == t:
+                return int(marker_ids[j])
+            return self._open_marker[1] if self._open_marker[0] == t else 0
+
+        for k in range(k0, k1):
+            self._train_ids[k] = train_at(int(self._starts[k]))
+        if self._state[1] == 1:  # the bin still open: remember its marker's train
+            t_open = int(self._state[2])
+            self._open_marker = (t_open, train_at(t_open))
 
     def _close_window(self, t_end):
         st = self._state
@@ -232,6 +261,8 @@ class CountBetweenMarkers(Measurement):
             self._data[k] = st[3]
             self._widths[k] = t_end - st[2]
             self._starts[k] = st[2]
+            if self._open_marker[0] == int(st[2]):
+                self._train_ids[k] = self._open_marker[1]
             st[0] += 1
             st[1] = 0
             st[3] = 0
@@ -250,6 +281,12 @@ class CountBetweenMarkers(Measurement):
         """Length of each bin in ps (int64); unfilled bins are 0."""
         with self._lock():
             return self._widths.copy()
+
+    def getBinTrainIds(self) -> np.ndarray:
+        """Train ID of the marker that opened each bin (int64); 0 where unknown or
+        unfilled (a trainstamp extension: Swabian's class has no train IDs)."""
+        with self._lock():
+            return self._train_ids.copy()
 
     def getIndex(self) -> np.ndarray:
         """Tag time (ps) of the begin marker of each bin (int64); unfilled bins are 0."""
