@@ -24,6 +24,9 @@ This module closes that gap. :func:`install` adds, for the active layer:
   failed; a callback is handed the ``ErrorResponse`` only if it says it understands one
   (``callback.accepts_error_response``); any other is never called for a refusal, so it
   cannot mistake it for a success, and the refusal is logged with the IOC's message;
+- caproto: a read or a put that is waiting when the IOC's circuit dies raises
+  ``ConnectionError`` naming the PV (caproto wakes it with no answer, and would raise
+  ``KeyError: 'response'``);
 - pyepics: the put-callback trampoline keeps libca's status, so a put made here can see
   it (pyepics' own callers are unchanged).
 
@@ -118,6 +121,7 @@ def _install_caproto() -> None:
         return
     process_command = client.VirtualCircuitManager._process_command
     write = client.PV.write
+    read = client.PV.read
 
     def _process_command(self, command):
         if (isinstance(command, ca.ReadNotifyResponse | ca.ReadResponse
@@ -145,7 +149,16 @@ def _install_caproto() -> None:
             info["event"].set()
 
     def checked_write(self, data, *args, **kwargs):
-        response = write(self, data, *args, **kwargs)
+        try:
+            response = write(self, data, *args, **kwargs)
+        except KeyError as exc:
+            if exc.args != ("response",):
+                raise
+            # caproto wakes a waiting put when the circuit dies, with no answer to hand
+            # back; it then fails with KeyError('response'), which names nothing.
+            raise ConnectionError(f"{self.name} = {_plain(data)!r}: the IOC's connection "
+                                  "closed before it answered (the IOC died or restarted)"
+                                  ) from None
         if isinstance(response, ca.ErrorResponse):
             raise PutRefused(self.name, _plain(data), _error_text(response))
         if isinstance(response, ca.WriteNotifyResponse) and not response.status.success:
@@ -153,9 +166,20 @@ def _install_caproto() -> None:
             raise PutRefused(self.name, _plain(data), f"{status.name}: {status.description}")
         return response
 
+    def checked_read(self, *args, **kwargs):
+        try:
+            return read(self, *args, **kwargs)
+        except KeyError as exc:
+            if exc.args != ("response",):
+                raise
+            raise ConnectionError(f"{self.name}: the IOC's connection closed before it "
+                                  "answered a read (the IOC died or restarted)") from None
+
     checked_write.__doc__ = write.__doc__
+    checked_read.__doc__ = read.__doc__
     client.VirtualCircuitManager._process_command = _process_command
     client.PV.write = checked_write
+    client.PV.read = checked_read
     client.VirtualCircuitManager._trainstamp_routes_refusals = True
 
 
