@@ -147,6 +147,8 @@ class Team1kIOC(PVGroup):
     rx_rcvbuf = pvproperty(name=PV.RX_RCVBUF, value=0, read_only=True, units="B",
                            doc="SO_RCVBUF the OS granted")
     rx_alive = pvproperty(name=PV.RX_ALIVE, value=0, read_only=True, doc="Receiver process running")
+    rx_local = _text(name=PV.RX_LOCAL, length=64, read_only=True, doc="host:port the data socket binds")
+    reg_local = _text(name=PV.REG_LOCAL, length=64, read_only=True, doc="host:port the register client binds")
     reg_timeouts = _counter(PV.REG_TIMEOUTS, "Register requests that got no reply")
     reg_retries = _counter(PV.REG_RETRIES, "Register requests resent")
     reg_errors = _counter(PV.REG_ERRORS, "Register error replies")
@@ -448,6 +450,9 @@ class Team1kIOC(PVGroup):
                 log.warning("recovered capture %s, left open by a writer that died "
                             "(%d frames without a train ID, flagged)", path, outcome)
         await self.rx_rcvbuf.write(srv.rx.rcvbuf_granted)
+        await self.rx_local.write(f"{srv.rx.local_address}:{srv.rx.local_port}")
+        reg_host, reg_port = srv.regs.local_address
+        await self.reg_local.write(f"{reg_host}:{reg_port}")
         try:
             await self._io(srv.config.adopt)  # the configuration is what the device holds
             await self._sync_settings()

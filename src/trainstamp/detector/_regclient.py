@@ -101,6 +101,11 @@ class RegisterClient:
         self._lock = threading.Lock()
         self._seq = itertools.count(int(time.time()) & 0xFFFF)
 
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """(host, port) this client's socket binds."""
+        return self._sock.getsockname()
+
     def close(self) -> None:
         self._sock.close()
 

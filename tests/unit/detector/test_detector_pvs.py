@@ -40,3 +40,24 @@ def test_commands_are_writable_and_status_read_only():
     for suffix in PV.SEED_PVS:
         read_only = type(ioc.pvdb["T1:" + suffix]).__name__.endswith("RO")
         assert read_only == (not suffix.startswith("CMD:")), suffix
+
+
+def test_device_errors_say_something_and_name_the_device():
+    from trainstamp.detector._device import _reason
+
+    assert "connection lost" in _reason(KeyError("response"))
+    assert _reason(TimeoutError()) == "TimeoutError"
+    assert _reason(ValueError("bad")) == "ValueError: bad"
+
+
+def test_whole_number_check_refuses_what_caproto_would_truncate():
+    import pytest
+
+    from trainstamp.detector._caputil import check_switch, check_whole
+
+    for bad in (1.5, float("nan"), float("inf"), "abc", "1.5", 2.0**31, b"x"):
+        with pytest.raises(ValueError, match="not a whole number"):
+            check_whole("CMD:EXPOSURE_MODE", bad)
+    assert check_whole("X", 3.0) == 3 and check_whole("X", "0x10") == 16 and check_whole("X", b"7\0") == 7
+    with pytest.raises(ValueError, match="must be 1 or 0"):
+        check_switch("CMD:RESET", 2)
