@@ -172,8 +172,9 @@ class Adapter:
     @builtin_errors
     def waitUntilFinished(self, timeout: object = -1) -> bool:
         """Swabian's wait (ms, negative = forever), abandoned if the client goes away."""
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise ValueError(f"timeout must be a number of ms, got {timeout!r}")
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or timeout != timeout or timeout in (float("inf"), float("-inf"))):
+            raise ValueError(f"timeout must be a finite number of ms, got {timeout!r}")
         t = int(timeout)
         deadline = None if t < 0 else time.monotonic() + t / 1000.0
         target = self._target()

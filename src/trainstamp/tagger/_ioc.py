@@ -63,7 +63,9 @@ def _channel_group(n: int) -> type[PVGroup]:
 
         async def refuse(self, message: str) -> None:
             await self.parent.refused(f"CH{n}: {message}")
-            raise ValueError(message)
+            exc = ValueError(message)
+            exc.noted = True
+            raise exc
 
         async def _set(self, op: str, value):
             try:
@@ -201,6 +203,7 @@ class TaggerIOCBase(PVGroup):
         self._tagger = None
         self._settings_version = -1
         self._last = (0.0, 0)
+        self._count_puts()
 
     def engine_tagger(self):
         """The IOC's own engine tagger, created once the instrument has said hello."""
@@ -214,9 +217,34 @@ class TaggerIOCBase(PVGroup):
         await self.last_error.write(text[:255])
 
     async def refused(self, text: str) -> None:
-        """A refused put: counted in BAD_PUTS and told in LAST_ERROR."""
-        await self.bad_puts.write(self.bad_puts.value + 1)
+        """A putter's refusal: told in LAST_ERROR (BAD_PUTS counts it, see _count_puts)."""
         await self.note(text)
+
+    def _count_puts(self) -> None:
+        """Count every refused put of every writable PV in BAD_PUTS, once.
+
+        Wraps each writable PV's ``write_from_dbr``, so refusals by the putters and by
+        caproto itself (a string that is no number, a value that does not fit) are both
+        counted. An acquisition that fails (TimeoutError, RuntimeError) or a tagger
+        that cannot be reached (ConnectionError) is not a bad put.
+        """
+        for pv in self.pvdb.values():
+            if pv.pvspec.read_only or pv is self.bad_puts:
+                continue
+            inner = pv.write_from_dbr
+
+            async def counted(*args, _inner=inner, _pv=pv, **kwargs):
+                try:
+                    return await _inner(*args, **kwargs)
+                except (TimeoutError, ConnectionError, RuntimeError):
+                    raise
+                except Exception as exc:
+                    await self.bad_puts.write(self.bad_puts.value + 1)
+                    if not getattr(exc, "noted", False):
+                        await self.note(f"{_pv.pvspec.name}: {exc}")
+                    raise
+
+            pv.write_from_dbr = counted
 
     def health_text(self) -> str:
         """One line on the chain's health (the STATUS PV; also acquisition failures)."""

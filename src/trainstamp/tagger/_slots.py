@@ -134,7 +134,9 @@ class Slot(PVGroup):
         the client (caproto answers ``ECA_PUTFAIL`` with the message)."""
         await self.parent.refused(f"{self.prefix}{message}")
         await self.status.write(message[:39])
-        raise ValueError(message)
+        exc = ValueError(message)
+        exc.noted = True  # LAST_ERROR already says it
+        raise exc
 
     async def _checked(self, name: str, check, value):
         try:
