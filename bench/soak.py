@@ -120,6 +120,8 @@ def main(argv: list[str]) -> int:
             det.trigger_mode.set(1).wait(10)
             RE = RunEngine(context_managers=[])
             subscribe(RE, client, timeserver=ts)
+            RE.subscribe(lambda name, doc: doc.get("exit_status") != "success" and say(
+                f"run {doc['run_start'][:8]} {doc['exit_status']}: {doc.get('reason')}"), "stop")
             t_end = None
             warm: dict[str, int] = {}
             while t_end is None or time.monotonic() < t_end:
@@ -127,7 +129,7 @@ def main(argv: list[str]) -> int:
                 (uid,) = RE(train_fly([det], args.trains_per_run, timeserver=ts,
                                       tagger_uri=config.tagger.pyro_uri, click_channel=1))
                 result = check_train_consistency(client[uid],
-                                                 min_overlap=args.trains_per_run - 2)
+                                                 min_overlap=args.trains_per_run // 2)
                 streams = {name: {"count": s.count, "missing": s.n_missing,
                                   "duplicated": s.n_duplicated}
                            for name, s in result.streams.items()}
