@@ -254,7 +254,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def print_endpoints(config: BeamlineConfig, out: Callable[[str], object] = print) -> None:
     """The client's view: device names, PV prefixes, Pyro5 URI and the EPICS environment."""
     ts, det, tt = config.timeserver, config.detector, config.tagger
-    out("\ndevices (trainstamp.config.make_devices):")
+    out("\ndevices (trainstamp.session.make_devices):")
     out(f"  {ts.name:<10} TimeServer  {ts.prefix}")
     out(f"  {det.name:<10} Team1k      {det.prefix}")
     out(f"  {tt.name:<10} TimeTagger  {tt.prefix}   Pyro5 {tt.pyro_uri}")
