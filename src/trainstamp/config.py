@@ -17,20 +17,30 @@ This module imports no device classes. The format is documented in ``docs/beamli
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from trainstamp.timing._core import check_period_ms, parse_source
+from trainstamp._config_types import (
+    Flag,
+    Host,
+    Name,
+    PeriodMs,
+    Port,
+    Prefix,
+    SourceUri,
+    Strings,
+    Text,
+    TriggerMode,
+    number,
+    refuse,
+)
 
 __all__ = [
     "ENV_CONFIG",
@@ -46,101 +56,6 @@ __all__ = [
 
 #: Environment variable naming the beamline configuration file.
 ENV_CONFIG = "TRAINSTAMP_CONFIG"
-#: EPICS record names allow these characters; prefixes are limited to them.
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-+:\[\]<>;.]{1,60}$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,252}$")
-TRIGGER_MODES = ("INTERNAL", "EXTERNAL")
-#: Names whose data keys collide with the columns TiledWriter adds: it stores the
-#: timestamps of key ``k`` as ``ts_k``, and renames ``time`` and ``seq_num``.
-_RESERVED_NAMES = ("ts", "time", "seq_num")
-
-
-# --- value types (each refuses with the reason; the key and value are added later) -------
-
-
-def _refuse(reason: str, kind: str = "trainstamp") -> PydanticCustomError:
-    # the reason goes in through the context, so braces in a quoted value stay literal
-    return PydanticCustomError(kind, "{reason}", {"reason": reason})
-
-
-def _rule(ok: Callable[[Any], bool], reason: str, convert: Callable[[Any], Any] = lambda v: v):
-    """A pydantic validator: ``convert(value)`` if ``ok(value)``, else refuse with ``reason``
-    (no coercion: TOML's types are taken as they are, ``true`` is not a port)."""
-
-    def check(value: Any) -> Any:
-        if not ok(value):
-            raise _refuse(reason)
-        return convert(value)
-
-    return PlainValidator(check)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any, lo: float, hi: float) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            and lo <= v <= hi)
-
-
-def _number(lo: float, hi: float, unit: str):
-    return _rule(lambda v: _is_number(v, lo, hi),
-                 f"expected a number in {lo:g}..{hi:g} {unit}", float)
-
-
-def _check_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.isidentifier() or value.startswith("_"):
-        raise _refuse("a device name must be a Python identifier not starting with '_' "
-                      "(it becomes a variable in the session)")
-    if value in _RESERVED_NAMES or value.startswith("ts_"):
-        raise _refuse("reserved; the catalog stores the timestamps of data key K as ts_K, "
-                      "so device names may not be 'ts', 'ts_...', 'time' or 'seq_num'")
-    return value
-
-
-def _core(check: Callable[[Any], Any]):
-    """A validator from a timing-core check whose ``ValueError`` already quotes the value."""
-
-    def run(value: Any) -> Any:
-        try:
-            return check(value)
-        except ValueError as exc:
-            raise _refuse(str(exc), "core") from None
-
-    return PlainValidator(run)
-
-
-def _period(value: Any) -> float:
-    if not _is_number(value, 0, math.inf):
-        raise ValueError(f"period_ms = {value!r}: expected a number in 0..inf ms")
-    return check_period_ms(value)
-
-
-def _source(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"source = {value!r}: expected a string")
-    parse_source(value)
-    return value
-
-
-Port = Annotated[int, _rule(lambda v: _is_int(v) and 1 <= v <= 65535,
-                            "a port must be an integer in 1..65535")]
-Prefix = Annotated[str, _rule(lambda v: isinstance(v, str) and bool(_PREFIX_RE.match(v)),
-                              "a PV prefix is 1..60 characters of A-Z a-z 0-9 _ - + : [ ] < > ; . "
-                              "(e.g. 'TS:')")]
-Host = Annotated[str, _rule(lambda v: isinstance(v, str) and bool(_HOST_RE.match(v)),
-                            "expected a host name or IPv4 address")]
-Name = Annotated[str, PlainValidator(_check_name)]
-Flag = Annotated[bool, _rule(lambda v: isinstance(v, bool), "expected true or false")]
-Text = Annotated[str, _rule(lambda v: isinstance(v, str), "expected a string")]
-Strings = Annotated[tuple[str, ...], _rule(
-    lambda v: isinstance(v, list | tuple) and all(isinstance(s, str) for s in v),
-    "expected a list of strings", tuple)]
-TriggerMode = Annotated[str, _rule(lambda v: v in TRIGGER_MODES,
-                                   f"expected one of {', '.join(TRIGGER_MODES)}")]
-
-
 class _Section(BaseModel):
     """A configuration section: frozen, every key typed, unknown keys refused."""
 
@@ -157,8 +72,8 @@ class TimeServerConfig(_Section):
     prefix: Prefix = "TS:"  #: PV prefix
     host: Host = "127.0.0.1"  #: host of the IOC (CA server and broadcaster)
     ca_port: Port = 5164  #: CA server port of the IOC
-    source: Annotated[str, _core(_source)] = "local:internal"  #: train-ID source URI
-    period_ms: Annotated[float, _core(_period)] = 100.0  #: train period setpoint, ms
+    source: SourceUri = "local:internal"  #: train-ID source URI
+    period_ms: PeriodMs = 100.0  #: train period setpoint, ms
     broadcast_port: Port = 5055  #: TCP port re-broadcasting every tick
 
     @property
@@ -181,7 +96,7 @@ class DetectorConfig(_Section):
     emulate: Flag = True  #: ``trainstamp up`` starts the FPGA emulator
     trigger_mode: TriggerMode = "EXTERNAL"  #: one frame per train tick, exact train IDs
     test_mode: Flag = False  #: test pattern instead of the simulated image
-    integration_time_ms: Annotated[float, _number(0.001, 10000, "ms")] = 6.0
+    integration_time_ms: Annotated[float, number(0.001, 10000, "ms")] = 6.0
 
 
 #: Emulated tagger sources of the default beamline: an antibunched emitter on 1/2
@@ -227,7 +142,7 @@ class BeamlineConfig(BaseModel):
     timeserver: TimeServerConfig = TimeServerConfig()
     detector: DetectorConfig = DetectorConfig()
     tagger: TaggerConfig = TaggerConfig()
-    ready_timeout: Annotated[float, _number(1, 3600, "s")] = 60.0  #: s per service in ``up``
+    ready_timeout: Annotated[float, number(1, 3600, "s")] = 60.0  #: s per service in ``up``
     origin: str = "<defaults>"  #: where it was loaded from (not compared)
 
     def __init__(self, **data: Any) -> None:
@@ -256,13 +171,13 @@ class BeamlineConfig(BaseModel):
             for section, cfg in sections:
                 value = getattr(cfg, attr)
                 if value in seen:
-                    raise _refuse(f"[{section}].{attr} = {value!r} is also "
+                    raise refuse(f"[{section}].{attr} = {value!r} is also "
                                   f"[{seen[value]}].{attr}; each IOC needs its own")
                 seen[value] = section
         used: dict[tuple[str, int], str] = {}
         for key, (host, port) in self.listening_ports().items():
             if (host, port) in used:
-                raise _refuse(f"{key} = {port} on {host} is also {used[host, port]}; "
+                raise refuse(f"{key} = {port} on {host} is also {used[host, port]}; "
                               "every port on a host must differ")
             used[host, port] = key
         return self
