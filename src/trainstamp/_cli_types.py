@@ -34,13 +34,6 @@ def _digits(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
-def _integer(text: str, what: str) -> int:
-    value = _digits(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number")
-    return value
-
-
 def _port_in(text: str, lo: int) -> int:
     value = _digits(text)
     if value is None or not lo <= value <= 65535:
@@ -91,13 +84,16 @@ def positive_float(text: str) -> float:
 
 def non_negative_int(text: str) -> int:
     """A whole number >= 0 (counts)."""
-    return _integer(text, "count")
+    value = _digits(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 0")
+    return value
 
 
 def positive_int(text: str) -> int:
     """A whole number >= 1 (sizes, counts that cannot be zero)."""
-    value = _integer(text, "number")
-    if value < 1:
+    value = _digits(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
     return value
 
