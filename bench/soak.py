@@ -89,8 +89,8 @@ def main(argv: list[str]) -> int:
 
     from bluesky import RunEngine
 
-    from trainstamp.config import make_devices
     from trainstamp.plans import check_train_consistency, train_fly
+    from trainstamp.session import make_devices
     from trainstamp.storage import catalog, subscribe
     from trainstamp.testing import wait_until
 

@@ -40,6 +40,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from trainstamp._cli_types import non_negative_int, period_ms, port
 from trainstamp._supervisor import (
     Beamline,
     RestartPolicy,
@@ -176,15 +177,11 @@ def _setting(text: str) -> tuple[str, str, object]:
 def _restarts(text: str) -> int | None:
     if text in ("none", "unlimited"):
         return None
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"--max-restarts {text!r}: a number >= 0, or none")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"port {text!r} outside 1..65535")
-    return int(text)
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--max-restarts {text!r}: a number >= 0, or none") \
+            from None
 
 
 def add_beamline_arguments(parser: argparse.ArgumentParser, *, free_ports: bool) -> None:
@@ -202,12 +199,13 @@ def add_beamline_arguments(parser: argparse.ArgumentParser, *, free_ports: bool)
     else:
         parser.add_argument("--free-ports", action="store_true",
                             help="move every service to a free port on 127.0.0.1")
-        parser.add_argument("--ca-port", type=_port, default=None,
+        parser.add_argument("--ca-port", type=port, default=None,
                             help="CA server ports PORT, PORT+1, PORT+2 for the three IOCs")
-        parser.add_argument("--broadcast-port", type=_port, default=None,
+        parser.add_argument("--broadcast-port", type=port, default=None,
                             help="TCP port of the TimeServer's tick broadcaster")
     parser.add_argument("--timeserver-prefix", default=None, help="TimeServer PV prefix")
-    parser.add_argument("--period", type=float, default=None, help="train period in ms")
+    parser.add_argument("--period", type=period_ms, default=None,
+                        help="train period in ms (1..60000)")
     parser.add_argument("--log-dir", default=None,
                         help="directory for the children's logs (default: a temp directory)")
 
@@ -254,7 +252,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def print_endpoints(config: BeamlineConfig, out: Callable[[str], object] = print) -> None:
     """The client's view: device names, PV prefixes, Pyro5 URI and the EPICS environment."""
     ts, det, tt = config.timeserver, config.detector, config.tagger
-    out("\ndevices (trainstamp.config.make_devices):")
+    out("\ndevices (trainstamp.session.make_devices):")
     out(f"  {ts.name:<10} TimeServer  {ts.prefix}")
     out(f"  {det.name:<10} Team1k      {det.prefix}")
     out(f"  {tt.name:<10} TimeTagger  {tt.prefix}   Pyro5 {tt.pyro_uri}")

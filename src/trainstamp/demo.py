@@ -2,7 +2,7 @@
 
 1. Start the simulated beamline (:mod:`trainstamp.beamline`) on free loopback ports:
    TimeServer IOC and broadcaster, detector emulator and IOC, tagger emulator and IOC.
-2. Connect the devices (:func:`trainstamp.config.make_devices`) and run
+2. Connect the devices (:func:`trainstamp.session.make_devices`) and run
    :func:`~trainstamp.plans.train_count` over ``--num-trains`` trains with the TimeServer,
    the detector (one frame per train) and the tagger (correlation and count rate over one
    whole train per event), the RunEngine writing to the catalog.
@@ -328,9 +328,9 @@ def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> in
     from bluesky import RunEngine
     from ophyd import EpicsSignal
 
-    from trainstamp.config import make_devices
     from trainstamp.detector._capture import read_capture
     from trainstamp.plans import check_train_consistency, train_fly, train_scan
+    from trainstamp.session import make_devices
     from trainstamp.storage import StorageConfig, catalog, subscribe
 
     storage = StorageConfig.resolve(args.data_dir)

@@ -7,6 +7,7 @@ startup files stay short; what they do is here, so it can be tested and reused:
 - :func:`apply_client_env`, :func:`choose_matplotlib_backend`: environment first.
 - :func:`make_best_effort_callback`, :func:`install_progress_bars`: live feedback
   that works without a display.
+- :func:`make_devices`: the three ophyd devices of the beamline configuration.
 - :func:`report_connections`: wait briefly for the IOCs and say which answered.
 - :func:`open_session_catalog`: the run catalog, with the RunEngine subscribed;
   :func:`report_spools`: runs the catalog could not take, waiting in the spool.
@@ -25,7 +26,10 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainstamp.config import BeamlineConfig
 
 __all__ = [
     "ENV_CONNECT_TIMEOUT",
@@ -41,6 +45,7 @@ __all__ = [
     "load_startup",
     "main",
     "make_best_effort_callback",
+    "make_devices",
     "open_session_catalog",
     "report_connections",
     "report_spools",
@@ -56,6 +61,30 @@ DEFAULT_CONNECT_TIMEOUT = 2.0
 
 
 # --- the pieces of the profile -----------------------------------------------------------
+
+
+def make_devices(config: BeamlineConfig | None = None) -> dict[str, Any]:
+    """The ophyd devices of the beamline, by the names users type.
+
+    Returns ``{timeserver.name: TimeServer, detector.name: Team1k, tagger.name:
+    TimeTagger}`` (by default ``timeserver``, ``det``, ``tagger``), not yet connected.
+    The CA client environment (:func:`trainstamp.config.client_env`) must already be in
+    place, since ophyd reads it when the first signal connects. ``config`` defaults to
+    :func:`trainstamp.config.load_config`. It lives here, not in :mod:`trainstamp.config`,
+    so that reading a configuration never imports the device classes.
+    """
+    from trainstamp.config import load_config
+    from trainstamp.detector import Team1k
+    from trainstamp.tagger import TimeTagger
+    from trainstamp.timing.device import TimeServer
+
+    config = config or load_config()
+    ts, det, tt = config.timeserver, config.detector, config.tagger
+    return {
+        ts.name: TimeServer(ts.prefix, name=ts.name),
+        det.name: Team1k(det.prefix, name=det.name),
+        tt.name: TimeTagger(tt.prefix, name=tt.name),
+    }
 
 
 def apply_client_env(config: Any, environ: Any = None) -> dict[str, str]:

@@ -9,8 +9,7 @@ says which IOCs answered; a device whose IOC is down still exists and connects w
 the IOC comes up, so the session starts without the beamline.
 """
 
-from trainstamp.config import make_devices
-from trainstamp.session import report_connections
+from trainstamp.session import make_devices, report_connections
 
 devices = make_devices(beamline_config)
 globals().update(devices)

@@ -35,6 +35,7 @@ from caproto._dbr import native_type
 from caproto.server import PVGroup, pvproperty, run, template_arg_parser
 from caproto.server.server import PvpropertyInteger
 
+from trainstamp._cli_types import period_ms, port_or_zero
 from trainstamp.timing._broadcast import Broadcaster
 from trainstamp.timing._core import AS_PER_NS, Tick, check_period_ms, parse_source
 from trainstamp.timing._model import (
@@ -330,8 +331,6 @@ def check_port_free(host: str, port: int) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """``trainstamp ioc timeserver [caproto options] --source URI --period MS ...``."""
-    from trainstamp.timing.cli import _period_ms, _port
-
     parser, split_args = template_arg_parser(
         default_prefix=DEFAULT_PREFIX, desc=dedent(TimeServerIOC.__doc__ or ""),
         supported_async_libs=["asyncio"])
@@ -352,14 +351,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--source", type=source_uri, default="local:internal",
                         help="local:internal (default), local:x2timer, tcp://host:port "
                              "or ca://PVNAME")
-    parser.add_argument("--period", type=_period_ms, default=100.0,
+    parser.add_argument("--period", type=period_ms, default=100.0,
                         help="period setpoint in ms (default 100); for tcp:// and ca:// "
                              "the source's expected period")
     parser.add_argument("--missed-periods", type=missed, default=DEFAULT_MISSED_PERIODS,
                         help="expected periods without a new train ID before the source "
                              f"counts as dead (default {DEFAULT_MISSED_PERIODS}; also the "
                              "PV MISSED_PERIODS)")
-    parser.add_argument("--broadcast-port", type=_port, default=DEFAULT_BROADCAST_PORT,
+    parser.add_argument("--broadcast-port", type=port_or_zero, default=DEFAULT_BROADCAST_PORT,
                         help=f"TCP port re-broadcasting every tick (default "
                              f"{DEFAULT_BROADCAST_PORT}; 0 disables it)")
     parser.add_argument("--broadcast-bind", default="127.0.0.1",

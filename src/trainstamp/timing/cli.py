@@ -15,29 +15,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+from trainstamp._cli_types import period_ms, port_or_zero, positive_int, train_id
 from trainstamp.timing._broadcast import DEFAULT_MAX_BUFFER, Broadcaster
-from trainstamp.timing._core import MAX_TRAIN_ID, PeriodLoop, check_period_ms, first_internal_id
+from trainstamp.timing._core import PeriodLoop, first_internal_id
 from trainstamp.timing._pvnames import DEFAULT_BROADCAST_PORT
 from trainstamp.timing._sources import InternalSource
-
-
-def _period_ms(text: str) -> float:
-    try:
-        return check_period_ms(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _train_id(text: str) -> int:
-    if not text.isdigit() or int(text) > MAX_TRAIN_ID:
-        raise argparse.ArgumentTypeError(f"train ID {text!r} is not an integer in 0..2**64-1")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"port {text!r} outside 0..65535")
-    return int(text)
 
 
 class _BroadcastSink:
@@ -82,16 +64,16 @@ def emulate(argv: Sequence[str]) -> int:
         prog="trainstamp emulate trains",
         description="A train-ID TCP server: counts at the set period on absolute deadlines "
                     "and sends each ID as decimal ASCII plus newline to every client.")
-    parser.add_argument("--port", type=_port, default=DEFAULT_BROADCAST_PORT,
+    parser.add_argument("--port", type=port_or_zero, default=DEFAULT_BROADCAST_PORT,
                         help=f"TCP port to serve on (default {DEFAULT_BROADCAST_PORT}; 0 picks one)")
-    parser.add_argument("--period", type=_period_ms, default=100.0,
+    parser.add_argument("--period", type=period_ms, default=100.0,
                         help="period in ms (default 100, i.e. 10 Hz)")
-    parser.add_argument("--start", type=_train_id, default=None,
+    parser.add_argument("--start", type=train_id, default=None,
                         help="first train ID (default: derived from the wall clock, so a "
                              "restart never reuses an ID)")
     parser.add_argument("--bind", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--client-buffer", type=int, default=DEFAULT_MAX_BUFFER,
+    parser.add_argument("--client-buffer", type=positive_int, default=DEFAULT_MAX_BUFFER,
                         help="bytes queued per client before it is dropped "
                              f"(default {DEFAULT_MAX_BUFFER})")
     args = parser.parse_args(list(argv))

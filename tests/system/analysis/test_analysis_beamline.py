@@ -9,7 +9,6 @@ the histograms from the event table.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -40,8 +39,8 @@ def write_toml(config, path: Path) -> Path:
     lines = []
     for section in ("timeserver", "detector", "tagger"):
         lines.append(f"[{section}]")
-        for field in dataclasses.fields(getattr(config, section)):
-            lines.append(f"{field.name} = {_toml(getattr(getattr(config, section), field.name))}")
+        for key, value in getattr(config, section):  # a pydantic model: (key, value) pairs
+            lines.append(f"{key} = {_toml(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 

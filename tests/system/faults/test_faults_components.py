@@ -33,9 +33,10 @@ from bluesky import RunEngine
 from ophyd.device import Staged
 
 from trainstamp.beamline import Beamline, RestartPolicy, services
-from trainstamp.config import load_config, make_devices
+from trainstamp.config import load_config
 from trainstamp.detector._recovery import MARKER_SUFFIX
 from trainstamp.plans import check_train_consistency, train_count, train_fly
+from trainstamp.session import make_devices
 from trainstamp.storage import catalog, subscribe, train_id_problems
 from trainstamp.testing import random_prefix, wait_until
 from trainstamp.timing.suspenders import install_timeserver_suspenders

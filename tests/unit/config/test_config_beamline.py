@@ -14,9 +14,9 @@ from trainstamp.config import (
     client_env,
     default_config,
     load_config,
-    make_devices,
     parse_config,
 )
+from trainstamp.session import make_devices
 
 
 def write(tmp_path, text: str):
