@@ -360,11 +360,14 @@ class MarkerCountCollector(_Collector):
 
     The measurement's begin channel is the tagger's marker channel (one tag per train),
     so with ``startForTrains(num_trains)`` bin *k* holds the clicks of the *k*-th marker
-    of the window. Each bin's train ID is the one the server paired its opening marker
-    with (``getBinTrainIds``), so a bin the tagger lost in an overflow leaves its train
-    out (``lost`` counts them) instead of shifting the IDs after it, and a bin whose
-    marker has no known train is stored flagged ``INVALID``. ``ticks`` (the
-    :class:`TickCollector` running alongside) is kept for the plan's bookkeeping.
+    of the window. The server maps the first and the last marker to their train IDs
+    (``getTrainRange``). Bin *k* is the *k*-th train issued from the first: with
+    ``ticks`` (a :class:`TickCollector` running alongside) the *k*-th tick at or after
+    the first marker's train, since the TimeServer may skip an ID (a late timer) and
+    then no marker exists for it; without ``ticks``, the first ID plus *k*. Either way
+    ``complete`` fails unless the last bin's train is the one the server mapped the
+    last marker to, so a missed or extra marker never shifts IDs silently. A window that
+    ends with bins missing (the tagger lost them in an overflow) fails at once.
 
     Parameters
     ----------
@@ -449,40 +452,56 @@ class MarkerCountCollector(_Collector):
         self._claim()
         widths = np.asarray(self._measurement.getBinWidths(), dtype=np.int64)
         filled = int(np.argmin(widths > 0)) if (widths <= 0).any() else widths.size
-        if filled > self._taken:
+        train_range = self._measurement.getTrainRange()
+        if filled > self._taken and train_range:
             self._last_growth = time.monotonic()
             counts = np.asarray(self._measurement.getData(), dtype=np.int64)
-            # Each bin's train is the train of the marker that opened it (the server's
-            # pairing of markers with the train feed), so a bin the tagger lost in an
-            # overflow leaves its train out instead of shifting the trains after it.
-            trains = np.asarray(self._measurement.getBinTrainIds(), dtype=np.int64)
-            sl = slice(self._taken, filled)
-            ids = trains[sl]
-            known = ids > 0
-            if known.any():
-                self.last_train_id = int(ids[known][-1])
-            now = time.time()
-            values = np.where(known, ids, NO_TRAIN_ID).tolist()
-            yield _page({
-                TRAIN_ID_KEY: values,
-                TRAIN_ID_STATUS_KEY: ["OK" if k else "INVALID" for k in known],
-                f"{self.name}_first_train_id": values,
-                f"{self.name}_last_train_id": values,
-                f"{self.name}_counts": counts[sl].tolist(),
-                f"{self.name}_width": widths[sl].tolist(),
-            }, [now] * len(values))
-            self._taken = filled
+            ids = self._bin_ids(int(train_range[0]), filled)
+            sl = slice(self._taken, self._taken + len(ids))
+            if ids:
+                self.last_train_id = ids[-1]
+                now = time.time()
+                yield _page({
+                    TRAIN_ID_KEY: ids,
+                    TRAIN_ID_STATUS_KEY: ["OK"] * len(ids),
+                    f"{self.name}_first_train_id": ids,
+                    f"{self.name}_last_train_id": ids,
+                    f"{self.name}_counts": counts[sl].tolist(),
+                    f"{self.name}_width": widths[sl].tolist(),
+                }, [now] * len(ids))
+                self._taken += len(ids)
         if self._taken >= self.num_trains:
-            self._finish()
+            first, last = (int(x) for x in train_range)
+            if last != self.last_train_id:
+                self._finish(RuntimeError(
+                    f"{self.name}: bin {self.num_trains - 1} was taken as train "
+                    f"{self.last_train_id}, but the server mapped the window's last marker "
+                    f"to {last} (window {first}..{last}): a marker was missed or extra"))
+            else:
+                self._finish()
         elif not self._measurement.isRunning():
             # The window of num_trains markers is over with fewer bins: the tagger lost
-            # the rest (an overflow; counted in its STATUS). What was taken is kept, and
-            # the missing trains show as missing in the stream.
+            # some in an overflow, and which train each later bin belongs to is no
+            # longer known. Fail now, with the reason, rather than after the timeout.
             self.lost = self.num_trains - self._taken
-            self._finish()
+            self._finish(RuntimeError(
+                f"{self.name}: the tagger's window of {self.num_trains} trains ended with "
+                f"{self._taken} bins: {self.lost} lost (an overflow or a gap in the tag "
+                f"stream; see the tagger IOC's STATUS and OVERFLOWS)"))
         elif time.monotonic() - self._last_growth > self.timeout:
             self._finish(TimeoutError(f"{self.name}: no train for {self.timeout} s after "
                                       f"{self._taken} of {self.num_trains}"))
+
+    def _bin_ids(self, first: int, filled: int) -> list[int]:
+        """Train IDs of bins ``_taken .. filled-1`` (fewer if the ticks are not there yet)."""
+        k0 = self._taken
+        if self.ticks is None:
+            return list(range(first + k0, first + filled))
+        issued = self.ticks.ids_from(first)
+        if issued and issued[0] != first:
+            raise RuntimeError(f"{self.name}: the first marker's train {first} is not among "
+                               f"the TimeServer's ticks (next tick {issued[0]})")
+        return issued[k0:filled]
 
     def close(self) -> None:
         for proxy in (self._measurement, self._tagger, self._module):

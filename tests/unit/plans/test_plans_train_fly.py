@@ -12,7 +12,6 @@ from ophyd.status import Status
 from plans_fakes import FIRST_ID
 
 from trainstamp.plans import MarkerCountCollector, StopStamper, TickCollector, train_fly
-from trainstamp.plans._stamp import NO_TRAIN_ID
 
 
 class Ticker:
@@ -107,17 +106,33 @@ def test_held_ticks_run_until_told(fake_timeserver):
         ticks.unstage()
 
 
+def test_tagger_bins_take_the_trains_the_timeserver_issued(fake_timeserver):
+    ts = fake_timeserver
+    ticks = TickCollector(ts, 10)
+    ticks._ids = [100, 101, 103, 104, 105]  # the TimeServer skipped 102
+    tagger = MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, ts, 4, ticks=ticks)
+    assert tagger._bin_ids(100, 4) == [100, 101, 103, 104]
+    tagger._taken = 2
+    assert tagger._bin_ids(100, 4) == [103, 104]
+    with pytest.raises(RuntimeError, match="first marker's train 99 is not among"):
+        tagger._bin_ids(99, 4)
+    alone = MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, ts, 4)
+    assert alone._bin_ids(100, 3) == [100, 101, 102]
+
+
+
 class FakeCountBetweenMarkers:
     """What the collector asks of the server's CountBetweenMarkers."""
 
     def __init__(self, n: int) -> None:
         self.widths = np.zeros(n, np.int64)
         self.data = np.zeros(n, np.int64)
-        self.trains = np.zeros(n, np.int64)
+        self.first = self.last = 0
         self.running = True
 
-    def fill(self, k: int, train: int, counts: int) -> None:
-        self.widths[k], self.trains[k], self.data[k] = 1000, train, counts
+    def fill(self, k: int, train: int) -> None:
+        self.widths[k], self.data[k] = 1000, 1
+        self.first, self.last = self.first or train, train
 
     def _pyroClaimOwnership(self):
         pass
@@ -128,42 +143,23 @@ class FakeCountBetweenMarkers:
     def getData(self):
         return self.data.tolist()
 
-    def getBinTrainIds(self):
-        return self.trains.tolist()
+    def getTrainRange(self):
+        return (self.first, self.last) if self.first else None
 
     def isRunning(self):
         return self.running
 
 
-def _pages(collector):
-    return [p["data"] for p in collector.collect_pages()]
-
-
-def test_tagger_bins_take_their_markers_trains_and_a_lost_bin_shifts_nothing(fake_timeserver):
-    tagger = MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, fake_timeserver, 4)
-    m = tagger._measurement = FakeCountBetweenMarkers(4)
-    tagger._done = Status(obj=tagger)
-    m.fill(0, 100, 5)
-    m.fill(1, 101, 6)
-    (page,) = _pages(tagger)
-    assert page["train_id"] == [100, 101] and page["train_id_status"] == ["OK", "OK"]
-    # The TimeServer skipped 102; the tagger lost 104's bin in an overflow: 103, 105.
-    m.fill(2, 103, 7)
-    m.fill(3, 0, 8)  # a marker the server could not pair with a train
-    (page,) = _pages(tagger)
-    assert page["train_id"] == [103, NO_TRAIN_ID]
-    assert page["train_id_status"] == ["OK", "INVALID"] and page["tagger_counts_counts"] == [7, 8]
-    assert tagger.complete().done and tagger.complete().success
-    assert tagger.last_train_id == 103
-
-
-def test_a_window_over_with_bins_lost_finishes_with_what_it_has(fake_timeserver):
-    tagger = MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, fake_timeserver, 3)
+def test_a_window_that_ends_with_bins_lost_fails_at_once_saying_so(fake_timeserver):
+    ticks = TickCollector(fake_timeserver, 10)
+    ticks._ids = [100, 101, 102, 103]
+    tagger = MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, fake_timeserver, 3, ticks=ticks)
     m = tagger._measurement = FakeCountBetweenMarkers(3)
     tagger._done = Status(obj=tagger)
-    m.fill(0, 100, 1)
-    m.fill(1, 102, 1)
-    m.running = False  # the tagger lost 101's bin: the window of 3 markers is over
-    (page,) = _pages(tagger)
-    assert page["train_id"] == [100, 102]
-    assert tagger.complete().done and tagger.complete().success and tagger.lost == 1
+    m.fill(0, 100)
+    m.fill(1, 102)
+    m.running = False  # the window of 3 markers is over: one bin was lost in an overflow
+    list(tagger.collect_pages())
+    assert tagger.complete().done and not tagger.complete().success
+    assert tagger.lost == 1
+    assert "ended with 2 bins: 1 lost" in str(tagger.complete().exception())
