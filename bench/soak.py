@@ -3,7 +3,8 @@
 The beamline is started and supervised as ``trainstamp up`` does it (free loopback
 ports), every run goes into an embedded Tiled catalog, and ``train_fly`` with the
 detector (external trigger), the tagger (counts per train) and the TimeServer's ticks
-runs back to back for ``--minutes``. Each run is read back and checked train by train
+runs back to back for ``--minutes``, its ticks from the TimeServer's broadcaster (the
+lossless record; the CA monitor may skip an update on a busy client). Each run is read back and checked train by train
 against the TimeServer's ticks (:func:`trainstamp.plans.check_train_consistency`).
 
 Figures:
@@ -127,6 +128,7 @@ def main(argv: list[str]) -> int:
             while t_end is None or time.monotonic() < t_end:
                 t0 = time.monotonic()
                 (uid,) = RE(train_fly([det], args.trains_per_run, timeserver=ts,
+                                      timeserver_feed=config.timeserver.broadcast_uri,
                                       tagger_uri=config.tagger.pyro_uri, click_channel=1))
                 result = check_train_consistency(client[uid],
                                                  min_overlap=args.trains_per_run // 2)
