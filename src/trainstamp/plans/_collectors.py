@@ -430,7 +430,12 @@ class MarkerCountCollector(_Collector):
         if self._measurement is None:
             self.stage()
         self._claim()
-        self._measurement.startForTrains(self.num_trains)
+        # The window opens at the first marker of a train the ticks will cover: under
+        # load the tag stream runs behind the TimeServer, and its next marker may be
+        # of a train before the tick stream began.
+        first = self.ticks.ids_from(0)[:1] if self.ticks is not None else []
+        floor = first[0] if first else int(self.timeserver.train_id.get() or 0) + 1
+        self._measurement.startForTrains(self.num_trains, first_train_id=max(floor, 0))
         self.last_train_id = 0
         self._taken = 0
         self._last_growth = time.monotonic()
