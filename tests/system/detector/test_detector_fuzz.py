@@ -10,6 +10,7 @@ of the same run is exact (test pattern, frame numbers).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -125,8 +126,13 @@ def test_ca_puts_to_every_writable_pv(rig):
     assert ioc.alive
     wait_until(lambda: client.get_status() in ("OK", "RESTORED: FPGA RESTARTED"), timeout=20)
     rss1 = rss_kib(ioc.proc.pid)
-    # the same IOC still takes exact data
-    client.put(PV.CAPTURE_OPEN, 0) if client.get(PV.CAPTURE_OPEN) else None
+    # the same IOC still takes exact data (first undo what accepted fuzz puts left behind:
+    # a capture waiting for frames with a long CAPTURE:TIMEOUT, an open file)
+    client.put(PV.CAPTURE_TIMEOUT, 10.0)
+    with contextlib.suppress(ValueError):
+        client.put(PV.CAPTURE_CANCEL, 1)  # refused if no capture is in progress
+    wait_until(lambda: client.get(PV.CAPTURE_STATUS) != "CAPTURING", timeout=20)
+    client.put(PV.CAPTURE_OPEN, 0)
     client.put(PV.CAPTURE_DIR, ".")
     client.put(PV.CAPTURE_NAME, "after_fuzz")
     client.put(PV.CMD_TEST_MODE, 1)

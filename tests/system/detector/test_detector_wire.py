@@ -294,6 +294,8 @@ def test_registration_from_another_host_cannot_hijack_the_stream(emu, cmd, rx):
     sender. The emulator, like the FPGA, takes registrations only from its DAQ host."""
     from trainstamp.detector import _protocol as P
 
+    rx.register()  # an earlier test registered another receiver
+    wait_until(lambda: emu.destination == ("127.0.0.1", rx.local_port), timeout=5, message="registration")
     before = emu.destination
     hijack = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
