@@ -352,6 +352,13 @@ class Team1kServer:
                 self.close_file()
             job.done.set()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the capture thread to end; True once none runs."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.busy
+
     def cancel_capture(self, why: str = "cancelled") -> bool:
         """End a capture in progress (ERROR with ``why``); False if none was running."""
         if self.job is not None and not self.job.done.is_set():

@@ -52,6 +52,9 @@ from trainstamp.detector._recovery import recover_abandoned
 from trainstamp.detector._regclient import check_exposure_mode, check_trigger_mode, integration_us
 from trainstamp.detector._si570 import solve
 
+#: Seconds CAPTURE:OPEN 0 waits for a cancelled capture to end before closing its file.
+CLOSE_WAIT_S = 5.0
+
 log = logging.getLogger(__name__)
 MAX_IDS = 4096
 
@@ -362,7 +365,12 @@ class Team1kIOC(PVGroup):
             await self.capture_file_frames.write(0)
         else:
             if srv.busy:
-                raise ValueError("a capture is in progress")
+                # Closing the file ends the capture in it (a plan that failed mid-capture
+                # closes it while unstaging): cancel it, wait for the writer, then close.
+                srv.cancel_capture("cancelled: the capture file was closed")
+                if not await self._file_io(srv.wait_idle, CLOSE_WAIT_S):
+                    raise ValueError(f"a capture is in progress and did not stop within "
+                                     f"{CLOSE_WAIT_S:g} s of its cancel")
             await self._file_io(srv.close_file)
         return value
 

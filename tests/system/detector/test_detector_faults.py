@@ -215,6 +215,15 @@ def test_a_capture_can_be_cancelled(ca_ports, tmp_path):
         client.put(PV.CMD_RESET, 1)  # a reset cancels too
         wait_until(lambda: client.get(PV.CAPTURE_STATUS) == "ERROR", timeout=10)
         assert "CMD:RESET" in client.get(PV.CAPTURE_MESSAGE)
+        # Closing the file cancels the capture in it (a plan that failed mid-capture
+        # unstages): the close is accepted, not refused as "a capture is in progress".
+        client.put(PV.CAPTURE_OPEN, 1)
+        client.start_daq()
+        client.put(PV.CMD_CAPTURE, 1000)
+        wait_until(lambda: client.get(PV.CAPTURE_PROGRESS) >= 1, timeout=20)
+        client.put(PV.CAPTURE_OPEN, 0)  # accepted: before, "a capture is in progress"
+        wait_until(lambda: client.get(PV.CAPTURE_STATUS) == "ERROR", timeout=10)
+        assert "the capture file was closed" in client.get(PV.CAPTURE_MESSAGE)
 
 
 def test_a_failed_plan_leaves_the_detector_unstaged(ca_ports, tmp_path):
