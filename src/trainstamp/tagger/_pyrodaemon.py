@@ -15,8 +15,8 @@
 - **No compressed messages.** Pyro inflates a compressed message before any size
   check (1 MB of zlib became 1 GiB); a message flagged compressed is refused and the
   connection closed, before it is read. ``MAX_MESSAGE_SIZE`` caps the rest.
-- **Threads.** A connection must complete its handshake within
-  :data:`HANDSHAKE_TIMEOUT_S`. When more than 3/4 of the worker pool is taken, the
+- **Threads.** A connection that does not send its handshake is dropped: each read of
+  it may wait :data:`HANDSHAKE_TIMEOUT_S` (the header, then the rest). When more than 3/4 of the worker pool is taken, the
   connections idle longest whose token owns nothing are closed (parked) until half
   is free, so idle sockets cannot starve a real client.
 - **Serializer.** serpent only (the client default); pickle and dill are never
