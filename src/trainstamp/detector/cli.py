@@ -11,6 +11,14 @@ import threading
 from collections.abc import Sequence
 from textwrap import dedent
 
+from trainstamp._cli_types import (
+    finite_float,
+    non_negative_int,
+    port,
+    port_or_zero,
+    positive_float,
+    positive_int,
+)
 from trainstamp.detector._protocol import JUMBO_PAYLOAD, PAYLOAD_SIZES
 
 
@@ -26,8 +34,8 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser, split_args = template_arg_parser(default_prefix="TEAM1K:", desc=dedent(Team1kIOC.__doc__ or ""),
                                              argv=argv)
     parser.add_argument("--detector-ip", default="10.0.0.32", help="detector IP address (default: 10.0.0.32)")
-    parser.add_argument("--register-port", type=int, default=42000, help="detector register port (default: 42000)")
-    parser.add_argument("--data-port", type=int, default=41000, help="detector data port (default: 41000)")
+    parser.add_argument("--register-port", type=port, default=42000, help="detector register port (default: 42000)")
+    parser.add_argument("--data-port", type=port, default=41000, help="detector data port (default: 41000)")
     parser.add_argument("--config", help="parameter file to apply on startup")
     parser.add_argument("--param-dir", action="append", default=[],
                         help="directory CMD:PARAMETER_FILE may read from (repeatable; default: "
@@ -41,15 +49,15 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--receive-host", default="",
                         help="local address of the data and register sockets (default: the "
                              "interface that routes to --detector-ip; never all interfaces)")
-    parser.add_argument("--receive-port", type=int, default=0, help="local port of the data socket (0 = any)")
-    parser.add_argument("--ring-slots", type=int, default=128, help="frame slots in the shared ring (2 MiB each)")
-    parser.add_argument("--rcvbuf", type=int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
+    parser.add_argument("--receive-port", type=port_or_zero, default=0, help="local port of the data socket (0 = any)")
+    parser.add_argument("--ring-slots", type=positive_int, default=128, help="frame slots in the shared ring (2 MiB each)")
+    parser.add_argument("--rcvbuf", type=positive_int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
     parser.add_argument("--receiver-rt-priority", type=int, default=0,
                         help="SCHED_FIFO priority 1..99 for the receive loop (root); 0 = normal")
-    parser.add_argument("--frame-timeout", type=float, default=0.1,
+    parser.add_argument("--frame-timeout", type=positive_float, default=0.1,
                         help="publish a frame incomplete after this many seconds without its packets")
-    parser.add_argument("--register-timeout", type=float, default=0.2, help="seconds per register try")
-    parser.add_argument("--register-retries", type=int, default=3, help="register resends")
+    parser.add_argument("--register-timeout", type=positive_float, default=0.2, help="seconds per register try")
+    parser.add_argument("--register-retries", type=non_negative_int, default=3, help="register resends")
     args = parser.parse_args(argv)
     ioc_options, run_options = split_args(args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -89,23 +97,23 @@ def emulate(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--host", default="127.0.0.1",
                    help="the DAQ host: the only address whose registration is accepted")
-    p.add_argument("--register-port", type=int, default=42000)
-    p.add_argument("--data-port", type=int, default=41000)
+    p.add_argument("--register-port", type=port, default=42000)
+    p.add_argument("--data-port", type=port, default=41000)
     p.add_argument("--trains", help="train-ID feed for external trigger, tcp://host:port")
-    p.add_argument("--rate", type=float, help="internal-trigger frame rate (sets the frame period register)")
-    p.add_argument("--frames", type=int, help="frames per DAQ start (0 = until stopped)")
+    p.add_argument("--rate", type=positive_float, help="internal-trigger frame rate (sets the frame period register)")
+    p.add_argument("--frames", type=non_negative_int, help="frames per DAQ start (0 = until stopped)")
     p.add_argument("--payload-size", type=int, default=JUMBO_PAYLOAD, choices=PAYLOAD_SIZES)
     p.add_argument("--test-mode", action="store_true", help="start with the test pattern on")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
     g = p.add_argument_group("fault injection (fractions 0..1)")
     for name in ("drop", "reorder", "duplicate", "corrupt", "truncate", "oversize", "bad-index", "foreign",
                  "stall", "reply-drop", "reply-wrong-seq"):
-        g.add_argument(f"--{name}", type=float, default=0.0)
-    g.add_argument("--stall-ms", type=float, default=200.0, help="length of a stall")
-    g.add_argument("--rewind", type=int, default=0, help="every N-th frame also resend frame N-2")
+        g.add_argument(f"--{name}", type=finite_float, default=0.0)
+    g.add_argument("--stall-ms", type=positive_float, default=200.0, help="length of a stall")
+    g.add_argument("--rewind", type=non_negative_int, default=0, help="every N-th frame also resend frame N-2")
     p.add_argument("--bellow-link", help="emulate the bellow stage on a pty, symlinked here")
     p.add_argument("--power-link", help="emulate the power supply on a pty, symlinked here")
-    p.add_argument("--bellow-speed", type=float, default=200.0, help="bellow stage speed, mm/s")
+    p.add_argument("--bellow-speed", type=positive_float, default=200.0, help="bellow stage speed, mm/s")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from trainstamp import _cli_types as types
+
 DEFAULT_TAGGER = "tcp://127.0.0.1:41101"
 DEFAULT_PYRO_PORT = 23000
 
@@ -34,10 +36,10 @@ def emulate(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trainstamp emulate tagger",
                                 description="Time-tagger emulator streaming tag blocks over TCP.")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (41101)")
+    p.add_argument("--port", type=types.port, default=DEFAULT_PORT, help="TCP port (41101)")
     p.add_argument("--trains", default=None,
                    help="tcp://host:port of the train-ID feed; one marker tag per train")
-    p.add_argument("--channels", type=int, default=8, help="number of input channels (8)")
+    p.add_argument("--channels", type=types.positive_int, default=8, help="number of input channels (8)")
     p.add_argument("--marker-channel", type=int, default=None,
                    help="channel of the marker tags (default: channels + 1)")
     p.add_argument("--serial", default="EMU-TT-0001")
@@ -52,10 +54,10 @@ def emulate(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--antibunched", action="append", default=[],
                    metavar="A:B:RATE_HZ:LIFETIME_PS",
                    type=lambda t: _floats(t, 4, "--antibunched"))
-    p.add_argument("--block-ms", type=float, default=5.0, help="block period (5 ms)")
-    p.add_argument("--backlog-mb", type=float, default=64.0,
+    p.add_argument("--block-ms", type=types.positive_float, default=5.0, help="block period (5 ms)")
+    p.add_argument("--backlog-mb", type=types.positive_float, default=64.0,
                    help="send queue size before overflow (64 MB)")
-    p.add_argument("--replay-s", type=float, default=0.0,
+    p.add_argument("--replay-s", type=types.finite_float, default=0.0,
                    help="benchmark mode: generate this many seconds once and replay them")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -111,13 +113,13 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                         help="override the marker channel the tagger announces")
     parser.add_argument("--pyro-host", default="127.0.0.1",
                         help="Pyro5 bind address (127.0.0.1; see docs/tagger.md on exposure)")
-    parser.add_argument("--pyro-port", type=int, default=DEFAULT_PYRO_PORT,
+    parser.add_argument("--pyro-port", type=types.port_or_zero, default=DEFAULT_PYRO_PORT,
                         help="Pyro5 port (23000); 0 disables the Pyro5 server")
-    parser.add_argument("--pyro-client-mib", type=float, default=256.0,
+    parser.add_argument("--pyro-client-mib", type=types.positive_float, default=256.0,
                         help="measurement memory one Pyro5 client may hold (256 MiB)")
-    parser.add_argument("--pyro-total-mib", type=float, default=1024.0,
+    parser.add_argument("--pyro-total-mib", type=types.positive_float, default=1024.0,
                         help="measurement memory all Pyro5 clients may hold (1024 MiB)")
-    parser.add_argument("--channels", type=int, default=8, help="channel PV groups (8)")
+    parser.add_argument("--channels", type=types.positive_int, default=8, help="channel PV groups (8)")
     args = parser.parse_args(argv)
     ioc_options, run_options = split_args(args)
     try:
