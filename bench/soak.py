@@ -14,6 +14,8 @@ Figures:
   children (the detector's receiver) and this RunEngine process, after the first run
   (the warm-up: numba compilation, first measurements built, the catalog's caches) and
   at the end; the ratio end/warm-up is the figure, the target below 1.05;
+- runs that failed, with the reason, and the tagger IOC's own counters after each run
+  (overflows, lost blocks, bad frames, faults, dropped ticks);
 - services the supervisor had to restart (target none).
 
 Usage: ``python bench/soak.py [--minutes 10] [--trains-per-run 300] [--period-ms 100]
@@ -125,21 +127,42 @@ def main(argv: list[str]) -> int:
                 f"run {doc['run_start'][:8]} {doc['exit_status']}: {doc.get('reason')}"), "stop")
             t_end = None
             warm: dict[str, int] = {}
+            from caproto.sync.client import read as ca_read
+
+            def tagger_health() -> str:
+                prefix = config.tagger.prefix
+                values = []
+                for pv in ("OVERFLOWS", "LOST_BLOCKS", "BAD_FRAMES", "FAULTS", "DROPPED_TICKS"):
+                    try:
+                        values.append(f"{pv} {ca_read(prefix + pv, timeout=5).data[0]}")
+                    except Exception as exc:  # the figure, not the soak, is lost
+                        values.append(f"{pv} ? ({type(exc).__name__})")
+                return ", ".join(values)
+
             while t_end is None or time.monotonic() < t_end:
                 t0 = time.monotonic()
-                (uid,) = RE(train_fly([det], args.trains_per_run, timeserver=ts,
-                                      timeserver_feed=config.timeserver.broadcast_uri,
-                                      tagger_uri=config.tagger.pyro_uri, click_channel=1))
-                result = check_train_consistency(client[uid],
-                                                 min_overlap=args.trains_per_run // 2)
-                streams = {name: {"count": s.count, "missing": s.n_missing,
-                                  "duplicated": s.n_duplicated}
-                           for name, s in result.streams.items()}
-                run = {"uid": uid, "seconds": round(time.monotonic() - t0, 1),
-                       "ok": result.ok, "problems": result.problems, "streams": streams}
+                try:
+                    (uid,) = RE(train_fly([det], args.trains_per_run, timeserver=ts,
+                                          timeserver_feed=config.timeserver.broadcast_uri,
+                                          tagger_uri=config.tagger.pyro_uri,
+                                          click_channel=1))
+                except Exception as exc:  # a failed run is a figure; the soak goes on
+                    run = {"seconds": round(time.monotonic() - t0, 1), "ok": False,
+                           "problems": [f"{type(exc).__name__}: {exc}"], "streams": {},
+                           "tagger": tagger_health()}
+                else:
+                    result = check_train_consistency(client[uid],
+                                                     min_overlap=args.trains_per_run // 2)
+                    streams = {name: {"count": s.count, "missing": s.n_missing,
+                                      "duplicated": s.n_duplicated}
+                               for name, s in result.streams.items()}
+                    run = {"uid": uid, "seconds": round(time.monotonic() - t0, 1),
+                           "ok": result.ok, "problems": result.problems, "streams": streams,
+                           "tagger": tagger_health()}
                 figures["runs"].append(run)
                 say(f"run {len(figures['runs'])}: {run['seconds']} s, "
-                    + ("consistent" if result.ok else "; ".join(result.problems)))
+                    + ("consistent" if run["ok"] else "; ".join(run["problems"]))
+                    + f" [tagger {run['tagger']}]")
                 if t_end is None:  # the first run is the warm-up
                     warm = memory(beamline)
                     t_end = time.monotonic() + args.minutes * 60
@@ -149,15 +172,20 @@ def main(argv: list[str]) -> int:
                 device.destroy()
             stop.set()
             supervisor.join(timeout=30)
+    # The first run is the warm-up (numba compiles the measurements the first time they
+    # are built, and the tagger may overflow meanwhile): reported, not counted.
+    figures["warmup_run"] = figures["runs"].pop(0)
     restarts = [line for line in log if " is back: " in line or "restart" in line.lower()]
     growth = {name: round(end[name] / warm[name], 3) for name in end if warm.get(name)}
     missed = sum(s["missing"] for r in figures["runs"] for s in r["streams"].values())
     doubled = sum(s["duplicated"] for r in figures["runs"] for s in r["streams"].values())
-    figures.update(rss_kib_warm=warm, rss_kib_end=end, rss_ratio_end_to_warm=growth,
+    failed = sum("uid" not in r for r in figures["runs"])
+    figures.update(failed=failed, rss_kib_warm=warm, rss_kib_end=end, rss_ratio_end_to_warm=growth,
                    missed=missed, duplicated=doubled, restarts=restarts,
                    inconsistent=sum(not r["ok"] for r in figures["runs"]))
     print(f"\nsoak: {len(figures['runs'])} runs of train_fly({args.trains_per_run}) at "
-          f"{1000 / args.period_ms:g} Hz; {figures['inconsistent']} inconsistent, "
+          f"{1000 / args.period_ms:g} Hz; {failed} failed, "
+          f"{figures['inconsistent'] - failed} inconsistent, "
           f"{missed} trains missed, {doubled} recorded twice, {len(restarts)} restarts")
     print("RSS after warm-up -> end (KiB, ratio; target < 1.05):")
     for name in sorted(end):
