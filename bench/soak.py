@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
     # The first run is the warm-up (numba compiles the measurements the first time they
     # are built, and the tagger may overflow meanwhile): reported, not counted.
     figures["warmup_run"] = figures["runs"].pop(0)
-    restarts = [line for line in log if " is back: " in line or "restart" in line.lower()]
+    restarts = [line for line in log if line.startswith("trainstamp up:")]  # the supervisor
     growth = {name: round(end[name] / warm[name], 3) for name in end if warm.get(name)}
     missed = sum(s["missing"] for r in figures["runs"] for s in r["streams"].values())
     doubled = sum(s["duplicated"] for r in figures["runs"] for s in r["streams"].values())
