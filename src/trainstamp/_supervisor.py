@@ -160,7 +160,21 @@ _PRCTL = _load_prctl()  # loaded here: a child between fork and exec must not dl
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def default_sigint() -> None:
+    """Run in a child between fork and exec: SIGINT back to its default.
+
+    A process started in the background by a non-interactive shell (``cmd &``, nohup,
+    some CI runners) inherits SIGINT ignored, and Python then keeps it ignored: its
+    children would never stop on the SIGINT that asks them to shut down cleanly, and
+    every stop would wait out its timeout and end in SIGKILL.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def child_preexec() -> None:
+    """Run in a service between fork and exec: :func:`default_sigint`, and SIGTERM when
+    the supervisor dies (Linux parent-death signal)."""
+    default_sigint()
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -189,7 +203,7 @@ class _Child:
                 self.service.command_line(),
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,
+                preexec_fn=child_preexec,
             )
         self.started_at = time.monotonic()
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
+from trainstamp._supervisor import default_sigint
 from trainstamp.testing._wait import wait_until
 
 
@@ -42,6 +43,7 @@ class Subprocess:
         self.proc = subprocess.Popen(
             self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=default_sigint,  # stop() asks with SIGINT, whatever we inherited
         )
         if self.ready is not None:
             try:
