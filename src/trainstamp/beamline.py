@@ -237,16 +237,20 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt, so ``with Beamline(...)`` cleans up."""
+    """Turn SIGTERM and SIGINT into KeyboardInterrupt, so ``with Beamline(...)`` cleans
+    up. SIGINT too: started in the background by a non-interactive shell, a process
+    inherits SIGINT ignored, and Ctrl-C (or ``kill -INT``) would then do nothing."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def print_endpoints(config: BeamlineConfig, out: Callable[[str], object] = print) -> None:
