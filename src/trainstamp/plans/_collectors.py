@@ -398,6 +398,7 @@ class MarkerCountCollector(_Collector):
         self._module = self._tagger = self._measurement = None
         self._taken = 0
         self._last_growth = 0.0
+        self._overflows0 = 0
         self.last_train_id = 0
 
     def _claim(self) -> None:
@@ -435,6 +436,7 @@ class MarkerCountCollector(_Collector):
         # of a train before the tick stream began.
         first = self.ticks.ids_from(0)[:1] if self.ticks is not None else []
         floor = first[0] if first else int(self.timeserver.train_id.get() or 0) + 1
+        self._overflows0 = int(self._tagger.getOverflows())
         self._measurement.startForTrains(self.num_trains, first_train_id=max(floor, 0))
         self.last_train_id = 0
         self._taken = 0
@@ -496,11 +498,21 @@ class MarkerCountCollector(_Collector):
             self.lost = self.num_trains - self._taken
             self._finish(RuntimeError(
                 f"{self.name}: the tagger's window of {self.num_trains} trains ended with "
-                f"{self._taken} bins: {self.lost} lost (an overflow or a gap in the tag "
-                f"stream; see the tagger IOC's STATUS and OVERFLOWS)"))
+                f"{self._taken} bins: {self.lost} lost ({self._overflow_text()}; see the "
+                f"tagger IOC's STATUS and OVERFLOWS)"))
         elif time.monotonic() - self._last_growth > self.timeout:
             self._finish(TimeoutError(f"{self.name}: no train for {self.timeout} s after "
                                       f"{self._taken} of {self.num_trains}"))
+
+    def _overflow_text(self) -> str:
+        """What the tagger counted during the window, to name why bins were lost."""
+        try:
+            n = int(self._tagger.getOverflows()) - self._overflows0
+        except Exception as exc:  # the reason for the loss matters more than this
+            return f"an overflow or a gap in the tag stream; overflows unknown: {exc}"
+        if n > 0:
+            return f"{n} overflow(s) of the tag stream during the window"
+        return "a gap in the tag stream, though the tagger counted no overflow"
 
     def _bin_ids(self, first: int, filled: int) -> list[int]:
         """Train IDs of bins ``_taken .. filled-1`` (fewer if the ticks are not there yet)."""

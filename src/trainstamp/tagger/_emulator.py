@@ -18,8 +18,9 @@ the send queue, new blocks are not queued. Their events are counted per channel.
 the queue has drained below half, the emulator sends ``OverflowBegin`` (at the first
 lost event), one ``MissedEvents`` tag per channel (``missed_events`` = count, split in
 65535 chunks) and ``OverflowEnd``, in a block flagged ``FLAG_OVERFLOW``. If generation
-itself falls more than ``max_lag_s`` behind real time, the gap is skipped and reported
-the same way with estimated counts. Nothing is dropped silently.
+itself falls more than ``max_lag_s`` (:data:`MAX_LAG_S`) behind real time, the gap is
+skipped, logged and reported the same way with estimated counts; a shorter lag is made
+up with tags stamped in the past. Nothing is dropped silently.
 
 With ``replay_s`` > 0 (benchmarks) the sources are generated once for that long and
 replayed (:class:`~trainstamp.tagger._sources.ReplayGenerator`), so the emulator is
@@ -51,6 +52,12 @@ from trainstamp.tagger._wire import (
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 41101
+#: How far generation may fall behind real time before the gap is skipped: the
+#: emulated FPGA's buffer, in seconds of stream. A real tagger never falls behind
+#: making its tags; this emulator does when its CPU is starved (a busy 2-core machine
+#: starves it for over 0.5 s), and then catches up with tags stamped in the past, a
+#: stream exactly as the hardware would have sent it late. Only a longer stall is lost.
+MAX_LAG_S = 10.0
 
 
 def overflow_tags(first_ps: int, last_ps: int, missed: dict[int, int]) -> np.ndarray:
@@ -75,7 +82,7 @@ class TaggerEmulator:
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  settings: TaggerSettings | None = None, trains: str | None = None,
                  block_s: float = 0.005, backlog_bytes: int = 64 << 20,
-                 max_lag_s: float = 0.5, seed: int | None = None,
+                 max_lag_s: float = MAX_LAG_S, seed: int | None = None,
                  replay_s: float = 0.0) -> None:
         self.settings = settings or TaggerSettings()
         self.host, self.port = host, port
@@ -258,6 +265,10 @@ class TaggerEmulator:
                 skipped = self.generator.skip(now - int(self.block_s * 1e12))
                 gap = (at, at, skipped)
                 self.stats["lag_skips"] += 1
+                log.warning("generation fell %.2f s behind real time: %.2f s of stream "
+                            "skipped and sent as an overflow (%d skips so far)",
+                            lag / 1e12, (now - int(self.block_s * 1e12) - at) / 1e12,
+                            self.stats["lag_skips"])
             t1 = min(now, self.generator.t0 + int(4 * self.block_s * 1e12))
             markers = np.array(self._markers, np.int64)
             late = markers < self.generator.t0  # only after a skipped gap

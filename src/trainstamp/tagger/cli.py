@@ -30,7 +30,7 @@ def _floats(text: str, n: int, what: str) -> list[float]:
 
 def emulate(argv: Sequence[str] | None = None) -> int:
     """Run the tagger emulator until interrupted."""
-    from trainstamp.tagger._emulator import DEFAULT_PORT, TaggerEmulator
+    from trainstamp.tagger._emulator import DEFAULT_PORT, MAX_LAG_S, TaggerEmulator
     from trainstamp.tagger._settings import TaggerSettings
 
     p = argparse.ArgumentParser(prog="trainstamp emulate tagger",
@@ -57,6 +57,9 @@ def emulate(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--block-ms", type=types.positive_float, default=5.0, help="block period (5 ms)")
     p.add_argument("--backlog-mb", type=types.positive_float, default=64.0,
                    help="send queue size before overflow (64 MB)")
+    p.add_argument("--max-lag-s", type=types.positive_float, default=MAX_LAG_S,
+                   help="how far generation may fall behind real time (a starved CPU) "
+                        f"before the gap is skipped as an overflow ({MAX_LAG_S:g} s)")
     p.add_argument("--replay-s", type=types.finite_float, default=0.0,
                    help="benchmark mode: generate this many seconds once and replay them")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -77,7 +80,7 @@ def emulate(argv: Sequence[str] | None = None) -> int:
         emu = TaggerEmulator(args.bind, args.port, settings=settings, trains=args.trains,
                              block_s=args.block_ms / 1000.0,
                              backlog_bytes=int(args.backlog_mb * (1 << 20)), seed=args.seed,
-                             replay_s=args.replay_s)
+                             replay_s=args.replay_s, max_lag_s=args.max_lag_s)
         host, port = emu.bind()
     except (ValueError, OSError) as exc:
         print(f"trainstamp emulate tagger: {exc}", file=sys.stderr)

@@ -83,13 +83,15 @@ def test_a_restarted_fpga_gets_its_configuration_back_and_no_id_0_is_stored_as_v
     with line(ca_ports, tmp_path, trains=True) as (client, box, (rp, dp, tp), _):
         client.set_trigger_mode(1)
         client.put(PV.CMD_TEST_MODE, 1)
+        # Counted before the kill: the IOC's own poll may find the restarted FPGA (and
+        # restore it) before START_DAQ does, and either must count.
+        restores = client.get(PV.REG_RESTORES)
         box["emu"].kill()  # the FPGA loses power: every register back to its default
         box["emu"].stop()
         box["emu"] = Subprocess(["emulate", "detector", "--register-port", str(rp), "--data-port", str(dp),
                                  "--trains", f"tcp://127.0.0.1:{tp}"])
         box["emu"].ready = lambda: "emulator ready" in box["emu"].output()
         box["emu"].start()
-        restores = client.get(PV.REG_RESTORES)
         client.start_daq()
         wait_until(lambda: client.get(PV.REG_RESTORES) > restores, timeout=20,
                    message="the configuration to be restored")
