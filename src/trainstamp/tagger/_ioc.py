@@ -265,6 +265,8 @@ class TaggerIOCBase(PVGroup):
             text += f"; {st.overflows} overflows"
         if st.clock_restarts:
             text += f"; tagger clock restarted {st.clock_restarts}x (tag times rebased)"
+        if st.reconnects:
+            text += f"; tag link reconnected {st.reconnects}x (the stretch between is lost)"
         n = st.faults + link.faults
         if n:
             text += f"; {n} faults, latest: {st.fault or link.last_fault}"

@@ -175,6 +175,7 @@ class ServiceStats:
     last_end_ps: int = 0
     last_train_id: int = -1
     clock_restarts: int = 0  # the tagger came back with its clock behind the stream's
+    reconnects: int = 0  # the link came back with the clock ahead: the stretch between is lost
 
 
 class TagService:
@@ -332,26 +333,31 @@ class TagService:
         Every consumer (the engine's measurements, the marker pairing) needs time that
         only goes forward. After a hello the first block sets the shift: none if the
         tagger's clock is still ahead of the stream (a reconnect), else enough to put
-        the block just after the stream's end (the tagger restarted). That block gets
-        an ``Error`` tag in front, so a measurement across the restart sees the stretch
-        as lost rather than as a gap of 1 ps.
+        the block just after the stream's end (the tagger restarted). Either way that
+        block gets an ``Error`` tag in front, so a measurement across the break sees the
+        stretch as lost: what the tagger sent while the link was down never arrived.
         """
-        restarted = False
+        gap = False
         if self._rebase_next:
             self._rebase_next = False
             first = int(tags["time"][0]) if len(tags) else int(end_time)
             last = self.stats.last_end_ps
-            self._offset_ps = last + 1 - first if self.stats.blocks and first <= last else 0
+            # Whatever the tagger sent while the link was down is gone, restart or not.
+            gap = self.stats.blocks > 0
+            self._offset_ps = last + 1 - first if gap and first <= last else 0
             if self._offset_ps:
-                restarted = True
                 self.stats.clock_restarts += 1
                 log.warning("the tagger's clock restarted (%d ps, the stream was at %d ps): "
                             "its tags continue from there", first, last)
+            elif gap:
+                self.stats.reconnects += 1
+                log.warning("the tag link reconnected: the stream from %d ps to %d ps is "
+                            "lost and flagged", last, first)
         if self._offset_ps:
             tags = tags.copy()
             tags["time"] += self._offset_ps
             end_time = int(end_time) + self._offset_ps
-        return (_with_error_tag(tags) if restarted else tags), end_time
+        return (_with_error_tag(tags) if gap else tags), end_time
 
     def _accept(self, tags: np.ndarray, end_time: int, arrival_ns: int) -> None:
         tags, end_time = self._rebase(tags, end_time)

@@ -67,7 +67,8 @@ def test_malformed_and_truncated_blocks_never_reach_the_engine():
     svc.link.backoff_initial = 0.05
     svc.start()
     try:
-        wait_until(lambda: svc.stats.tags == 40, timeout=10, message="the four good blocks")
+        # 40 good tags, and the Error tag that flags the stretch lost across the reconnect
+        wait_until(lambda: svc.stats.tags == 41, timeout=10, message="the four good blocks")
         assert fake.done.wait(5)
     finally:
         svc.stop()
@@ -77,6 +78,7 @@ def test_malformed_and_truncated_blocks_never_reach_the_engine():
     assert svc.link.connects == 2
     assert int(np.sum(rate.getCountsTotal())) == 40
     assert svc.stats.process_errors == 0
+    assert svc.stats.reconnects == 1 and svc.stats.errors == 1
 
 
 def test_control_requests_round_trip_and_refusals():

@@ -50,11 +50,16 @@ def test_a_restarted_clock_continues_after_the_stream_with_the_gap_marked_lost()
     assert svc.stats.clock_restarts == 1
 
 
-def test_a_reconnect_with_the_clock_still_ahead_shifts_nothing():
+def test_a_reconnect_with_the_clock_still_ahead_shifts_nothing_but_marks_the_gap_lost():
+    """What the tagger sent while the link was down never arrived: the first block
+    after the reconnect starts with an Error tag, so no bin spans the gap unflagged."""
     svc = TagService("tcp://127.0.0.1:9")
     sink = Sink()
     svc.add_sink(sink)
     run(svc, ("hello", None, 0), ("block", (block([100]), 1_000), 0),
         ("hello", None, 0), ("block", (block([5_000]), 6_000), 0))
     assert [int(t["time"][-1]) for t, _ in sink.blocks] == [100, 5_000]
-    assert svc.stats.clock_restarts == 0
+    assert svc.stats.clock_restarts == 0 and svc.stats.reconnects == 1
+    assert sink.blocks[0][0]["type"][0] == TagType.TimeTag  # the first connection: no gap
+    after = sink.blocks[1][0]
+    assert after["type"][0] == TagType.Error and int(after["time"][0]) == 5_000
