@@ -293,8 +293,12 @@ class TaggerEmulator:
         try:
             op = message.get("op")
             with self._lock:
+                # Tags already made (sent, queued or pending) carry the old settings; the
+                # latest of them lies before t0 plus the largest delay in force until now.
+                delays = [ch.input_delay for ch in self.settings.channels.values()]
                 result = self.settings.apply(op, message.get("args", []))
-            reply = {"id": req_id, "ok": True, "result": result}
+                effective = int(self.generator.t0) + max([0, *delays]) + 1
+            reply = {"id": req_id, "ok": True, "result": result, "effective_ps": effective}
             self.stats["control_ok"] += 1
         except ValueError as exc:
             reply = {"id": req_id, "ok": False, "error": str(exc)}

@@ -13,6 +13,9 @@ import threading
 
 from trainstamp.tagger._stream import TagService
 
+#: Longest a settings change waits for the tag stream to reach it (see Instrument.apply).
+EFFECT_TIMEOUT_S = 10.0
+
 #: control operation -> settings key it changes
 _OP_KEYS = {"set_test_signal": "test_signal", "set_trigger_level": "trigger_level",
             "set_input_delay": "input_delay", "set_dead_time": "dead_time",
@@ -22,9 +25,11 @@ _OP_KEYS = {"set_test_signal": "test_signal", "set_trigger_level": "trigger_leve
 class Instrument:
     """Settings cache and control forwarding for the tagger behind a :class:`TagService`."""
 
-    def __init__(self, service: TagService, connect_timeout: float = 5.0) -> None:
+    def __init__(self, service: TagService, connect_timeout: float = 5.0,
+                 effect_timeout: float = EFFECT_TIMEOUT_S) -> None:
         self.service = service
         self.connect_timeout = connect_timeout
+        self.effect_timeout = effect_timeout
         self._lock = threading.Lock()
         self._settings: dict[int, dict] = {}
         #: Incremented on every confirmed change, so the IOC can refresh its PVs.
@@ -81,15 +86,30 @@ class Instrument:
             return self._settings.get(c, {}).get(key)
 
     def apply(self, op: str, *args: object) -> object:
-        """Send one control operation; update the cache from the confirmed value."""
+        """Send one control operation; update the cache from the confirmed value.
+
+        Returns once the change is in effect for every measurement: the tagger names
+        the stream time from which its tags carry it (``effective_ps``), and this waits
+        until the service has processed the stream that far. A measurement started
+        afterwards (or after :meth:`sync`, which is a no-op operation) sees no tag made
+        with the old settings, however far behind real time the stream runs.
+        """
         if args:
             self.check_channel(args[0])
-        result = self.service.link.request(op, *args)
+        reply = self.service.link.request_reply(op, *args)
+        result = reply.get("result")
         key = _OP_KEYS.get(op)
         if key is not None:
             with self._lock:
                 self._settings.setdefault(int(args[0]), {})[key] = result
                 self.version += 1
+        effective = reply.get("effective_ps")
+        known = isinstance(effective, int) and not isinstance(effective, bool)
+        if known and not self.service.wait_delivered(effective, self.effect_timeout):
+            raise TimeoutError(
+                f"{op}: the tagger applied it, but the tag stream did not reach the "
+                f"change within {self.effect_timeout:g} s (the server is behind: see "
+                "BACKLOG and STATUS)")
         return result
 
     def make_engine_tagger(self):

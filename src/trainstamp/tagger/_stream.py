@@ -83,6 +83,10 @@ class TaggerLink:
 
     def request(self, op: str, *args: object) -> object:
         """Run one control operation on the tagger; ValueError if it refuses."""
+        return self.request_reply(op, *args).get("result")
+
+    def request_reply(self, op: str, *args: object) -> dict:
+        """:meth:`request`, returning the whole reply (``effective_ps`` included)."""
         sock = self._sock
         if sock is None or not self.connected:
             raise ConnectionError(f"tagger at {self.uri} is not connected")
@@ -102,7 +106,7 @@ class TaggerLink:
         reply = box[0]
         if not reply.get("ok"):
             raise ValueError(str(reply.get("error", "tagger refused the request")))
-        return reply.get("result")
+        return reply
 
     def _run(self) -> None:
         delay = self.backoff_initial
@@ -190,6 +194,9 @@ class TagService:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
         self._waiting: list[tuple[np.ndarray, int, int]] = []  # blocks waiting for markers
         self._resolved: list[tuple[int, int]] = []
+        # Stream time (the service's, rebased) up to which every sink has processed.
+        self.delivered_ps = -(1 << 62)
+        self._delivered = threading.Condition()
         # A tagger that restarts (or reconnects) begins its clock again near 0: its tags
         # are shifted to continue after the stream's end (see _rebase).
         self._rebase_next = False
@@ -407,6 +414,30 @@ class TagService:
         st.last_end_ps = end
         with self._sink_lock:
             sinks = list(self._sinks)
+        try:
+            self._process_sinks(sinks, tags, engine_ids, end)
+        finally:
+            with self._delivered:
+                self.delivered_ps = end
+                self._delivered.notify_all()
+
+    def wait_delivered(self, tagger_ps: int, timeout: float) -> bool:
+        """Wait until every sink has processed the stream up to ``tagger_ps``.
+
+        ``tagger_ps`` is on the tagger's own clock (as in a control reply's
+        ``effective_ps``). True once there; False after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._delivered:
+            while self.delivered_ps < tagger_ps + self._offset_ps:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._delivered.wait(left)
+        return True
+
+    def _process_sinks(self, sinks, tags: np.ndarray, engine_ids: np.ndarray, end: int) -> None:
+        st = self.stats
         for sink in sinks:
             try:
                 sink.process(tags, engine_ids, end_time=end)
