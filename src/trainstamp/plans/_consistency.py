@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trainstamp.plans._stamp import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
+from trainstamp.trainid import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 
 __all__ = ["StreamTrains", "TrainConsistency", "check_train_consistency", "train_consistency"]
 

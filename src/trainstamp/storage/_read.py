@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
+from trainstamp.trainid import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 
 __all__ = ["find_runs", "last_run", "read_train_ids", "train_id_problems"]
 
@@ -47,7 +47,7 @@ def read_train_ids(run: Any, stream: str = "primary") -> np.ndarray:
 def train_id_problems(train_ids: Any, statuses: Any = None) -> list[str]:
     """What is wrong with a sequence of event train IDs; empty if nothing.
 
-    Checks: at least one event, no :data:`~trainstamp.plans.NO_TRAIN_ID` or 0, strictly
+    Checks: at least one event, no :data:`~trainstamp.trainid.NO_TRAIN_ID` or 0, strictly
     increasing, and (if ``statuses`` are given) every status ``OK`` or ``EXACT``.
     """
     ids = np.asarray(train_ids, dtype=np.int64)
