@@ -7,7 +7,8 @@
    the detector (one frame per train) and the tagger (correlation and count rate over one
    whole train per event), the RunEngine writing to the catalog.
 3. Read the run back from the embedded catalog (``--data-dir``).
-4. Check that the train IDs line up (:func:`check_alignment`).
+4. Check that the train IDs line up (:func:`trainstamp.storage.check_alignment` for the
+   scan, :func:`trainstamp.storage.check_train_consistency` for the fly run).
 5. Print a summary.
 6. Save PNG plots into ``--out``: a detector frame, the g2 histogram, and the per-train
    counts against train ID.
@@ -24,9 +25,8 @@ import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,10 @@ from trainstamp.beamline import (
 )
 from trainstamp.config import BeamlineConfig, client_env
 
-__all__ = ["Alignment", "check_alignment", "main"]
+if TYPE_CHECKING:
+    from trainstamp.storage import Alignment
+
+__all__ = ["main"]
 
 #: How long the demo waits for the devices to connect and the first tick (s).
 CONNECT_TIMEOUT = 30.0
@@ -64,116 +67,6 @@ def _count(option: str, limit: int):
         return int(text)
 
     return parse
-
-
-# --- the check ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """What :func:`check_alignment` found: the problems (empty if none) and the facts."""
-
-    problems: list[str]
-    facts: list[str]
-
-
-def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Mapping[str, Any],
-                    *, ts: str, det: str, tagger: str, slots: Sequence[str],
-                    file_train_ids: Any = None, n_trains: int = 1) -> Alignment:
-    """Check that the train IDs of a stored run of all three devices line up.
-
-    ``data`` maps data keys to per-event arrays (a primary stream read back). The event
-    at index ``i`` read the TimeServer tick ``R[i]`` (``<ts>_train_id``); its devices
-    were triggered after a train later than ``R[i-1]`` began and read after ``R[i]``, so
-    every train a device reports for event ``i`` must lie in ``(R[i-1], R[i]]`` (for the
-    first event ``[train_id_start, R[0]]``). Exactly:
-
-    - the event ``train_id`` keeps the contract (increasing, no invalid ID), and equals the
-      detector's packet-header ID where its status is ``EXACT``, else the tick ``R[i]``;
-    - the detector frame ID (``<det>_train_id``) lies in the window, and equals the ID the
-      detector wrote into its HDF5 file for that frame (``file_train_ids``);
-    - each tagger slot covers exactly ``n_trains`` trains (``last - first + 1``), all
-      slots cover the same trains, those lie in the window, and the first is the
-      detector frame's train (both start at the train in force when triggered);
-    - ``train_id_start`` / ``train_id_end`` in the start / stop documents bracket them all.
-    """
-    from trainstamp.storage import train_id_problems
-
-    problems: list[str] = []
-    facts: list[str] = []
-    stamp = np.asarray(data["train_id"]).astype(np.int64)
-    status = np.asarray(data["train_id_status"]).astype(str)
-    ticks = np.asarray(data[f"{ts}_train_id"]).astype(np.int64)
-    frames = np.asarray(data[f"{det}_train_id"]).astype(np.int64)
-    n = len(stamp)
-    problems += [f"event train_id: {p}" for p in train_id_problems(stamp, status)]
-    if problems:
-        return Alignment(problems, facts)
-    exact = status == "EXACT"
-    expected = np.where(exact, frames, ticks)
-    if (wrong := np.flatnonzero(stamp != expected)).size:
-        problems.append(f"event train_id differs from the detector's exact ID (EXACT) or the "
-                        f"TimeServer tick at events {wrong[:10].tolist()}")
-    facts.append(f"event train_id: {int(exact.sum())} of {n} EXACT from the detector headers")
-
-    t0 = start.get("train_id_start")
-    lower = np.concatenate([[t0 if isinstance(t0, int) and t0 > 0 else 1], ticks[:-1] + 1])
-    upper = ticks
-
-    def within(name: str, first: np.ndarray, last: np.ndarray) -> None:
-        bad = np.flatnonzero((first < lower) | (last > upper) | (first <= 0))
-        if bad.size:
-            i = int(bad[0])
-            problems.append(f"{name}: {bad.size} events outside their TimeServer window, first "
-                            f"event {i}: trains {int(first[i])}..{int(last[i])} not within "
-                            f"{int(lower[i])}..{int(upper[i])}")
-
-    within(f"{det} frame", frames, frames)
-    if file_train_ids is not None:
-        in_file = np.asarray(file_train_ids).astype(np.int64)
-        if in_file.shape != frames.shape or (in_file != frames).any():
-            problems.append(f"{det}: train IDs in the HDF5 file {in_file[:10].tolist()} differ "
-                            f"from the events' {frames[:10].tolist()}")
-        else:
-            facts.append(f"{det}: {n} frame IDs equal to those in the HDF5 file")
-    spans = {}
-    for slot in slots:
-        first = np.asarray(data[f"{tagger}_{slot}_first_train_id"]).astype(np.int64)
-        last = np.asarray(data[f"{tagger}_{slot}_last_train_id"]).astype(np.int64)
-        spans[slot] = (first, last)
-        if (bad := np.flatnonzero(last - first + 1 != n_trains)).size:
-            problems.append(f"{tagger}.{slot}: {bad.size} events do not cover exactly "
-                            f"{n_trains} train(s), e.g. {int(first[bad[0]])}..{int(last[bad[0]])}")
-        # The tagger starts at the train in force when it was triggered, as the detector
-        # does: both report the same first train.
-        within(f"{tagger}.{slot}", first, last)
-        if (off := np.flatnonzero(first != frames)).size:
-            i = int(off[0])
-            problems.append(f"{tagger}.{slot}: {off.size} events start at another train than "
-                            f"the detector frame, first event {i}: tagger {int(first[i])}, "
-                            f"detector {int(frames[i])}")
-        if (overlap := np.flatnonzero(first[1:] <= last[:-1])).size:
-            problems.append(f"{tagger}.{slot}: events {overlap[:10].tolist()} and the next "
-                            "cover a train twice")
-    ref_first, ref_last = spans[slots[0]]
-    for slot in slots[1:]:
-        if (spans[slot][0] != ref_first).any() or (spans[slot][1] != ref_last).any():
-            problems.append(f"{tagger}: slots {slots[0]} and {slot} cover different trains")
-    offsets = sorted(set((ref_first - frames).tolist()))
-    facts.append(f"every device's trains within its event's TimeServer window; tagger first "
-                 f"train - detector frame train: {offsets}")
-
-    t1 = stop.get("train_id_end")
-    everything = np.concatenate([stamp, frames, ref_first, ref_last, ticks])
-    if not isinstance(t0, int) or t0 > everything.min():
-        problems.append(f"train_id_start {t0!r} does not precede the run's first train "
-                        f"{int(everything.min())}")
-    if not isinstance(t1, int) or t1 < everything.max():
-        problems.append(f"train_id_end {t1!r} is before the run's last train "
-                        f"{int(everything.max())}")
-    if stop.get("exit_status") != "success":
-        problems.append(f"run exit status {stop.get('exit_status')!r}")
-    return Alignment(problems, facts)
 
 
 # --- plots ------------------------------------------------------------------------------
@@ -329,9 +222,15 @@ def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> in
     from ophyd import EpicsSignal
 
     from trainstamp.detector._capture import read_capture
-    from trainstamp.plans import check_train_consistency, train_fly, train_scan
+    from trainstamp.plans import train_fly, train_scan
     from trainstamp.session import make_devices
-    from trainstamp.storage import StorageConfig, catalog, subscribe
+    from trainstamp.storage import (
+        StorageConfig,
+        catalog,
+        check_alignment,
+        check_train_consistency,
+        subscribe,
+    )
 
     storage = StorageConfig.resolve(args.data_dir)
     out = Path(args.out).expanduser().resolve()
