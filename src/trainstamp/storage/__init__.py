@@ -4,8 +4,8 @@
   run catalog (embedded SQLite + DuckDB in a data directory, or a server).
 - :func:`make_writer` / :func:`subscribe`: ``TiledWriter`` for a RunEngine, optionally
   stamping the run-end train ID into stop documents.
-- :func:`last_run`, :func:`find_runs`, :func:`read_train_ids`: find runs (by train ID)
-  and read them back.
+- :func:`last_run`, :func:`find_runs`, :func:`read_stream`, :func:`read_train_ids`:
+  find runs (by train ID) and read them back.
 - :func:`train_id_problems`, :func:`train_consistency` / :func:`check_train_consistency`,
   :func:`check_alignment`: the one checker of stored runs (one stream keeps the
   train-ID contract; the streams of a run name the same trains; a step scan's devices
@@ -53,7 +53,7 @@ from trainstamp.storage._check import (
     train_id_problems,
 )
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
-from trainstamp.storage._read import find_runs, last_run, read_train_ids
+from trainstamp.storage._read import find_runs, last_run, read_stream, read_train_ids
 from trainstamp.storage._replay import ReplayResult, replay, replay_all
 from trainstamp.storage._spool import SpoolingWriter
 from trainstamp.storage._spool_file import SpoolError, pending_spools, read_spool
@@ -82,6 +82,7 @@ __all__ = [
     "open_catalog",
     "pending_spools",
     "read_spool",
+    "read_stream",
     "read_train_ids",
     "replay",
     "replay_all",

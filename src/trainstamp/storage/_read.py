@@ -1,17 +1,18 @@
-"""Read stored runs back: find them by train ID, and read their train-ID column.
+"""Read stored runs back: find them by train ID, read a stream or its train-ID column.
 
 The checks of what was read are in :mod:`trainstamp.storage._check`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from trainstamp.trainid import TRAIN_ID_KEY
 
-__all__ = ["find_runs", "last_run", "read_train_ids"]
+__all__ = ["find_runs", "last_run", "read_stream", "read_train_ids"]
 
 
 def last_run(client: Any) -> Any:
@@ -45,3 +46,14 @@ def read_train_ids(run: Any, stream: str = "primary") -> np.ndarray:
         raise KeyError(f"stream {stream!r} of run {run.metadata['start']['uid']} has no "
                        f"{TRAIN_ID_KEY!r} data key")
     return np.asarray(data[TRAIN_ID_KEY].values).astype(np.int64)
+
+
+def read_stream(stream: Any, skip: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every data key of a stored event stream as a numpy array (one row per event).
+
+    Read key by key: the stream's ``read()`` turns small fixed-size arrays (a count per
+    channel) into strings, and a key called ``ts_<k>`` would be taken for the timestamps
+    of ``k``. External arrays (detector images) are read too; ``skip`` leaves keys out.
+    """
+    keys = stream.metadata["data_keys"]
+    return {key: np.asarray(stream[key].read()) for key in keys if key not in skip}
