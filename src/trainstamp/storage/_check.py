@@ -2,16 +2,13 @@
 
 Three questions, each built on the one before:
 
-- :func:`train_id_problems`: do the event train IDs of one stream keep the contract of
-  :mod:`trainstamp.trainid` (at least one event, no missing ID, strictly increasing,
-  every status trusted)?
+- :func:`train_id_problems`: do one stream's event train IDs keep the contract of
+  :mod:`trainstamp.trainid` (events, no missing ID, strictly increasing, trusted)?
 - :func:`train_consistency` (arrays) / :func:`check_train_consistency` (a stored run):
   do the streams of a run (a fly run's detector frames, tagger marker trains and
-  TimeServer ticks) each miss and repeat no train, and hold the same trains where their
-  spans overlap?
-- :func:`check_alignment`: in a step-scan run of all three devices (one event per
-  TimeServer tick), does every train each device reports lie in the window of its
-  event's tick, and do the start and stop documents bracket them?
+  TimeServer ticks) each miss and repeat no train, and agree where their spans overlap?
+- :func:`check_alignment`: in a step scan of all three devices, does every train a
+  device reports lie in its event's TimeServer window, within the run's start and stop?
 
 An ID is trusted when it is above 0 and its status is one of
 :data:`~trainstamp.trainid.TRUSTED_STATUSES`; every check uses that one rule.
@@ -333,7 +330,6 @@ def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Map
     status = np.asarray(data[TRAIN_ID_STATUS_KEY]).astype(str)
     ticks = np.asarray(data[f"{ts}_{TRAIN_ID_KEY}"]).astype(np.int64)
     frames = np.asarray(data[f"{det}_{TRAIN_ID_KEY}"]).astype(np.int64)
-    n = len(stamp)
     problems += [f"event train_id: {p}" for p in train_id_problems(stamp, status)]
     if problems:
         return Alignment(problems, facts)
@@ -342,19 +338,19 @@ def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Map
     if (wrong := np.flatnonzero(stamp != expected)).size:
         problems.append(f"event train_id differs from the detector's exact ID (EXACT) or the "
                         f"TimeServer tick at events {wrong[:10].tolist()}")
-    facts.append(f"event train_id: {int(exact.sum())} of {n} EXACT from the detector headers")
+    facts.append(f"event train_id: {int(exact.sum())} of {stamp.size} EXACT from the detector headers")
 
     t0 = start.get(TRAIN_ID_START_KEY)
+    # The window of event i: after the previous tick, up to its own (R[i]).
     lower = np.concatenate([[t0 if isinstance(t0, int) and t0 > 0 else 1], ticks[:-1] + 1])
-    upper = ticks
 
     def within(name: str, first: np.ndarray, last: np.ndarray) -> None:
-        bad = np.flatnonzero((first < lower) | (last > upper) | _without_id(first))
+        bad = np.flatnonzero((first < lower) | (last > ticks) | _without_id(first))
         if bad.size:
             i = int(bad[0])
             problems.append(f"{name}: {bad.size} events outside their TimeServer window, first "
                             f"event {i}: trains {int(first[i])}..{int(last[i])} not within "
-                            f"{int(lower[i])}..{int(upper[i])}")
+                            f"{int(lower[i])}..{int(ticks[i])}")
 
     within(f"{det} frame", frames, frames)
     if file_train_ids is not None:
@@ -363,7 +359,7 @@ def check_alignment(data: Mapping[str, Any], start: Mapping[str, Any], stop: Map
             problems.append(f"{det}: train IDs in the HDF5 file {in_file[:10].tolist()} differ "
                             f"from the events' {frames[:10].tolist()}")
         else:
-            facts.append(f"{det}: {n} frame IDs equal to those in the HDF5 file")
+            facts.append(f"{det}: {frames.size} frame IDs equal to those in the HDF5 file")
     spans = {}
     for slot in slots:
         first = np.asarray(data[f"{tagger}_{slot}_first_train_id"]).astype(np.int64)
