@@ -120,8 +120,8 @@ def fly_run(pool, period_ms: float, n_trains: int, keep: Path | None,
     from acquisition_stack import CLICK_CHANNEL, acquisition_stack, connect_devices
     from bluesky import RunEngine
 
-    from trainstamp.plans import check_train_consistency, train_fly
-    from trainstamp.storage import catalog, last_run, subscribe
+    from trainstamp.plans import train_fly
+    from trainstamp.storage import catalog, check_train_consistency, last_run, subscribe
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-acq-")) if keep is None else keep
     data = tmp / "data"

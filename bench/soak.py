@@ -5,7 +5,7 @@ ports), every run goes into an embedded Tiled catalog, and ``train_fly`` with th
 detector (external trigger), the tagger (counts per train) and the TimeServer's ticks
 runs back to back for ``--minutes``, its ticks from the TimeServer's broadcaster (the
 lossless record; the CA monitor may skip an update on a busy client). Each run is read back and checked train by train
-against the TimeServer's ticks (:func:`trainstamp.plans.check_train_consistency`).
+against the TimeServer's ticks (:func:`trainstamp.storage.check_train_consistency`).
 
 Figures:
 
@@ -92,9 +92,9 @@ def main(argv: list[str]) -> int:
 
     from bluesky import RunEngine
 
-    from trainstamp.plans import check_train_consistency, train_fly
+    from trainstamp.plans import train_fly
     from trainstamp.session import make_devices
-    from trainstamp.storage import catalog, subscribe
+    from trainstamp.storage import catalog, check_train_consistency, subscribe
     from trainstamp.testing import wait_until
 
     root = Path(tempfile.mkdtemp(prefix="trainstamp-soak-"))

@@ -5,36 +5,33 @@
   acquisition, collected in event pages as it goes; :func:`g2_delay_scan`: g2 against a
   tagger input delay.
 - :func:`check_train_consistency` / :func:`train_consistency`: detector frames, tagger
-  marker trains and TimeServer ticks of a run name the same trains.
+  marker trains and TimeServer ticks of a run name the same trains (the checker of
+  :mod:`trainstamp.storage`, re-exported here).
 - :func:`wait_for_train`, :func:`one_train`: plan stubs.
 - :class:`TrainStamp`, :func:`stamp_wrapper`, :func:`stamp_decorator`,
   :class:`StopStamper`: the stamping contract (``train_id`` in every event,
   ``train_id_start`` in the start document, ``train_id_end`` in the stop document), for
-  these plans and any other bluesky plan.
+  these plans and any other bluesky plan. The contract itself (keys, statuses,
+  :data:`NO_TRAIN_ID`, :class:`StopStamper`) is :mod:`trainstamp.trainid`; its
+  :data:`TRAIN_ID_KEY`, :data:`TRAIN_ID_STATUS_KEY`, :data:`NO_TRAIN_ID` and
+  :class:`StopStamper` are re-exported here.
 """
 
 from trainstamp.plans._collectors import FrameCollector, MarkerCountCollector, TickCollector
-from trainstamp.plans._consistency import (
+from trainstamp.plans._exact import ExactTrainId
+from trainstamp.plans._science import g2_delay_scan
+from trainstamp.plans._stamp import TrainStamp, stamp_decorator, stamp_wrapper
+from trainstamp.plans._stubs import one_train, wait_for_train
+from trainstamp.plans._train_count import train_count
+from trainstamp.plans._train_fly import train_fly
+from trainstamp.plans._train_scan import train_scan
+from trainstamp.storage._check import (
     StreamTrains,
     TrainConsistency,
     check_train_consistency,
     train_consistency,
 )
-from trainstamp.plans._exact import ExactTrainId
-from trainstamp.plans._science import g2_delay_scan
-from trainstamp.plans._stamp import (
-    NO_TRAIN_ID,
-    TRAIN_ID_KEY,
-    TRAIN_ID_STATUS_KEY,
-    StopStamper,
-    TrainStamp,
-    stamp_decorator,
-    stamp_wrapper,
-)
-from trainstamp.plans._stubs import one_train, wait_for_train
-from trainstamp.plans._train_count import train_count
-from trainstamp.plans._train_fly import train_fly
-from trainstamp.plans._train_scan import train_scan
+from trainstamp.trainid import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY, StopStamper
 
 __all__ = [
     "NO_TRAIN_ID",

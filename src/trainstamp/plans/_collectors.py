@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from ophyd.status import Status
 
-from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 from trainstamp.timing import suspenders
+from trainstamp.trainid import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 
 __all__ = ["FrameCollector", "MarkerCountCollector", "TickCollector"]
 

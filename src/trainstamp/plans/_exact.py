@@ -15,11 +15,17 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
+from trainstamp.trainid import (
+    EXACT,
+    INVALID,
+    NO_TRAIN_ID,
+    STATUSES,
+    TRAIN_ID_KEY,
+    TRAIN_ID_STATUS_KEY,
+)
 
 __all__ = ["ExactTrainId", "exact_train_id_of", "exact_stamp_for", "has_exact_ids"]
 
-EXACT = "EXACT"
 _EXACT_STAMPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -102,7 +108,7 @@ class ExactTrainId:
         self._value = NO_TRAIN_ID if train_id is None else int(train_id)
 
     def read(self) -> dict[str, dict[str, Any]]:
-        status = "INVALID" if self._value == NO_TRAIN_ID else EXACT
+        status = INVALID if self._value == NO_TRAIN_ID else EXACT
         return {
             TRAIN_ID_KEY: {"value": self._value, "timestamp": self._timestamp},
             TRAIN_ID_STATUS_KEY: {"value": status, "timestamp": self._timestamp},
@@ -113,7 +119,7 @@ class ExactTrainId:
         return {
             TRAIN_ID_KEY: {"source": source, "dtype": "integer", "dtype_numpy": "<i8", "shape": []},
             TRAIN_ID_STATUS_KEY: {"source": source, "dtype": "string", "shape": [],
-                                  "choices": ["OK", "STALE", "INVALID", EXACT]},
+                                  "choices": list(STATUSES)},
         }
 
     def read_configuration(self) -> dict[str, dict[str, Any]]:

@@ -1,37 +1,19 @@
-"""The train-ID stamping contract, as reusable pieces.
+"""The plan side of the train-ID stamping contract (:mod:`trainstamp.trainid`).
 
-Every Event that trainstamp writes has a data key named ``train_id``. The Event schema
-allows no extra top-level fields, so the ID is a reading in the event, next to a
-``train_id_status`` reading that says how far to trust it:
-
-========================  ==========================================================
-``train_id_status``       ``train_id``
-========================  ==========================================================
-``"OK"``                  the train ID in force when the event was read
-``"STALE"``               interpolated across ``stale_after`` or more missed ticks, or
-                          taken while the TimeServer was not ON, its ``ID`` in
-                          alarm or disconnected: a best guess, never OK
-``"INVALID"``             :data:`NO_TRAIN_ID` (-1): no tick seen yet; never 0
-``"EXACT"``               reserved for devices that know their train (packet headers)
-========================  ==========================================================
-
-The pieces:
+The contract (keys, statuses, :data:`~trainstamp.trainid.NO_TRAIN_ID`) and the run-end
+stamp (:class:`~trainstamp.trainid.StopStamper`, around the storage writer) live in
+:mod:`trainstamp.trainid`, below both the plans and the storage. Here are the pieces a
+plan needs to keep it:
 
 - :class:`TrainStamp` is a Readable that interpolates the train ID at read time from a
   :class:`~trainstamp.timing.device.TimeServer`, whose ``train_id_at`` also judges the
-  TimeServer's health (see the table). Its configuration is the TimeServer's, so each
-  descriptor that holds a stamp carries the TimeServer configuration.
+  TimeServer's health (OK, STALE or INVALID). Its configuration is the TimeServer's, so
+  each descriptor that holds a stamp carries the TimeServer configuration.
 - :func:`stamp_wrapper` / :func:`stamp_decorator` make any plan keep the contract: they
   read the stamp into every event bundle that does not already hold a ``train_id``
   reading (a device that knows its exact train, such as a detector reading its packet
   headers, provides ``train_id`` itself and is left alone), and they put
   ``train_id_start`` / ``train_id_start_status`` into the start document.
-- :class:`StopStamper` wraps a document callback (the storage writer) and adds
-  ``train_id_end`` / ``train_id_end_status`` to the stop document, interpolated at the
-  stop document's time. The RunEngine composes the stop document itself, so this is the
-  only place an extra key can go in.
-
-In the start and stop documents an INVALID ID is ``None`` (JSON null), never 0.
 """
 
 from __future__ import annotations
@@ -44,24 +26,16 @@ from bluesky import preprocessors as bpp
 from bluesky.utils import Msg, make_decorator
 
 from trainstamp.timing._core import Stamp, StampStatus
+from trainstamp.trainid import (
+    STATUSES,
+    TRAIN_ID_KEY,
+    TRAIN_ID_START_KEY,
+    TRAIN_ID_STATUS_KEY,
+    document_stamp,
+    event_train_id,
+)
 
-__all__ = [
-    "NO_TRAIN_ID",
-    "TRAIN_ID_KEY",
-    "TRAIN_ID_STATUS_KEY",
-    "StopStamper",
-    "TrainStamp",
-    "stamp_decorator",
-    "stamp_wrapper",
-]
-
-#: The data key every trainstamp Event carries.
-TRAIN_ID_KEY = "train_id"
-#: Its companion: "OK", "STALE", "INVALID" (or "EXACT" from devices that know their train).
-TRAIN_ID_STATUS_KEY = "train_id_status"
-#: The value of ``train_id`` in an event when there is no train ID (status INVALID).
-#: Train IDs are unsigned, so -1 can never be mistaken for one; 0 is never used.
-NO_TRAIN_ID = -1
+__all__ = ["TrainStamp", "stamp_decorator", "stamp_wrapper"]
 
 
 class TrainStamp:
@@ -115,7 +89,7 @@ class TrainStamp:
             },
             TRAIN_ID_STATUS_KEY: {
                 "source": source, "dtype": "string", "shape": [],
-                "choices": [s.name for s in StampStatus] + ["EXACT"],
+                "choices": list(STATUSES),
             },
         }
 
@@ -127,16 +101,6 @@ class TrainStamp:
 
     def __repr__(self) -> str:
         return f"TrainStamp({self.timeserver.name!r}, name={self.name!r})"
-
-
-def event_train_id(stamp: Stamp) -> int:
-    """The ``train_id`` event value for ``stamp``: the ID, or :data:`NO_TRAIN_ID`."""
-    return NO_TRAIN_ID if stamp.train_id is None else int(stamp.train_id)
-
-
-def document_stamp(stamp: Stamp, key: str) -> dict[str, Any]:
-    """``{key: id or None, key_status: name}`` for a start or stop document."""
-    return {key: stamp.train_id, f"{key}_status": stamp.status.name}
 
 
 def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any, Any]:
@@ -173,7 +137,8 @@ def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any,
 
     def open_run(msg: Msg):
         reading = yield Msg("read", stamp)
-        md = {**msg.kwargs, **document_stamp(_stamp_from_reading(reading, stamp), "train_id_start")}
+        start = document_stamp(_stamp_from_reading(reading, stamp), TRAIN_ID_START_KEY)
+        md = {**msg.kwargs, **start}
         return (yield msg._replace(kwargs=md))
 
     def declare_stream(msg: Msg):
@@ -195,7 +160,7 @@ def stamp_wrapper(plan: Iterable[Msg], stamp: TrainStamp) -> Generator[Msg, Any,
         return (yield msg)
 
     def msg_proc(msg: Msg):
-        if msg.command == "open_run" and "train_id_start" not in msg.kwargs:
+        if msg.command == "open_run" and TRAIN_ID_START_KEY not in msg.kwargs:
             return open_run(msg), None
         if (msg.command == "declare_stream" and not msg.kwargs.get("collect", False)
                 and stamp not in msg.args):
@@ -243,27 +208,3 @@ def _stamp_from_reading(reading: Any, stamp: TrainStamp) -> Stamp:
         # No reading came back (e.g. a simulated RunEngine): ask the stamp directly.
         return stamp.stamp()
     return Stamp(None if status is StampStatus.INVALID else int(value), status)
-
-
-class StopStamper:
-    """A document callback that adds the run-end train ID to stop documents.
-
-    Wrap the storage writer with it: ``RE.subscribe(StopStamper(writer, timeserver))``.
-    Each stop document is copied and gets ``train_id_end`` and ``train_id_end_status``,
-    interpolated by ``timeserver.train_id_at`` at the document's ``time``; every other
-    document passes through untouched.
-    """
-
-    def __init__(self, callback: Callable[[str, dict], Any], timeserver: Any) -> None:
-        self.callback = callback
-        self.timeserver = timeserver
-
-    def __call__(self, name: str, doc: dict) -> Any:
-        if name == "stop" and "train_id_end" not in doc:
-            stamp = self.timeserver.train_id_at(t_ns=round(doc["time"] * 1e9))
-            doc = {**doc, **document_stamp(stamp, "train_id_end")}
-        return self.callback(name, doc)
-
-    def __getattr__(self, attr: str) -> Any:
-        # Let callers still reach the writer's own API through the wrapper.
-        return getattr(self.callback, attr)

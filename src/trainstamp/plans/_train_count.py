@@ -11,8 +11,9 @@ from bluesky import preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
-from trainstamp.plans._stamp import TRAIN_ID_KEY, TrainStamp, stamp_wrapper
+from trainstamp.plans._stamp import TrainStamp, stamp_wrapper
 from trainstamp.plans._stubs import one_train, wait_for_train
+from trainstamp.trainid import TRAIN_ID_KEY
 
 __all__ = ["train_count"]
 

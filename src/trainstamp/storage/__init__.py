@@ -4,9 +4,12 @@
   run catalog (embedded SQLite + DuckDB in a data directory, or a server).
 - :func:`make_writer` / :func:`subscribe`: ``TiledWriter`` for a RunEngine, optionally
   stamping the run-end train ID into stop documents.
-- :func:`last_run`, :func:`find_runs`, :func:`read_train_ids`,
-  :func:`train_id_problems`: find runs (by train ID), read them back and check their
-  train IDs.
+- :func:`last_run`, :func:`find_runs`, :func:`read_stream`, :func:`read_train_ids`:
+  find runs (by train ID) and read them back.
+- :func:`train_id_problems`, :func:`train_consistency` / :func:`check_train_consistency`,
+  :func:`check_alignment`: the one checker of stored runs (one stream keeps the
+  train-ID contract; the streams of a run name the same trains; a step scan's devices
+  report trains within each event's TimeServer window).
 - :func:`runs_with_train`, :func:`load_trains`, :func:`detector_frames`,
   :func:`tagger_data`, :func:`side_by_side`, :func:`merge_streams`, :func:`train_table`: analysis by train ID (xarray).
 - :func:`tiled_profile`, :func:`write_tiled_profile`: open the embedded catalog with
@@ -40,20 +43,34 @@ from trainstamp.storage._catalog import (
     open_catalog,
     subscribe,
 )
+from trainstamp.storage._check import (
+    Alignment,
+    StreamTrains,
+    TrainConsistency,
+    check_alignment,
+    check_train_consistency,
+    train_consistency,
+    train_id_problems,
+)
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
-from trainstamp.storage._read import find_runs, last_run, read_train_ids, train_id_problems
+from trainstamp.storage._read import find_runs, last_run, read_stream, read_train_ids
 from trainstamp.storage._replay import ReplayResult, replay, replay_all
 from trainstamp.storage._spool import SpoolingWriter
 from trainstamp.storage._spool_file import SpoolError, pending_spools, read_spool
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "Alignment",
     "CatalogInUse",
     "ReplayResult",
     "SpoolError",
     "SpoolingWriter",
     "StorageConfig",
+    "StreamTrains",
+    "TrainConsistency",
     "catalog",
+    "check_alignment",
+    "check_train_consistency",
     "close_catalog",
     "config_of",
     "detector_frames",
@@ -65,6 +82,7 @@ __all__ = [
     "open_catalog",
     "pending_spools",
     "read_spool",
+    "read_stream",
     "read_train_ids",
     "replay",
     "replay_all",
@@ -73,6 +91,7 @@ __all__ = [
     "subscribe",
     "tagger_data",
     "tiled_profile",
+    "train_consistency",
     "train_id_problems",
     "train_key_of",
     "train_table",

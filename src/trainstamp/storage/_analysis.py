@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from trainstamp.plans._stamp import TRAIN_ID_KEY
 from trainstamp.storage._config import StorageConfig
 from trainstamp.storage._read import find_runs
+from trainstamp.trainid import TRAIN_ID_KEY
 
 __all__ = [
     "detector_frames",

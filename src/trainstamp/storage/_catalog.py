@@ -8,7 +8,7 @@ URI (argument or ``TRAINSTAMP_TILED_URI``) the same API talks to a Tiled server.
 Documents are written by ``bluesky_tiled_plugins.TiledWriter``, behind a
 :class:`~trainstamp.storage._spool.SpoolingWriter` (every run also goes to a spool file
 until the catalog has it) and, when a TimeServer is given, a
-:class:`~trainstamp.plans.StopStamper`, so the stored stop document carries the run-end
+:class:`~trainstamp.trainid.StopStamper`, so the stored stop document carries the run-end
 train ID.
 
 One process at a time may write an embedded catalog: DuckDB locks its file for one
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainstamp.storage._config import StorageConfig
+from trainstamp.trainid import StopStamper
 
 __all__ = ["CatalogInUse", "catalog", "close_catalog", "make_writer", "open_catalog",
            "subscribe"]
@@ -203,7 +204,7 @@ def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None =
     client : tiled client
         From :func:`open_catalog`.
     timeserver : TimeServer, optional
-        If given, stop documents get ``train_id_end`` (:class:`~trainstamp.plans.StopStamper`).
+        If given, stop documents get ``train_id_end`` (:class:`~trainstamp.trainid.StopStamper`).
     batch_size : int, optional
         Events buffered before a write (TiledWriter's default if None). Use 1 to see
         events in the catalog while the run is going.
@@ -229,8 +230,6 @@ def make_writer(client: Any, *, timeserver: Any = None, batch_size: int | None =
                                 target=cfg.describe(), replay_args=cfg.replay_args())
     if timeserver is None:
         return writer
-    from trainstamp.plans._stamp import StopStamper
-
     return StopStamper(writer, timeserver)
 
 

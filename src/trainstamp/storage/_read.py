@@ -1,14 +1,18 @@
-"""Read stored runs back, and check their train IDs."""
+"""Read stored runs back: find them by train ID, read a stream or its train-ID column.
+
+The checks of what was read are in :mod:`trainstamp.storage._check`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from trainstamp.plans._stamp import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
+from trainstamp.trainid import TRAIN_ID_KEY
 
-__all__ = ["find_runs", "last_run", "read_train_ids", "train_id_problems"]
+__all__ = ["find_runs", "last_run", "read_stream", "read_train_ids"]
 
 
 def last_run(client: Any) -> Any:
@@ -44,30 +48,12 @@ def read_train_ids(run: Any, stream: str = "primary") -> np.ndarray:
     return np.asarray(data[TRAIN_ID_KEY].values).astype(np.int64)
 
 
-def train_id_problems(train_ids: Any, statuses: Any = None) -> list[str]:
-    """What is wrong with a sequence of event train IDs; empty if nothing.
+def read_stream(stream: Any, skip: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every data key of a stored event stream as a numpy array (one row per event).
 
-    Checks: at least one event, no :data:`~trainstamp.plans.NO_TRAIN_ID` or 0, strictly
-    increasing, and (if ``statuses`` are given) every status ``OK`` or ``EXACT``.
+    Read key by key: the stream's ``read()`` turns small fixed-size arrays (a count per
+    channel) into strings, and a key called ``ts_<k>`` would be taken for the timestamps
+    of ``k``. External arrays (detector images) are read too; ``skip`` leaves keys out.
     """
-    ids = np.asarray(train_ids, dtype=np.int64)
-    problems = []
-    if ids.size == 0:
-        return ["no events"]
-    bad = np.flatnonzero(ids <= 0)
-    if bad.size:
-        problems.append(f"{bad.size} events without a train ID (value {NO_TRAIN_ID} or 0) "
-                        f"at event indices {bad[:10].tolist()}")
-    steps = np.diff(ids)
-    not_up = np.flatnonzero(steps <= 0)
-    if not_up.size:
-        i = int(not_up[0])
-        problems.append(f"train_id not strictly increasing at {not_up.size} places, first "
-                        f"{int(ids[i])} -> {int(ids[i + 1])} at event {i + 1}")
-    if statuses is not None:
-        st = np.asarray(statuses).astype(str)
-        flagged = np.flatnonzero(~np.isin(st, ["OK", "EXACT"]))
-        if flagged.size:
-            problems.append(f"{flagged.size} events flagged in {TRAIN_ID_STATUS_KEY}: "
-                            f"{sorted(set(st[flagged].tolist()))}")
-    return problems
+    keys = stream.metadata["data_keys"]
+    return {key: np.asarray(stream[key].read()) for key in keys if key not in skip}

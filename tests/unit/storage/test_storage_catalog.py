@@ -19,7 +19,6 @@ from trainstamp.storage import (
     open_catalog,
     read_train_ids,
     subscribe,
-    train_id_problems,
 )
 from trainstamp.timing.device import TimeServer
 
@@ -140,23 +139,3 @@ def test_bad_tiled_uri_is_refused():
     with pytest.raises(ValueError, match="Tiled URI must start with http:// or https://, "
                                          "got 'ftp://x'"):
         StorageConfig.resolve(tiled_uri="ftp://x", environ={})
-
-
-@pytest.mark.parametrize(
-    ("ids", "statuses", "problem"),
-    [
-        ([], None, "no events"),
-        ([5, 6, 6], None, "not strictly increasing at 1 places, first 6 -> 6 at event 2"),
-        ([5, 4], None, "first 5 -> 4"),
-        ([-1, 5], None, "1 events without a train ID"),
-        ([0, 5], None, "1 events without a train ID"),
-        ([5, 6], ["OK", "STALE"], "1 events flagged in train_id_status: ['STALE']"),
-    ],
-)
-def test_train_id_problems(ids, statuses, problem):
-    assert any(problem in p for p in train_id_problems(ids, statuses)), \
-        train_id_problems(ids, statuses)
-
-
-def test_good_train_ids_have_no_problems():
-    assert train_id_problems([5, 6, 8], ["OK", "EXACT", "OK"]) == []
