@@ -13,7 +13,6 @@
   these plans and any other bluesky plan.
 """
 
-from trainstamp.plans._collectors import FrameCollector, MarkerCountCollector, TickCollector
 from trainstamp.plans._consistency import (
     StreamTrains,
     TrainConsistency,
@@ -41,11 +40,8 @@ __all__ = [
     "TRAIN_ID_KEY",
     "TRAIN_ID_STATUS_KEY",
     "ExactTrainId",
-    "FrameCollector",
-    "MarkerCountCollector",
     "StopStamper",
     "StreamTrains",
-    "TickCollector",
     "TrainConsistency",
     "TrainStamp",
     "check_train_consistency",

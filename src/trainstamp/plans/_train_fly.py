@@ -16,7 +16,9 @@ acquisition goes. Three collectors, one event stream each, one event per train:
   marker channel, so bin *k* is the *k*-th train of the window; it carries the first
   and last train it covers.
 
-The collectors live in :mod:`trainstamp.plans._collectors`.
+The collectors live with their subsystems (:mod:`trainstamp.timing._collector`,
+:mod:`trainstamp.detector._collector`, :mod:`trainstamp.tagger._collector`); their
+base is :mod:`trainstamp.plans._collectors`.
 
 Every stream's events carry ``train_id`` and ``train_id_status``; every descriptor
 carries the TimeServer configuration (each collector's configuration is the
@@ -32,7 +34,6 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
-from trainstamp.plans._collectors import FrameCollector, MarkerCountCollector, TickCollector
 from trainstamp.plans._stamp import TrainStamp, stamp_wrapper
 from trainstamp.plans._stubs import wait_for_train
 
@@ -94,6 +95,11 @@ def train_fly(
         raise ValueError(f"num_trains must be an integer >= 1, got {num_trains!r}")
     if not poll_period > 0:
         raise ValueError(f"poll_period must be > 0, got {poll_period!r}")
+    # The collectors live with their subsystems, which import this package.
+    from trainstamp.detector._collector import FrameCollector
+    from trainstamp.tagger._collector import MarkerCountCollector
+    from trainstamp.timing._collector import TickCollector
+
     detectors = list(detectors)
     stamp = stamp if stamp is not None else TrainStamp(timeserver)
     ticks = TickCollector(timeserver, num_trains, feed_uri=timeserver_feed)

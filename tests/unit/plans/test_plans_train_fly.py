@@ -11,7 +11,9 @@ from bluesky import RunEngine
 from ophyd.status import Status
 from plans_fakes import FIRST_ID
 
-from trainstamp.plans import MarkerCountCollector, StopStamper, TickCollector, train_fly
+from trainstamp.plans import StopStamper, train_fly
+from trainstamp.tagger import MarkerCountCollector
+from trainstamp.timing import TickCollector
 
 
 class Ticker:
