@@ -46,7 +46,16 @@ def page(columns: dict[str, list], times: list[float]) -> dict[str, Any]:
 
 
 class Collector:
-    """What every collector shares: name, TimeServer configuration, done status."""
+    """What every collector shares: name, TimeServer configuration, done status, and
+    its part of the plan's lifecycle.
+
+    ``kickoff`` (in the subclass) makes the done status that ``complete`` returns; the
+    subclass finishes it when its stream has all its trains, or fails it with the
+    reason. ``stage`` prepares (nothing by default) and ``unstage`` cleans up after any
+    ending, so a plan only stages and unstages a collector: a status still pending
+    then fails ("plan ended") and :meth:`close` releases what the collector holds
+    (monitors, files, connections).
+    """
 
     parent = None
 
@@ -72,3 +81,15 @@ class Collector:
                 self._done.set_finished()
             else:
                 self._done.set_exception(exc)
+
+    def stage(self) -> list[Any]:
+        return [self]
+
+    def unstage(self) -> list[Any]:
+        """Fail a pending ``complete`` ("plan ended") and :meth:`close`."""
+        self._finish(RuntimeError(f"{self.name}: plan ended"))
+        self.close()
+        return [self]
+
+    def close(self) -> None:
+        """Release what the collector holds; it can be staged again afterwards."""

@@ -161,18 +161,11 @@ def train_fly(
 
     def cleanup() -> MsgGenerator[None]:
         yield from bps.stop(timeserver)
-        for _, c in collectors:
-            if not (c._done is not None and c._done.done):
-                c._finish(RuntimeError(f"{c.name}: plan ended"))
-            close = getattr(c, "close", None)
-            if close is not None:
-                close()
-            if isinstance(c, TickCollector):
-                c._stop_monitor()
 
     # The ticks first: they must cover every train the detectors and the tagger record.
-    staged_objs = [ticks, *detectors,
-                   *(c for _, c in collectors if c is not ticks and hasattr(c, "stage"))]
+    # Unstaged in reverse, whatever ended the plan: each collector's unstage fails its
+    # pending status and releases its monitor, file or connection; the ticks go last.
+    staged_objs = [ticks, *detectors, *(c for _, c in collectors if c is not ticks)]
 
     @bpp.stage_decorator(staged_objs)
     @bpp.finalize_decorator(cleanup)

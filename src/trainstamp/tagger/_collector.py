@@ -83,10 +83,6 @@ class MarkerCountCollector(Collector):
         self._measurement.stop()
         return [self]
 
-    def unstage(self) -> list[Any]:
-        self.close()
-        return [self]
-
     def kickoff(self) -> Status:
         if self._measurement is None:
             self.stage()

@@ -167,7 +167,9 @@ class TickCollector(Collector):
         return [self]
 
     def unstage(self) -> list[Any]:
-        self._stop_monitor()
+        """Fail a fly still pending, stop the monitor (or feed) and its watchdog, and
+        let the TimeServer's suspenders judge it again."""
+        super().unstage()
         if self._holding:
             self._holding = False
             suspenders.release(self.timeserver)
@@ -195,6 +197,9 @@ class TickCollector(Collector):
     def stop(self, *, success: bool = False) -> None:
         self._stop_monitor()
         self._finish(None if success else RuntimeError(f"{self.name} stopped"))
+
+    def close(self) -> None:
+        self._stop_monitor()
 
     def describe_collect(self) -> dict[str, Any]:
         source = f"{self.timeserver.name}:tick" if self.feed_uri is None else self.feed_uri
