@@ -8,6 +8,7 @@ their train IDs from these ticks (the tagger's bins) or are checked against them
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +20,14 @@ from ophyd.status import Status
 from trainstamp.plans._collectors import Collector, id_keys, page
 from trainstamp.plans._stamp import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 from trainstamp.timing import suspenders
+from trainstamp.timing.feed import TrainFeed
 
 __all__ = ["TickCollector"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds ``stage`` waits for the broadcaster to accept the connection.
+FEED_CONNECT_TIMEOUT = 5.0
 
 
 class TickCollector(Collector):
@@ -46,13 +53,19 @@ class TickCollector(Collector):
     timeout : float
         Seconds without a tick after which ``complete`` fails.
     feed_uri : str, optional
-        ``tcp://host:port`` of the TimeServer's broadcaster.
+        ``tcp://host:port`` of the TimeServer's broadcaster (as its IOC publishes it in
+        ``BROADCAST_URI``: :meth:`~trainstamp.timing.device.TimeServer.collector`).
+    feed_fallback : bool
+        If the broadcaster cannot be reached at ``stage``, take the ticks from the CA
+        monitor (with a warning; ``feed_uri`` is then None) rather than fail.
     """
 
     def __init__(self, timeserver: Any, num_trains: int, *, name: str | None = None,
-                 timeout: float = 5.0, feed_uri: str | None = None) -> None:
+                 timeout: float = 5.0, feed_uri: str | None = None,
+                 feed_fallback: bool = False) -> None:
         super().__init__(name or f"{timeserver.name}_ticks", timeserver)
         self.feed_uri = feed_uri
+        self.feed_fallback = feed_fallback
         self._feed = None
         self.num_trains = num_trains
         self.timeout = timeout
@@ -147,15 +160,19 @@ class TickCollector(Collector):
             self._ids, self._times, self._taken = [], [], 0
             self._last = int(self.timeserver.train_id.get() or 0)  # the tick already in force
             self._done = Status(obj=self)
+        if self.feed_uri is not None:
+            self._feed = TrainFeed(self.feed_uri, self._on_feed, name=f"{self.name}-feed").start()
+            if not self._feed.wait_connected(FEED_CONNECT_TIMEOUT):
+                self._stop_monitor()
+                if not self.feed_fallback:
+                    raise TimeoutError(f"{self.name}: cannot connect to the tick feed "
+                                       f"{self.feed_uri}")
+                log.warning("%s: cannot connect to the tick feed %s within %g s: the ticks "
+                            "come from the CA monitor on ID, which may skip one at high "
+                            "rates", self.name, self.feed_uri, FEED_CONNECT_TIMEOUT)
+                self.feed_uri = None
         if self.feed_uri is None:
             self._cid = self.timeserver.train_id.subscribe(self._on_id, run=False)
-        else:
-            from trainstamp.timing.feed import TrainFeed
-
-            self._feed = TrainFeed(self.feed_uri, self._on_feed, name=f"{self.name}-feed").start()
-            if not self._feed.wait_connected(5.0):
-                self._stop_monitor()
-                raise TimeoutError(f"{self.name}: cannot connect to the tick feed {self.feed_uri}")
         if not self._holding:
             suspenders.hold_off(self.timeserver)  # see trainstamp.timing.suspenders
             self._holding = True

@@ -47,6 +47,7 @@ def live_timeserver():
     ts = make_fake_device(TimeServer)("TS:", name="timeserver", stale_after=10)
     ts.period.sim_put(10_000)
     ts.source.sim_put("local:internal")
+    ts.broadcast_uri.sim_put("")  # an IOC without a broadcaster: ticks from the monitor
     return ts
 
 
