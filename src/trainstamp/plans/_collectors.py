@@ -58,6 +58,9 @@ class Collector:
     """
 
     parent = None
+    #: The train of the last event collected (0 before any): train_fly keeps the ticks
+    #: going until they reach the last train of every other stream.
+    last_train_id = 0
 
     def __init__(self, name: str, timeserver: Any) -> None:
         self.name = name

@@ -72,3 +72,15 @@ def test_detector_makes_its_frame_collector(fake_timeserver):
     frames = det.collector(7, timeserver=fake_timeserver)
     assert isinstance(frames, FrameCollector)
     assert (frames.detector, frames.num_trains, frames.name) == (det, 7, "team1k_frames")
+
+
+def test_every_collector_is_a_stageable_flyer_that_collects_pages(fake_timeserver):
+    from bluesky.protocols import EventPageCollectable, Flyable, Stageable
+
+    from trainstamp.detector._device import Team1k
+
+    det = make_fake_device(Team1k)("DET:", name="team1k")
+    for c in (fake_timeserver.collector(2), det.collector(2, timeserver=fake_timeserver),
+              MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, fake_timeserver, 2)):
+        assert isinstance(c, Flyable) and isinstance(c, EventPageCollectable), c
+        assert isinstance(c, Stageable), c
