@@ -137,9 +137,8 @@ def fly_run(pool, period_ms: float, n_trains: int, keep: Path | None,
                     t0 = time.perf_counter()
                     try:
                         RE(train_fly([det] if use_det else [], n_trains, timeserver=ts,
-                                     timeserver_feed=stack.feed,
-                                     tagger_uri=stack.pyro_uri if use_tagger else None,
-                                     click_channel=CLICK_CHANNEL))
+                                     tagger=tt if use_tagger else None,
+                                     ticks_from="broadcaster", click_channel=CLICK_CHANNEL))
                         out["plan"] = "success"
                     except Exception as exc:
                         out["plan"] = f"failed: {exc!r}"[:400]

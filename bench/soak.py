@@ -116,6 +116,7 @@ def main(argv: list[str]) -> int:
         devices = make_devices(config)
         ts = devices[config.timeserver.name]
         det = devices[config.detector.name]
+        tagger = devices[config.tagger.name]
         try:
             for device in devices.values():
                 device.wait_for_connection(timeout=60)
@@ -143,8 +144,7 @@ def main(argv: list[str]) -> int:
                 t0 = time.monotonic()
                 try:
                     (uid,) = RE(train_fly([det], args.trains_per_run, timeserver=ts,
-                                          timeserver_feed=config.timeserver.broadcast_uri,
-                                          tagger_uri=config.tagger.pyro_uri,
+                                          tagger=tagger, ticks_from="broadcaster",
                                           click_channel=1))
                 except Exception as exc:  # a failed run is a figure; the soak goes on
                     run = {"seconds": round(time.monotonic() - t0, 1), "ok": False,

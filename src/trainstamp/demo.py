@@ -183,7 +183,7 @@ def _take_runs(args: argparse.Namespace, config: BeamlineConfig, client: Any,
             "detector and tagger")
         t0 = time.monotonic()
         (fly_uid,) = RE(train_fly([det], args.num_trains, timeserver=ts,
-                                  tagger_uri=config.tagger.pyro_uri,
+                                  tagger=tagger,
                                   click_channel=CORR["chan1"],
                                   md={"purpose": "trainstamp demo: every train"}))
         timing["fly"] = time.monotonic() - t0

@@ -3,6 +3,7 @@
 Public names:
 
 - :class:`Team1k`: the ophyd device; :class:`Client`: team1k's client API over CA;
+- :class:`FrameCollector`: the ``detector`` stream of a fly scan (the capture file);
 - :class:`FpgaEmulator`, :class:`Faults`: the emulated FPGA and its fault injection;
 - :class:`Receiver`, :class:`ReceiverConfig`: the acquisition process and shared ring;
 - :class:`RegisterClient`, :class:`DetectorCommands`: the register port;
@@ -21,6 +22,7 @@ __all__ = [
     "ExposureModes",
     "Faults",
     "FpgaEmulator",
+    "FrameCollector",
     "Receiver",
     "ReceiverConfig",
     "RegisterClient",
@@ -37,6 +39,10 @@ def __getattr__(name: str):
         from trainstamp.detector._device import Team1k
 
         return Team1k
+    if name == "FrameCollector":
+        from trainstamp.detector._collector import FrameCollector
+
+        return FrameCollector
     if name == "Client":
         from trainstamp.detector.client import Client
 

@@ -11,6 +11,8 @@
   ``<name>_train_id_valid``: False for a frame whose header carried no train ID (0),
   which is never a train; the IOC counts such frames in CAPTURE:BAD_TRAIN_IDS when
   external trigger was configured, and the device logs a warning;
+- ``collector(num_trains, timeserver=...)`` makes the frame stream of a fly scan, read
+  from that file as the IOC writes it;
 - ``unstage()`` closes the file (and stops the DAQ if staging started it). A stage that
   fails half-way unstages what it did, and unstage always completes the ophyd
   bookkeeping, so a failed plan never leaves the device staged for the next one.
@@ -26,6 +28,7 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from event_model import compose_resource
 from ophyd import Component as Cpt
@@ -36,6 +39,9 @@ from trainstamp.detector import _pvs as PV
 from trainstamp.detector._capture import DATA
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
 from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
+
+if TYPE_CHECKING:
+    from trainstamp.detector._collector import FrameCollector
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +255,15 @@ class Team1k(Device):
                                         "dtype": "boolean" if n == 1 else "array", "shape": shape,
                                         "dtype_numpy": "|b1"}
         return out
+
+    # ------------------------------------------------------------ fly scans
+    def collector(self, num_trains: int, *, timeserver, timeout: float = 10.0) -> FrameCollector:
+        """The collector of this detector's frames for a fly scan (stream ``detector`` of
+        :func:`~trainstamp.plans.train_fly`): ``num_trains`` frames read from the capture
+        file that :meth:`stage` opened, as the IOC writes them."""
+        from trainstamp.detector._collector import FrameCollector
+
+        return FrameCollector(self, timeserver, num_trains, timeout=timeout)
 
     def collect_asset_docs(self):
         docs, self._asset_docs = self._asset_docs, []

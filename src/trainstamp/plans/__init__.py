@@ -17,7 +17,6 @@
   :class:`StopStamper` are re-exported here.
 """
 
-from trainstamp.plans._collectors import FrameCollector, MarkerCountCollector, TickCollector
 from trainstamp.plans._exact import ExactTrainId
 from trainstamp.plans._science import g2_delay_scan
 from trainstamp.plans._stamp import TrainStamp, stamp_decorator, stamp_wrapper
@@ -38,11 +37,8 @@ __all__ = [
     "TRAIN_ID_KEY",
     "TRAIN_ID_STATUS_KEY",
     "ExactTrainId",
-    "FrameCollector",
-    "MarkerCountCollector",
     "StopStamper",
     "StreamTrains",
-    "TickCollector",
     "TrainConsistency",
     "TrainStamp",
     "check_train_consistency",

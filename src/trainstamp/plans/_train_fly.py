@@ -3,20 +3,25 @@
 A step plan waits for each train and so is bound by the RunEngine (a few hundred
 events/s at best) and skips trains whenever one step takes longer than a period. A fly
 scan lets the hardware run free and collects what it recorded, in event pages, as the
-acquisition goes. Three collectors, one event stream each, one event per train:
+acquisition goes. Each device makes its own collector (it knows its endpoints, as its
+IOC publishes them), one event stream each, one event per train:
 
-- :class:`TickCollector` (stream ``timeserver``): every TimeServer tick, from the
-  Channel Access monitor on ``ID`` or the TimeServer's broadcaster: ``train_id`` is the
-  tick itself.
-- :class:`FrameCollector` (stream ``detector``): every detector frame, read from the
-  capture file (HDF5, SWMR) while the IOC writes it: ``train_id`` is the exact ID from
-  the frame's packet headers (``"EXACT"``), with the frame number and completeness.
-- :class:`MarkerCountCollector` (stream ``tagger``): photon counts per train from a
-  ``CountBetweenMarkers`` on the tagger server (Pyro5) whose begin channel is the
-  marker channel, so bin *k* is the *k*-th train of the window; it carries the first
-  and last train it covers.
+- ``timeserver.collector(...)``, a :class:`~trainstamp.timing.TickCollector` (stream
+  ``timeserver``): every TimeServer tick, from the broadcaster the IOC publishes in
+  ``BROADCAST_URI`` or the Channel Access monitor on ``ID``: ``train_id`` is the tick
+  itself.
+- ``detector.collector(...)``, a :class:`~trainstamp.detector.FrameCollector` (stream
+  ``detector``): every detector frame, read from the capture file (HDF5, SWMR) while the
+  IOC writes it: ``train_id`` is the exact ID from the frame's packet headers
+  (``"EXACT"``), with the frame number and completeness.
+- ``tagger.collector(...)``, a :class:`~trainstamp.tagger.MarkerCountCollector` (stream
+  ``tagger``): photon counts per train from a ``CountBetweenMarkers`` on the tagger
+  server at the IOC's ``PYRO_URI`` (Pyro5), whose begin channel is the marker channel,
+  so bin *k* is the *k*-th train of the window; it carries the first and last train it
+  covers.
 
-The collectors live in :mod:`trainstamp.plans._collectors`.
+The plan only drives them (stage, kickoff, collect, complete, unstage); their base is
+:class:`trainstamp.plans._collectors.Collector`.
 
 Every stream's events carry ``train_id`` and ``train_id_status``; every descriptor
 carries the TimeServer configuration (each collector's configuration is the
@@ -32,7 +37,6 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
-from trainstamp.plans._collectors import FrameCollector, MarkerCountCollector, TickCollector
 from trainstamp.plans._stamp import TrainStamp, stamp_wrapper
 from trainstamp.plans._stubs import wait_for_train
 
@@ -44,10 +48,10 @@ def train_fly(
     num_trains: int,
     *,
     timeserver: Any,
-    timeserver_feed: str | None = None,
-    tagger_uri: str | None = None,
+    tagger: Any | None = None,
     click_channel: int = 1,
     marker_channel: int | None = None,
+    ticks_from: str = "auto",
     poll_period: float = 0.2,
     stamp: TrainStamp | None = None,
     md: CustomPlanMetadata | None = None,
@@ -55,30 +59,34 @@ def train_fly(
     """Record ``num_trains`` consecutive trains from every device, collecting as it goes.
 
     Streams (one event per train): ``timeserver`` (every tick, always), ``detector`` (one
-    per detector with ``train_id_key``, i.e. :class:`~trainstamp.detector.Team1k` in
-    external-trigger mode: exact IDs from the packet headers) and ``tagger`` (if
-    ``tagger_uri`` is given: counts per train on ``click_channel``). The collectors start
-    together after a train, then the plan collects every ``poll_period`` seconds, in event
-    pages, until all have their trains. Works at any train rate the devices keep up with
-    (the RunEngine sees one page per poll, not one message per train).
+    per detector, i.e. :class:`~trainstamp.detector.Team1k` in external-trigger mode:
+    exact IDs from the packet headers) and ``tagger`` (if ``tagger`` is given: counts per
+    train on ``click_channel``). The collectors start together after a train, then the
+    plan collects every ``poll_period`` seconds, in event pages, until all have their
+    trains. Works at any train rate the devices keep up with (the RunEngine sees one page
+    per poll, not one message per train).
 
     With several detectors their streams are ``detector``, ``detector_2`` ... in order.
 
     Parameters
     ----------
     detectors : sequence
-        Team1k devices (staged by the plan; the file they open holds the frames).
+        Team1k devices (staged by the plan; the file they open holds the frames); each
+        makes its collector with ``collector(num_trains, timeserver=...)``.
     num_trains : int
         Trains to record; at least 1.
     timeserver : TimeServer
         The clock; its ticks are one stream.
-    timeserver_feed : str, optional
-        ``tcp://host:port`` of the TimeServer's tick broadcaster: record the ticks from
-        it (lossless) instead of the CA monitor (which may skip one at high rates).
-    tagger_uri : str, optional
-        Pyro5 URI of the tagger server; no tagger stream without it.
+    tagger : TimeTagger, optional
+        The tagger device; its IOC publishes the Pyro5 server the counts come from. No
+        tagger stream without it.
     click_channel, marker_channel : int
         Tagger channel counted per train, and the marker channel (asked by default).
+    ticks_from : {"auto", "broadcaster", "monitor"}
+        Where the ticks come from (:meth:`~trainstamp.timing.device.TimeServer.collector`):
+        the TimeServer's broadcaster (TCP, lossless) or the CA monitor on ``ID`` (which
+        may skip one at high rates); ``"auto"``: the broadcaster when the IOC publishes
+        one that can be reached.
     poll_period : float
         Seconds between collections.
     stamp : TrainStamp, optional
@@ -96,16 +104,16 @@ def train_fly(
         raise ValueError(f"poll_period must be > 0, got {poll_period!r}")
     detectors = list(detectors)
     stamp = stamp if stamp is not None else TrainStamp(timeserver)
-    ticks = TickCollector(timeserver, num_trains, feed_uri=timeserver_feed)
-    ticks.hold = bool(detectors) or tagger_uri is not None  # until the others are done
+    ticks = timeserver.collector(num_trains, ticks_from=ticks_from)
+    ticks.hold = bool(detectors) or tagger is not None  # until the others are done
     collectors: list[tuple[str, Any]] = [("timeserver", ticks)]
     for i, det in enumerate(detectors):
         stream = "detector" if i == 0 else f"detector_{i + 1}"
-        collectors.append((stream, FrameCollector(det, timeserver, num_trains)))
-    if tagger_uri is not None:
-        collectors.append(("tagger", MarkerCountCollector(
-            tagger_uri, click_channel, timeserver, num_trains, marker_channel=marker_channel,
-            ticks=ticks)))
+        collectors.append((stream, det.collector(num_trains, timeserver=timeserver)))
+    if tagger is not None:
+        collectors.append(("tagger", tagger.collector(
+            num_trains, timeserver=timeserver, click_channel=click_channel,
+            marker_channel=marker_channel, ticks=ticks)))
     _md: dict[str, Any] = {
         "detectors": [det.name for det in detectors],
         "timeserver": timeserver.name,
@@ -113,9 +121,9 @@ def train_fly(
         "num_points": num_trains,
         "streams": [s for s, _ in collectors],
         "plan_args": {"detectors": list(map(repr, detectors)), "num_trains": num_trains,
-                      "timeserver": repr(timeserver), "timeserver_feed": timeserver_feed,
-                      "tagger_uri": tagger_uri,
-                      "click_channel": click_channel},
+                      "timeserver": repr(timeserver),
+                      "tagger": None if tagger is None else repr(tagger),
+                      "click_channel": click_channel, "ticks_from": ticks_from},
         "plan_name": "train_fly",
         "hints": {},
     }
@@ -155,18 +163,11 @@ def train_fly(
 
     def cleanup() -> MsgGenerator[None]:
         yield from bps.stop(timeserver)
-        for _, c in collectors:
-            if not (c._done is not None and c._done.done):
-                c._finish(RuntimeError(f"{c.name}: plan ended"))
-            close = getattr(c, "close", None)
-            if close is not None:
-                close()
-            if isinstance(c, TickCollector):
-                c._stop_monitor()
 
     # The ticks first: they must cover every train the detectors and the tagger record.
-    staged_objs = [ticks, *detectors,
-                   *(c for _, c in collectors if c is not ticks and hasattr(c, "stage"))]
+    # Unstaged in reverse, whatever ended the plan: each collector's unstage fails its
+    # pending status and releases its monitor, file or connection; the ticks go last.
+    staged_objs = [ticks, *detectors, *(c for _, c in collectors if c is not ticks)]
 
     @bpp.stage_decorator(staged_objs)
     @bpp.finalize_decorator(cleanup)

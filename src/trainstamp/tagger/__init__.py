@@ -5,7 +5,8 @@
 - Over the network: ``trainstamp emulate tagger`` (the instrument),
   ``trainstamp ioc tagger`` (tag link + Pyro5 server + caproto IOC), see docs/tagger.md.
 - Clients: :func:`fast_path` (numpy arrays from the Pyro5 server) and the ophyd
-  :class:`TimeTagger` device (imported lazily, since ophyd is heavy).
+  :class:`TimeTagger` device and :class:`MarkerCountCollector`, the ``tagger`` stream of
+  a fly scan (both imported lazily, since ophyd is heavy).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "DelayedChannel",
     "FastPath",
     "GatedChannel",
+    "MarkerCountCollector",
     "Histogram",
     "StartStop",
     "SynchronizedMeasurements",
@@ -60,4 +62,8 @@ def __getattr__(name: str):
         from trainstamp.tagger._device import TimeTagger
 
         return TimeTagger
+    if name == "MarkerCountCollector":
+        from trainstamp.tagger._collector import MarkerCountCollector
+
+        return MarkerCountCollector
     raise AttributeError(f"module 'trainstamp.tagger' has no attribute {name!r}")

@@ -7,6 +7,8 @@ for ``DURATION`` seconds or ``N_TRAINS`` trains, and completes the put when the
 measurement has finished. ``read()`` then returns the slot arrays inline (a 2,000-bin
 histogram is small), the capture duration and the first and last train ID covered.
 Channel settings and slot settings are in ``read_configuration()``.
+:meth:`TimeTagger.collector` makes the per-train counts stream of a fly scan, from the
+tagger server at the Pyro5 URI the IOC publishes.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignalRO, Kind
 from ophyd.status import AndStatus, Status
 
 from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
+
+if TYPE_CHECKING:
+    from trainstamp.tagger._collector import MarkerCountCollector
+    from trainstamp.timing._collector import TickCollector
 
 SLOTS = ("corr1", "hist1", "rate1", "cnt1")
 
@@ -183,6 +190,8 @@ class TimeTagger(Device):
     # The tag link's state (PV ``CONNECTED``). Not called ``connected``: that would hide
     # ophyd's ``Device.connected`` property, which wait_for_connection and users rely on.
     link_connected = Cpt(EpicsSignalRO, "CONNECTED", kind="omitted")
+    #: The Pyro5 URI of the IOC's tagger server, as the IOC serves it.
+    pyro_uri = Cpt(EpicsSignalRO, "PYRO_URI", string=True, kind="omitted")
 
     def __init__(self, prefix: str = "TT:", *, name: str, slots: Sequence[str] = ("corr1",),
                  **kwargs) -> None:
@@ -208,3 +217,22 @@ class TimeTagger(Device):
         for st in statuses[1:]:
             status = AndStatus(status, st)
         return status
+
+    def collector(self, num_trains: int, *, timeserver: Any, click_channel: int = 1,
+                  marker_channel: int | None = None, ticks: TickCollector | None = None,
+                  timeout: float = 10.0) -> MarkerCountCollector:
+        """The collector of photon counts per train for a fly scan (stream ``tagger`` of
+        :func:`~trainstamp.plans.train_fly`): a ``CountBetweenMarkers`` on the tagger
+        server the IOC publishes in ``PYRO_URI``, counting ``click_channel`` between
+        the markers; ``ticks`` (the fly's tick collector) gives the bins their trains.
+        """
+        from trainstamp.tagger._collector import MarkerCountCollector
+
+        value = self.pyro_uri.get()
+        uri = value.strip() if isinstance(value, str) else ""
+        if not uri:
+            raise RuntimeError(f"{self.name}: the tagger IOC {self.prefix} publishes no Pyro5 "
+                               f"server ({self.prefix}PYRO_URI is empty)")
+        return MarkerCountCollector(uri, click_channel, timeserver, num_trains,
+                                    marker_channel=marker_channel, timeout=timeout, ticks=ticks)
+

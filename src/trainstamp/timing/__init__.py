@@ -5,6 +5,8 @@
 - :mod:`._model`: the state machine, faults, the missed-period rule and STATUS (pure).
 - :mod:`._protocol`: the decimal-ASCII train-ID TCP protocol (pure).
 - :mod:`.feed`: a blocking consumer of that protocol for hardware-side programs.
+- :class:`TickCollector`: the ``timeserver`` stream of a fly scan (imported lazily, since
+  ophyd and bluesky are heavy).
 """
 
 from trainstamp.timing._core import (
@@ -62,6 +64,7 @@ __all__ = [
     "State",
     "Tick",
     "TickBuilder",
+    "TickCollector",
     "TimerModel",
     "check_missed_periods",
     "check_period_ms",
@@ -71,3 +74,11 @@ __all__ = [
     "parse_source",
     "parse_train_id",
 ]
+
+
+def __getattr__(name: str):
+    if name == "TickCollector":
+        from trainstamp.timing._collector import TickCollector
+
+        return TickCollector
+    raise AttributeError(f"module 'trainstamp.timing' has no attribute {name!r}")

@@ -79,6 +79,13 @@ def tick_alarm(fault: Fault, train_id: int | None) -> tuple[AlarmStatus, AlarmSe
     return AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM
 
 
+def broadcast_uri(bind: str, port: int) -> str:
+    """The URI clients reach a broadcaster listening on ``bind``:``port`` at: the bind
+    address itself, or this host's name when it listens on every interface."""
+    host = bind if bind not in ("", "0.0.0.0", "::") else socket.getfqdn()
+    return f"tcp://{host}:{port}"
+
+
 class WholeNumber(PvpropertyInteger):
     """A LONG PV that refuses, rather than truncates, a value that is not a whole
     number: caproto would turn NaN into -2147483648 and 1.5 into 1 before any putter
@@ -111,6 +118,7 @@ class TimeServerIOC(PVGroup):
     ca://PVNAME; only while UNKNOWN), RESET (write 1: back to INIT), MISSED_PERIODS
     (periods without an ID before the source counts as dead).
     Health: STATE (INIT/ON/UNKNOWN), STATUS (text), BAD_MESSAGES, DISCONTINUITIES.
+    Endpoint: BROADCAST_URI (tcp://host:port of the tick broadcaster; "" if none).
     """
 
     train_id = pvproperty(name=PV.ID, value=0.0, read_only=True, precision=0,
@@ -148,6 +156,10 @@ class TimeServerIOC(PVGroup):
                               doc="count of rejected source messages (and of ID 0)")
     discontinuities = pvproperty(name=PV.DISCONTINUITIES, value=0, read_only=True,
                                  doc="count of jumps (backwards or skipping ahead) in the ID")
+    broadcast_uri = pvproperty(name=PV.BROADCAST_URI, value="", dtype=ChannelType.CHAR,
+                               max_length=TEXT_LEN, string_encoding="utf-8", read_only=True,
+                               doc="tcp://host:port of the tick broadcaster, as it listens "
+                                   "(clients take it from here); empty if there is none")
 
     def __init__(self, *args, source: str = "local:internal", period_ms: float = 100.0,
                  broadcast_port: int = DEFAULT_BROADCAST_PORT, broadcast_bind: str = "127.0.0.1",
@@ -189,6 +201,9 @@ class TimeServerIOC(PVGroup):
             except OSError as exc:
                 log.error("cannot broadcast on port %d: %s", self.broadcaster.port, exc)
                 self.broadcaster = None
+            else:
+                await self.broadcast_uri.write(
+                    broadcast_uri(self.broadcaster.host, self.broadcaster.port))
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._publisher(), name="timeserver-publisher"))
         self.timer.start()

@@ -23,9 +23,12 @@ class PV:
     STATUS = "STATUS"  #: CHAR waveform string (max 256), readable status text
     BAD_MESSAGES = "BAD_MESSAGES"  #: LONG, count of rejected messages
     DISCONTINUITIES = "DISCONTINUITIES"  #: LONG, count of jumps in the ID
+    #: CHAR waveform string (max 256), ``tcp://host:port`` of the tick broadcaster as
+    #: it listens (the real port), "" while it does not
+    BROADCAST_URI = "BROADCAST_URI"
 
     ALL = (ID, SEC, FRAC, PERIOD, PERIOD_ACTUAL, PERIOD_SET, SOURCE, STATE, RESET,
-           MISSED_PERIODS, STATUS, BAD_MESSAGES, DISCONTINUITIES)
+           MISSED_PERIODS, STATUS, BAD_MESSAGES, DISCONTINUITIES, BROADCAST_URI)
     #: The PVs a client may write.
     WRITABLE = (PERIOD_SET, SOURCE, RESET, MISSED_PERIODS)
 

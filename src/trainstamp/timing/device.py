@@ -20,6 +20,8 @@ The device is a thin shell over the TimeServer IOC (PV names from
   ``ticking`` is a soft signal that is 1 while stamps are OK (healthy, and a tick within
   ``stale_after`` periods) and 0 otherwise; bluesky suspenders watch it (see
   :mod:`trainstamp.timing.suspenders`).
+- :meth:`TimeServer.collector` makes the tick stream of a fly scan, from the broadcaster
+  the IOC publishes in ``BROADCAST_URI`` or from the ``ID`` monitor.
 
 The tick time comes from the EPICS timestamp of ``ID`` as a float in seconds, so it is
 good to about 0.25 µs; ``SEC`` and ``FRAC`` give the exact tick when that matters.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, EpicsSignalRO, Signal
@@ -39,6 +42,9 @@ from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at
 from trainstamp.timing._core import Stamp, StampStatus, Tick, interpolate_train_id
 from trainstamp.timing._pvnames import PV
 
+if TYPE_CHECKING:
+    from trainstamp.timing._collector import TickCollector
+
 __all__ = ["TimeServer"]
 
 #: A trigger waits at least this long (s) for the next tick before it fails.
@@ -47,6 +53,8 @@ MIN_TRIGGER_TIMEOUT = 2.0
 TRIGGER_TIMEOUT_PERIODS = 5
 #: EPICS alarm severity INVALID: an ID update with it is no tick.
 INVALID_SEVERITY = 3
+#: Where :meth:`TimeServer.collector` takes the ticks of a fly scan from.
+TICKS_FROM = ("auto", "broadcaster", "monitor")
 
 
 class TickStatus(DeviceStatus):
@@ -98,6 +106,8 @@ class TimeServer(Device):
     discontinuities = Cpt(EpicsSignalRO, PV.DISCONTINUITIES, kind="omitted")
     missed_periods = Cpt(EpicsSignal, PV.MISSED_PERIODS, kind="omitted")
     reset_cmd = Cpt(EpicsSignal, PV.RESET, kind="omitted")
+    #: ``tcp://host:port`` of the IOC's tick broadcaster ("" if it has none).
+    broadcast_uri = Cpt(EpicsSignalRO, PV.BROADCAST_URI, kind="omitted", string=True)
     #: 1 while stamps from this device are OK, 0 otherwise (for suspenders).
     ticking = Cpt(Signal, value=0, kind="omitted")
 
@@ -304,6 +314,42 @@ class TimeServer(Device):
                 return status
         status.set_finished()  # a tick came while the status was being made
         return status
+
+    # --- fly scans ----------------------------------------------------------------------
+
+    def collector(self, num_trains: int, *, ticks_from: str = "auto",
+                  timeout: float = 5.0) -> TickCollector:
+        """The collector of this TimeServer's ticks for a fly scan (stream ``timeserver``
+        of :func:`~trainstamp.plans.train_fly`).
+
+        Parameters
+        ----------
+        num_trains : int
+            Ticks to record.
+        ticks_from : {"auto", "broadcaster", "monitor"}
+            ``"broadcaster"``: from the tick broadcaster the IOC publishes in
+            ``BROADCAST_URI`` (TCP, loses no tick), failing if it has none or it cannot be
+            reached; ``"monitor"``: from the CA monitor on ``ID`` (may skip an update on a
+            busy client); ``"auto"``: the broadcaster if the IOC has one, else (or if it
+            cannot be reached) the monitor.
+        timeout : float
+            Seconds without a tick after which the collector fails.
+        """
+        from trainstamp.timing._collector import TickCollector
+
+        if ticks_from not in TICKS_FROM:
+            raise ValueError(f"ticks_from must be one of {', '.join(TICKS_FROM)}, "
+                             f"got {ticks_from!r}")
+        feed_uri = None
+        if ticks_from != "monitor":
+            value = self.broadcast_uri.get()
+            feed_uri = value.strip() or None if isinstance(value, str) else None
+            if feed_uri is None and ticks_from == "broadcaster":
+                raise RuntimeError(f"TimeServer {self.prefix or self.name} publishes no tick "
+                                   f"broadcaster ({self.prefix}{PV.BROADCAST_URI} is empty: "
+                                   "started with --broadcast-port 0?)")
+        return TickCollector(self, num_trains, timeout=timeout, feed_uri=feed_uri,
+                             feed_fallback=ticks_from == "auto")
 
     def pause(self) -> None:
         """The RunEngine suspends or pauses: it abandons the pending triggers and,

@@ -25,8 +25,8 @@ def test_fly_at_100_hz(tmp_path, ca_ports):
                 # No failure is accepted: the tagger chain keeps up at 100 Hz (a burst
                 # of IDs read in one recv() once collapsed its period estimate and
                 # stopped it; see tests/unit/tagger_service/test_tagger_markers.py).
-                RE(train_fly([det], n, timeserver=ts, timeserver_feed=stack.feed,
-                             tagger_uri=stack.pyro_uri, click_channel=CLICK_CHANNEL))
+                RE(train_fly([det], n, timeserver=ts, tagger=tt, ticks_from="broadcaster",
+                             click_channel=CLICK_CHANNEL))
                 run = last_run(client)
                 assert run.metadata["stop"]["exit_status"] == "success", run.metadata["stop"]
                 result = check_train_consistency(run, min_overlap=n // 2)

@@ -51,8 +51,8 @@ def _contract(run):
 def test_fly_at_10_hz_all_three_devices_agree(line, ticks_from):
     stack, ts, det, tt, client, RE = line
     n = 40
-    feed = stack.feed if ticks_from == "feed" else None
-    (uid,) = RE(train_fly([det], n, timeserver=ts, timeserver_feed=feed, tagger_uri=stack.pyro_uri,
+    source = "broadcaster" if ticks_from == "feed" else "monitor"
+    (uid,) = RE(train_fly([det], n, timeserver=ts, tagger=tt, ticks_from=source,
                           click_channel=CLICK_CHANNEL, md={"sample": "fly10"}))
     run = client[uid]
     _contract(run)

@@ -77,7 +77,7 @@ class Line:
     def plan(self, kind: str):
         if kind == "train_fly":
             return train_fly([self.det], FLY_TRAINS, timeserver=self.ts,
-                             tagger_uri=self.config.tagger.pyro_uri, click_channel=1)
+                             tagger=self.tagger, click_channel=1)
         return train_count([self.det, self.tagger], COUNT_EVENTS, timeserver=self.ts)
 
 

@@ -53,6 +53,8 @@ def test_internal_source_ticks_and_reconstructs_exactly(timeserver):
 
 def test_broadcaster_serves_the_ioc_ticks(timeserver):
     ts = timeserver("--period", "20")
+    # The IOC says where its broadcaster listens: clients take the endpoint from there.
+    assert ts.wait(PV.BROADCAST_URI, bool) == f"tcp://127.0.0.1:{ts.broadcast_port}"
     got = []
     with TrainFeed(f"tcp://127.0.0.1:{ts.broadcast_port}", lambda i, t: got.append(i)) as feed:
         assert feed.wait_connected(5.0)

@@ -24,4 +24,5 @@ def fake_timeserver(clock):
     ts.period.sim_put(PERIOD_US)
     ts.source.sim_put("local:internal")
     ts.period_set.sim_put(100.0)
+    ts.broadcast_uri.sim_put("")  # an IOC without a broadcaster: ticks from the monitor
     return ts

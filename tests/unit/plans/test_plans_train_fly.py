@@ -11,7 +11,9 @@ from bluesky import RunEngine
 from ophyd.status import Status
 from plans_fakes import FIRST_ID
 
-from trainstamp.plans import MarkerCountCollector, StopStamper, TickCollector, train_fly
+from trainstamp.plans import StopStamper, train_fly
+from trainstamp.tagger import MarkerCountCollector
+from trainstamp.timing import TickCollector
 
 
 class Ticker:
@@ -45,6 +47,7 @@ def live_timeserver():
     ts = make_fake_device(TimeServer)("TS:", name="timeserver", stale_after=10)
     ts.period.sim_put(10_000)
     ts.source.sim_put("local:internal")
+    ts.broadcast_uri.sim_put("")  # an IOC without a broadcaster: ticks from the monitor
     return ts
 
 
@@ -163,3 +166,23 @@ def test_a_window_that_ends_with_bins_lost_fails_at_once_saying_so(fake_timeserv
     assert tagger.complete().done and not tagger.complete().success
     assert tagger.lost == 1
     assert "ended with 2 bins: 1 lost" in str(tagger.complete().exception())
+
+
+def test_unstage_fails_what_is_pending_and_releases_the_monitor(fake_timeserver):
+    from trainstamp.timing import suspenders
+
+    ticks = TickCollector(fake_timeserver, 5)
+    ticks.stage()
+    assert suspenders._held(fake_timeserver)
+    ticks.kickoff()
+    ticks.unstage()  # the plan ended before the ticks were all there
+    assert ticks.complete().done and not ticks.complete().success
+    assert "timeserver_ticks: plan ended" in str(ticks.complete().exception())
+    assert not suspenders._held(fake_timeserver)
+    ticks._on_id(value=FIRST_ID + 1, timestamp=1.0)  # no longer recorded
+    assert list(ticks.collect_pages()) == []
+    tagger = MarkerCountCollector("PYRO:x@127.0.0.1:1", 1, fake_timeserver, 3)
+    tagger._measurement = FakeCountBetweenMarkers(3)
+    tagger._done = Status(obj=tagger)
+    tagger.unstage()  # releases its proxies (a fake one here) and fails its status
+    assert tagger._measurement is None and not tagger.complete().success
