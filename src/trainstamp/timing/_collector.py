@@ -18,9 +18,9 @@ import numpy as np
 from ophyd.status import Status
 
 from trainstamp.plans._collectors import Collector, id_keys, page
-from trainstamp.trainid import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 from trainstamp.timing import suspenders
 from trainstamp.timing.feed import TrainFeed
+from trainstamp.trainid import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 
 __all__ = ["TickCollector"]
 
