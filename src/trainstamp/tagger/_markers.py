@@ -24,7 +24,10 @@ ID whose tick is nearest to the marker's predicted wall time.
   yet it is unknown (:data:`UNKNOWN_TRAIN_ID`, counted ``unmatched``). Two ticks in one
   window (a delayed tick next to an on-time one) are told apart by counting periods on
   the tagger clock from the last pairing; only if that fails is the marker counted
-  ``ambiguous`` (the nearest tick wins). A tick used twice counts as ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
+  ``ambiguous`` (the nearest tick wins). A single tick in the window that disagrees
+  with the count loses to it when the marker lies within :data:`CLEAN_PHASE` of a whole
+  number of measured periods from the last pairing (``counted``): the tagger clock is
+  the hardware's, the tick's arrival time only the feed's. A tick used twice counts as ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
   means the tagger clock restarted: the anchor is dropped (``reanchors``).
 - **Period.** Once two markers have been paired, the train period is measured on the
   tagger clock (tagger time between pairings over the train IDs between them; median of
@@ -47,6 +50,9 @@ import numpy as np
 
 #: Train ID given to a marker that cannot be paired and has no anchor to count from.
 UNKNOWN_TRAIN_ID = -1
+#: Largest distance (in periods) of a marker from a whole number of measured periods
+#: after the last pairing for the tagger clock's count to decide its train.
+CLEAN_PHASE = 0.2
 #: Shortest train period the mapper accepts from any estimate (1 µs).
 MIN_PERIOD_NS = 1_000.0
 
@@ -60,6 +66,7 @@ class MarkerStats:
     ambiguous: int = 0
     duplicate: int = 0
     reanchors: int = 0
+    counted: int = 0  # decided by counting on the tagger clock over a disagreeing tick
     ticks: int = 0
 
 
@@ -173,9 +180,21 @@ class MarkerMapper:
         lo = bisect.bisect_left(walls, predicted - half)
         hi = bisect.bisect_right(walls, predicted + half)
         expected = None
+        clean = False
         if self._last_pair is not None:  # the tagger clock is exact: count periods
             t0, id0 = self._last_pair
-            expected = id0 + round((t - t0) / (max(2 * half, MIN_PERIOD_NS) * 1000.0))
+            periods = (t - t0) / (max(2 * half, MIN_PERIOD_NS) * 1000.0)
+            expected = id0 + round(periods)
+            # Markers a whole number of measured periods apart are the hardware's own
+            # count: it outranks a tick that the feed delivered late or early.
+            clean = bool(self._marker_periods) and abs(periods - round(periods)) < CLEAN_PHASE
+        window = self._tick_id[lo:hi]
+        neighbours = bool(window) and all(abs(i - expected) <= 2 for i in window) \
+            if expected is not None else False
+        if clean and neighbours and expected not in window:
+            self.stats.counted += 1
+            hi = lo  # a neighbour's tick, early or late: count instead (a jump of the
+            # feed, a restarted TimeServer, names trains far off and still wins)
         if hi > lo:
             best = min(range(lo, hi), key=lambda i: abs(walls[i] - predicted))
             if hi - lo > 1:

@@ -97,6 +97,35 @@ def test_a_delayed_tick_next_to_an_on_time_one_is_resolved_by_counting():
     assert m.stats.ambiguous == 0
 
 
+def test_a_lone_neighbour_tick_in_the_window_loses_to_the_tagger_clock_count():
+    """Markers on the hardware's exact grid; the feed delivers tick 103 so late that the
+    only tick near marker 4's predicted time is 103's, and 104 comes later still. The
+    count on the tagger clock decides 104, not the nearest tick."""
+    m = MarkerMapper(period_hint_ns=PERIOD_NS)
+    base = 10**18
+    out = []
+    late = {3: 55_000_000, 4: 120_000_000}
+    for k in range(8):
+        m.add_tick(100 + k, base + k * PERIOD_NS + late.get(k, 0))
+        m.add_markers(np.array([k * PERIOD_NS * 1000]), base + k * PERIOD_NS + 1_000_000,
+                      k * PERIOD_NS * 1000)
+        out += m.resolve(base + k * PERIOD_NS + 2_000_000)
+    out += m.resolve(base + 10**10)
+    assert [i for _, i in out] == list(range(100, 108))
+    assert m.stats.counted >= 1
+
+
+def test_a_jump_of_the_feed_is_not_counted_over():
+    """A restarted TimeServer names trains far from the count: the tick wins."""
+    m = MarkerMapper(period_hint_ns=PERIOD_NS)
+    out = _paired_run(m, 10**18, 100, 5)
+    base = 10**18 + 5 * PERIOD_NS
+    m.add_tick(9000, base + 1_000_000)
+    m.add_markers(np.array([5 * PERIOD_NS * 1000]), base + 2_000_000, 5 * PERIOD_NS * 1000)
+    out += m.resolve(base + 10**10)
+    assert [i for _, i in out] == [100, 101, 102, 103, 104, 9000]
+
+
 def _paired_run(m, base, first_id, n, period_ns=PERIOD_NS):
     """n normal ticks, each with its marker (tagger ps = wall offset from base)."""
     out = []
