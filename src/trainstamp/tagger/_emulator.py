@@ -40,6 +40,7 @@ import numpy as np
 
 from trainstamp.tagger._settings import TaggerSettings
 from trainstamp.tagger._sources import ReplayGenerator, TagGenerator
+from trainstamp.tagger._trigger import TrainGrid
 from trainstamp.tagger._wire import (
     FLAG_OVERFLOW,
     TAG_DTYPE,
@@ -58,6 +59,9 @@ DEFAULT_PORT = 41101
 #: starves it for over 0.5 s), and then catches up with tags stamped in the past, a
 #: stream exactly as the hardware would have sent it late. Only a longer stall is lost.
 MAX_LAG_S = 10.0
+#: How far the stream trails real time (the emulated pipeline): a train ID that arrives
+#: up to this late still gets its marker on the train grid (see _trigger.py).
+LATENCY_S = 0.05
 
 
 def overflow_tags(first_ps: int, last_ps: int, missed: dict[int, int]) -> np.ndarray:
@@ -82,7 +86,7 @@ class TaggerEmulator:
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  settings: TaggerSettings | None = None, trains: str | None = None,
                  block_s: float = 0.005, backlog_bytes: int = 64 << 20,
-                 max_lag_s: float = MAX_LAG_S, seed: int | None = None,
+                 max_lag_s: float = MAX_LAG_S, latency_s: float = LATENCY_S, seed: int | None = None,
                  replay_s: float = 0.0) -> None:
         self.settings = settings or TaggerSettings()
         self.host, self.port = host, port
@@ -94,6 +98,8 @@ class TaggerEmulator:
         self._start_ns = time.monotonic_ns()  # tagger time 0, once the generator is ready
         self._lock = threading.Lock()
         self._markers: list[int] = []
+        self.grid = TrainGrid()
+        self.latency_s = latency_s
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -107,9 +113,18 @@ class TaggerEmulator:
     def now_ps(self) -> int:
         return (time.monotonic_ns() - self._start_ns) * 1000
 
+    def stream_now_ps(self) -> int:
+        """How far the stream may be made: real time less the emulated pipeline latency,
+        so a train's marker can still be placed on the grid when its ID arrives late."""
+        return self.now_ps() - int(self.latency_s * 1e12)
+
     def _on_train(self, train_id: int, recv_ns: int) -> None:
+        arrival = self.now_ps() - max(time.time_ns() - recv_ns, 0) * 1000
+        at = self.grid.place(train_id, arrival)
         with self._lock:
-            self._markers.append(self.now_ps())
+            # An ID later than the latency: its grid time is already made. The marker
+            # goes at the earliest time still open, as a late pulse would.
+            self._markers.append(max(at, self.generator.t0))
             self.stats["markers"] += 1
 
     def bind(self) -> tuple[str, int]:
@@ -161,7 +176,7 @@ class TaggerEmulator:
     def _skip_to_now(self) -> None:
         """With no consumer, tagger time runs on but nothing is recorded."""
         with self._lock:
-            self.generator.t0 = max(self.generator.t0, self.now_ps())
+            self.generator.t0 = max(self.generator.t0, self.stream_now_ps())
             self._markers.clear()
 
     # -- one consumer ------------------------------------------------------------------
@@ -254,7 +269,7 @@ class TaggerEmulator:
         return n
 
     def _next_block(self) -> tuple[np.ndarray, tuple[int, int, dict] | None]:
-        now = self.now_ps()
+        now = self.stream_now_ps()
         gap = None
         with self._lock:
             lag = now - self.generator.t0
