@@ -90,6 +90,9 @@ class DetectorConfig(_Section):
     host: Host = "127.0.0.1"  #: host of the IOC
     ca_port: Port = 5165
     detector_ip: Host = "127.0.0.1"  #: the FPGA (or emulator) address
+    # the detector's defaults (DEFAULT_REGISTER_PORT, DEFAULT_DATA_PORT in
+    # trainstamp.detector._protocol), repeated because this module imports nothing of
+    # the detector; tests/unit/detector/test_detector_protocol.py pins that they agree
     register_port: Port = 42000  #: FPGA register port, UDP
     data_port: Port = 41000  #: FPGA data port, UDP
     data_dir: Text = ""  #: capture directory; "" = <storage data dir>/detector

@@ -22,7 +22,12 @@ from trainstamp.detector import _params
 from trainstamp.detector._capture import CaptureFile, confine
 from trainstamp.detector._config import DetectorConfig
 from trainstamp.detector._peripherals import BellowStage, PowerSupply
-from trainstamp.detector._protocol import FRAME_BYTES
+from trainstamp.detector._protocol import (
+    DEFAULT_DATA_PORT,
+    DEFAULT_DETECTOR_IP,
+    DEFAULT_REGISTER_PORT,
+    FRAME_BYTES,
+)
 from trainstamp.detector._receiver import Receiver, ReceiverConfig
 from trainstamp.detector._regclient import DetectorCommands, RegisterClient
 from trainstamp.detector._registers import STATUS_DESTINATION, Reg
@@ -106,8 +111,8 @@ def predates_put(ts_ns: int, put_ns: int, period_ns: float | None,
 class Team1kServer:
     """Everything behind the detector IOC's PVs."""
 
-    def __init__(self, detector_ip: str = "10.0.0.32", register_port: int = 42000,
-                 data_port: int = 41000, data_dir: str = ".", receiver: ReceiverConfig | None = None,
+    def __init__(self, detector_ip: str = DEFAULT_DETECTOR_IP, register_port: int = DEFAULT_REGISTER_PORT,
+                 data_port: int = DEFAULT_DATA_PORT, data_dir: str = ".", receiver: ReceiverConfig | None = None,
                  register_timeout: float = 0.2, register_retries: int = 3,
                  bellow_port: str | None = None, power_port: str | None = None,
                  param_dirs: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
 """PV building blocks of the detector IOC: text PVs, counters, refusing putters.
 
-:class:`WholeNumber` is the one integer type of every LONG setpoint (and, with
-``choices=(0, 1)`` in its putter, every 0/1 switch): caproto would turn 1.5 into 1 and
-NaN into -2147483648 before a putter saw the value, so the check runs on the value as
-the client sent it, and the refusal says why (see :func:`check_whole`).
+:class:`WholeNumber` is the one integer type of every LONG setpoint: caproto would turn
+1.5 into 1 and NaN into -2147483648 before a putter saw the value, so the check runs on
+the value as the client sent it, and the refusal says why (see :func:`check_whole`).
+Every 0/1 switch (CMD:START_DAQ, CAPTURE:OPEN, POWER:ON ...) is a :func:`long_pv` whose
+putter is wrapped by :func:`switch`, the one place that refuses anything but 0 and 1.
 """
 
 from __future__ import annotations
@@ -47,6 +48,23 @@ def guarded(putter):
             raise
 
     return wrapper
+
+
+def switch(meaning: str = "1 or 0"):
+    """Decorate the putter of a 0/1 PV: it gets the value checked by :func:`check_switch`.
+
+    ``meaning`` is what the refusal says the two values do ("1 (start) or 0 (stop)").
+    The wrapped putter is :func:`guarded`, so a refusal is counted and described.
+    """
+
+    def decorate(action):
+        @functools.wraps(action)
+        async def putter(self, instance, value):
+            return await action(self, instance, check_switch(instance.pvspec.name, value, meaning))
+
+        return guarded(putter)
+
+    return decorate
 
 
 def _as_str(value: object) -> str:

@@ -85,8 +85,8 @@ class Team1k(Device):
     capture_bad_train_ids = Cpt(EpicsSignalRO, PV.CAPTURE_BAD_TRAIN_IDS, kind="omitted")
     capture_frame_numbers = Cpt(EpicsSignalRO, PV.CAPTURE_FRAME_NUMBERS, kind="omitted")
     last_train_id = Cpt(EpicsSignalRO, PV.LAST_TRAIN_ID, kind="omitted")
-    rx_lost = Cpt(EpicsSignalRO, "RX:LOST", kind="omitted")
-    rx_incomplete = Cpt(EpicsSignalRO, "RX:INCOMPLETE", kind="omitted")
+    rx_lost = Cpt(EpicsSignalRO, PV.RX_LOST, kind="omitted")
+    rx_incomplete = Cpt(EpicsSignalRO, PV.RX_INCOMPLETE, kind="omitted")
 
     def __init__(self, prefix: str = "TEAM1K:", *, name: str = "team1k", trigger_timeout: float = 60.0,
                  **kwargs) -> None:

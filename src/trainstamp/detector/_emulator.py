@@ -89,8 +89,8 @@ class FpgaEmulator:
     from any other address is counted in ``stats.foreign_registrations`` and ignored.
     """
 
-    def __init__(self, bind: str = "127.0.0.1", register_port: int = 42000,
-                 data_port: int = 41000, trains: str | None = None,
+    def __init__(self, bind: str = "127.0.0.1", register_port: int = P.DEFAULT_REGISTER_PORT,
+                 data_port: int = P.DEFAULT_DATA_PORT, trains: str | None = None,
                  faults: Faults | None = None, rate: float | None = None,
                  frames: int | None = None, payload_size: int = P.JUMBO_PAYLOAD,
                  seed: int = 0, host: str = "127.0.0.1") -> None:

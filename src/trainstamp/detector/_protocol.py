@@ -7,9 +7,11 @@ can be swapped in by editing this file alone. All integers are little-endian.
 
 Three packet kinds:
 
-- **Register packet** (UDP register port, default 42000), the same 16 bytes in both
+- **Register packet** (UDP register port, default :data:`DEFAULT_REGISTER_PORT` 42000),
+  the same 16 bytes in both
   directions: ``magic u16, version u8, opcode u8, seq u32, address u32, value u32``.
-- **Data-port registration** (host -> FPGA data port, default 41000): 8 bytes,
+- **Data-port registration** (host -> FPGA data port, default :data:`DEFAULT_DATA_PORT`
+  41000): 8 bytes,
   ``magic u32, version u16, command u16``. The FPGA streams to the packet's source
   address.
 - **Data packet** (FPGA -> host): a 48-byte header modelled on the slsDetector receiver
@@ -21,6 +23,18 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+
+# ------------------------------------------------------------------ default addresses
+# The one definition of these defaults in code: the IOC's and the emulator's command
+# lines, the server, the register client and the receiver use them. trainstamp.config
+# (which imports nothing of the detector), beamline.toml, iocs/detector/detector.conf and
+# the docs repeat the numbers; a unit test pins that they agree.
+#: The FPGA's register port (UDP): register requests and their replies.
+DEFAULT_REGISTER_PORT = 42000
+#: The FPGA's data port (UDP): the host registers there, and frames come from it.
+DEFAULT_DATA_PORT = 41000
+#: team1k's default address of the detector FPGA.
+DEFAULT_DETECTOR_IP = "10.0.0.32"
 
 # --------------------------------------------------------------------------- frames
 FRAME_ROWS = 1024

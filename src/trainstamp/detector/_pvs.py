@@ -61,12 +61,25 @@ CAPTURE_BAD_TRAIN_IDS = "CAPTURE:BAD_TRAIN_IDS"
 LAST_TRAIN_ID = "LAST:TRAIN_ID"
 LAST_FRAME_NUMBER = "LAST:FRAME_NUMBER"
 LAST_COMPLETE = "LAST:COMPLETE"
-# receiver counters: suffix -> receiver counter name
+# receiver counters
+RX_COMPLETE = "RX:COMPLETE"
+RX_INCOMPLETE = "RX:INCOMPLETE"
+RX_DROPPED = "RX:DROPPED"
+RX_LOST = "RX:LOST"
+RX_DUPLICATE = "RX:DUPLICATE"
+RX_MALFORMED = "RX:MALFORMED"
+RX_FOREIGN = "RX:FOREIGN"
+RX_LATE = "RX:LATE"
+RX_BACKWARDS = "RX:BACKWARDS"
+RX_PACKETS = "RX:PACKETS"
+RX_IMPLAUSIBLE = "RX:IMPLAUSIBLE"
+RX_INCONSISTENT = "RX:INCONSISTENT"
+#: receiver counter PV -> the receiver's name of that counter (``Receiver.counters()``)
 RX_COUNTERS = {
-    "RX:COMPLETE": "complete", "RX:INCOMPLETE": "incomplete", "RX:DROPPED": "dropped",
-    "RX:LOST": "lost", "RX:DUPLICATE": "duplicate", "RX:MALFORMED": "malformed",
-    "RX:FOREIGN": "foreign", "RX:LATE": "late", "RX:BACKWARDS": "backwards",
-    "RX:PACKETS": "packets", "RX:IMPLAUSIBLE": "implausible", "RX:INCONSISTENT": "inconsistent",
+    RX_COMPLETE: "complete", RX_INCOMPLETE: "incomplete", RX_DROPPED: "dropped",
+    RX_LOST: "lost", RX_DUPLICATE: "duplicate", RX_MALFORMED: "malformed",
+    RX_FOREIGN: "foreign", RX_LATE: "late", RX_BACKWARDS: "backwards",
+    RX_PACKETS: "packets", RX_IMPLAUSIBLE: "implausible", RX_INCONSISTENT: "inconsistent",
 }
 RX_RCVBUF = "RX:RCVBUF"
 RX_ALIVE = "RX:ALIVE"

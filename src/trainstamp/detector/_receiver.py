@@ -51,7 +51,7 @@ class ReceiverConfig:
     """Where the detector is and how its frames are cut."""
 
     detector_ip: str = "127.0.0.1"
-    data_port: int = 41000
+    data_port: int = P.DEFAULT_DATA_PORT
     #: local address of the data socket; "" = the interface that routes to the detector
     bind_host: str = ""
     bind_port: int = 0

@@ -87,7 +87,7 @@ class RegisterClient:
     other datagram is counted in ``stats.stray_replies`` and ignored.
     """
 
-    def __init__(self, host: str, port: int = 42000, timeout: float = 0.2, retries: int = 3,
+    def __init__(self, host: str, port: int = P.DEFAULT_REGISTER_PORT, timeout: float = 0.2, retries: int = 3,
                  bind_host: str | None = None) -> None:
         if timeout <= 0 or retries < 0:
             raise ValueError(f"timeout {timeout} must be > 0 and retries {retries} >= 0")

@@ -19,7 +19,13 @@ from trainstamp._cli_types import (
     positive_float,
     positive_int,
 )
-from trainstamp.detector._protocol import JUMBO_PAYLOAD, PAYLOAD_SIZES
+from trainstamp.detector._protocol import (
+    DEFAULT_DATA_PORT,
+    DEFAULT_DETECTOR_IP,
+    DEFAULT_REGISTER_PORT,
+    JUMBO_PAYLOAD,
+    PAYLOAD_SIZES,
+)
 
 
 def ioc(argv: Sequence[str] | None = None) -> int:
@@ -33,9 +39,12 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, split_args = template_arg_parser(default_prefix="TEAM1K:", desc=dedent(Team1kIOC.__doc__ or ""),
                                              argv=argv)
-    parser.add_argument("--detector-ip", default="10.0.0.32", help="detector IP address (default: 10.0.0.32)")
-    parser.add_argument("--register-port", type=port, default=42000, help="detector register port (default: 42000)")
-    parser.add_argument("--data-port", type=port, default=41000, help="detector data port (default: 41000)")
+    parser.add_argument("--detector-ip", default=DEFAULT_DETECTOR_IP,
+                        help=f"detector IP address (default: {DEFAULT_DETECTOR_IP})")
+    parser.add_argument("--register-port", type=port, default=DEFAULT_REGISTER_PORT,
+                        help=f"detector register port (default: {DEFAULT_REGISTER_PORT})")
+    parser.add_argument("--data-port", type=port, default=DEFAULT_DATA_PORT,
+                        help=f"detector data port (default: {DEFAULT_DATA_PORT})")
     parser.add_argument("--config", help="parameter file to apply on startup")
     parser.add_argument("--param-dir", action="append", default=[],
                         help="directory CMD:PARAMETER_FILE may read from (repeatable; default: "
@@ -97,8 +106,8 @@ def emulate(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--host", default="127.0.0.1",
                    help="the DAQ host: the only address whose registration is accepted")
-    p.add_argument("--register-port", type=port, default=42000)
-    p.add_argument("--data-port", type=port, default=41000)
+    p.add_argument("--register-port", type=port, default=DEFAULT_REGISTER_PORT)
+    p.add_argument("--data-port", type=port, default=DEFAULT_DATA_PORT)
     p.add_argument("--trains", help="train-ID feed for external trigger, tcp://host:port")
     p.add_argument("--rate", type=positive_float, help="internal-trigger frame rate (sets the frame period register)")
     p.add_argument("--frames", type=non_negative_int, help="frames per DAQ start (0 = until stopped)")

@@ -44,11 +44,12 @@ def rss_kib(pid: int) -> int:
 def writable():
     """(suffix, dtype) of every writable PV of the IOC."""
     out = []
-    for prop in vars(Team1kIOC).values():
-        spec = getattr(prop, "pvspec", None)
-        if spec is not None and not spec.read_only:
+    prefix = "W:"
+    for name, pv in Team1kIOC(prefix=prefix, server=None).pvdb.items():  # every part's PVs
+        spec = pv.pvspec
+        if not spec.read_only:
             dtype = spec.dtype if isinstance(spec.dtype, ChannelType) else None
-            out.append((spec.name, dtype, type(spec.value)))
+            out.append((name[len(prefix):], dtype, type(spec.value)))
     return sorted(out, key=lambda t: t[0])
 
 

@@ -85,3 +85,39 @@ def test_registration():
     assert P.is_registration(P.encode_registration())
     assert not P.is_registration(P.encode_registration()[:-1])
     assert not P.is_registration(b"\0" * 8)
+
+
+def test_default_ports_are_defined_once_and_the_shipped_files_agree():
+    """The defaults live in ``_protocol``; the files that cannot import them (the
+    beamline TOML, the IOC's shell configuration, the docs) carry the same numbers."""
+    import inspect
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    from trainstamp.config import DetectorConfig
+    from trainstamp.detector._acquisition import Team1kServer
+    from trainstamp.detector._emulator import FpgaEmulator
+    from trainstamp.detector._receiver import ReceiverConfig
+    from trainstamp.detector._regclient import RegisterClient
+
+    assert (P.DEFAULT_REGISTER_PORT, P.DEFAULT_DATA_PORT) == (42000, 41000)
+    shipped = tomllib.loads(resources.files("trainstamp").joinpath("beamline.toml").read_text())
+    assert shipped["detector"]["register_port"] == P.DEFAULT_REGISTER_PORT
+    assert shipped["detector"]["data_port"] == P.DEFAULT_DATA_PORT
+    assert DetectorConfig().register_port == P.DEFAULT_REGISTER_PORT
+    assert DetectorConfig().data_port == P.DEFAULT_DATA_PORT
+    assert ReceiverConfig().data_port == P.DEFAULT_DATA_PORT
+    for cls in (Team1kServer, FpgaEmulator):
+        params = inspect.signature(cls).parameters
+        assert params["register_port"].default == P.DEFAULT_REGISTER_PORT, cls
+        assert params["data_port"].default == P.DEFAULT_DATA_PORT, cls
+    assert inspect.signature(RegisterClient).parameters["port"].default == P.DEFAULT_REGISTER_PORT
+    root = Path(__file__).resolve().parents[3]
+    conf = (root / "iocs/detector/detector.conf").read_text()
+    assert f"DET_REGISTER_PORT={P.DEFAULT_REGISTER_PORT}\n" in conf
+    assert f"DET_DATA_PORT={P.DEFAULT_DATA_PORT}\n" in conf
+    assert f"DET_IP={P.DEFAULT_DETECTOR_IP}\n" in conf
+    guide = (root / "docs/detector.md").read_text()
+    assert f"register port {P.DEFAULT_REGISTER_PORT}/UDP" in guide
+    assert f"data port     {P.DEFAULT_DATA_PORT}/UDP" in guide
