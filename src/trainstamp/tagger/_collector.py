@@ -118,6 +118,9 @@ class MarkerCountCollector(Collector):
         if self._measurement is None:
             return
         self._claim()
+        # Asked before the data: a window that closes between the two reads must not
+        # look closed with its last bins unread (it looked like lost bins).
+        running = self._measurement.isRunning()
         widths = np.asarray(self._measurement.getBinWidths(), dtype=np.int64)
         filled = int(np.argmin(widths > 0)) if (widths <= 0).any() else widths.size
         train_range = self._measurement.getTrainRange()
@@ -144,10 +147,11 @@ class MarkerCountCollector(Collector):
                 self._finish(RuntimeError(
                     f"{self.name}: bin {self.num_trains - 1} was taken as train "
                     f"{self.last_train_id}, but the server mapped the window's last marker "
-                    f"to {last} (window {first}..{last}): a marker was missed or extra"))
+                    f"to {last} (window {first}..{last}): a marker was missed or extra"
+                    f"{self._disagreement(first, widths)}"))
             else:
                 self._finish()
-        elif not self._measurement.isRunning():
+        elif not running:
             # The window of num_trains markers is over with fewer bins: the tagger lost
             # some in an overflow, and which train each later bin belongs to is no
             # longer known. Fail now, with the reason, rather than after the timeout.
@@ -159,6 +163,23 @@ class MarkerCountCollector(Collector):
         elif time.monotonic() - self._last_growth > self.timeout:
             self._finish(TimeoutError(f"{self.name}: no train for {self.timeout} s after "
                                       f"{self._taken} of {self.num_trains}"))
+
+    def _disagreement(self, first: int, widths: np.ndarray) -> str:
+        """Where the server's marker IDs first part from the ticks', and the bin widths
+        there (a missed marker shows as a bin two periods wide, an extra one as a short
+        bin), so an operator can tell a lost marker from a mispaired one."""
+        try:
+            server = [int(i) for i in self._measurement.getBinTrainIds()]
+            ticks = self.ticks.ids_from(first)[:len(server)] if self.ticks is not None else []
+            k = next((i for i, (a, b) in enumerate(zip(server, ticks, strict=False)) if a != b), None)
+            if k is None:
+                return ""
+            around = slice(max(k - 2, 0), k + 3)
+            ms = ", ".join(f"{w / 1e9:.2f}" for w in widths[around])
+            return (f"; bin {k} is train {server[k]} to the server and {ticks[k]} by the "
+                    f"ticks; widths of bins {around.start}..{around.stop - 1}: {ms} ms")
+        except Exception as exc:  # a diagnosis only: the failure stands without it
+            return f"; (no detail: {exc})"
 
     def _overflow_text(self) -> str:
         """What the tagger counted during the window, to name why bins were lost."""
