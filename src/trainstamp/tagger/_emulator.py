@@ -8,8 +8,10 @@ consumer (test signal, trigger level, input delay, dead time, event divider, sou
 are applied between blocks and answered in-band.
 
 Marker tags: with ``trains=tcp://host:port`` it subscribes to the TimeServer feed with
-:class:`~trainstamp.timing.feed.TrainFeed` and puts one tag on the marker channel at
-the moment each train ID arrives, as a timing receiver wired to a tagger input would.
+:class:`~trainstamp.timing.feed.TrainFeed` and puts one tag on the marker channel for
+each train ID, as a timing receiver wired to a tagger input would: at the train's time
+on the grid recovered from the IDs' arrivals (:mod:`trainstamp.tagger._trigger`), with
+the stream ``latency_s`` behind real time so that a late ID still finds its time open.
 The train ID itself does not travel in the tag stream; the server pairs markers with
 the TimeServer feed (see :mod:`trainstamp.tagger._markers`).
 
@@ -95,7 +97,9 @@ class TaggerEmulator:
         self.max_lag_s = max_lag_s
         self.generator = (ReplayGenerator(self.settings, int(replay_s * 1e12), seed=seed)
                           if replay_s > 0 else TagGenerator(self.settings, seed=seed, t0_ps=0))
-        self._start_ns = time.monotonic_ns()  # tagger time 0, once the generator is ready
+        # Tagger time 0, once the generator is ready, is where the stream starts: the
+        # clock reads the latency by then (see stream_now_ps).
+        self._start_ns = time.monotonic_ns() - int(latency_s * 1e9)
         self._lock = threading.Lock()
         self._markers: list[int] = []
         self.grid = TrainGrid()
