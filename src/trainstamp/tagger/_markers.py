@@ -53,6 +53,9 @@ UNKNOWN_TRAIN_ID = -1
 #: Largest distance (in periods) of a marker from a whole number of measured periods
 #: after the last pairing for the tagger clock's count to decide its train.
 CLEAN_PHASE = 0.2
+#: How far (in trains) a tick in a marker's window may be from the count for the count
+#: to win over it; a feed that jumps further (a restarted source) wins instead.
+NEIGHBOUR_TRAINS = 16
 #: Shortest train period the mapper accepts from any estimate (1 µs).
 MIN_PERIOD_NS = 1_000.0
 
@@ -189,11 +192,11 @@ class MarkerMapper:
             # count: it outranks a tick that the feed delivered late or early.
             clean = bool(self._marker_periods) and abs(periods - round(periods)) < CLEAN_PHASE
         window = self._tick_id[lo:hi]
-        neighbours = bool(window) and all(abs(i - expected) <= 2 for i in window) \
-            if expected is not None else False
+        neighbours = bool(window) and all(abs(i - expected) <= NEIGHBOUR_TRAINS
+                                          for i in window) if expected is not None else False
         if clean and neighbours and expected not in window:
             self.stats.counted += 1
-            hi = lo  # a neighbour's tick, early or late: count instead (a jump of the
+            hi = lo  # a nearby train's tick, early or late: count instead (a jump of the
             # feed, a restarted TimeServer, names trains far off and still wins)
         if hi > lo:
             best = min(range(lo, hi), key=lambda i: abs(walls[i] - predicted))
