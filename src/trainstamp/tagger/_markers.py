@@ -24,11 +24,13 @@ ID whose tick is nearest to the marker's predicted wall time.
   yet it is unknown (:data:`UNKNOWN_TRAIN_ID`, counted ``unmatched``). Two ticks in one
   window (a delayed tick next to an on-time one) are told apart by counting periods on
   the tagger clock from the last pairing; only if that fails is the marker counted
-  ``ambiguous`` (the nearest tick wins). A single tick in the window that disagrees
-  with the count loses to it when the marker lies within :data:`CLEAN_PHASE` of a whole
-  number of measured periods from the last pairing (``counted``): the tagger clock is
-  the hardware's, the tick's arrival time only the feed's. A tick used twice counts as ``duplicate``. A predicted time more than ``reanchor_ns`` away from the nearest tick
-  means the tagger clock restarted: the anchor is dropped (``reanchors``).
+  ``ambiguous`` (the nearest tick wins). Ticks in the window, all within
+  :data:`NEIGHBOUR_TRAINS` of the count but none of it, lose to the count when the
+  marker lies within :data:`CLEAN_PHASE` of a whole number of measured periods from the
+  last pairing (``counted``): the tagger clock is the hardware's, the ticks' arrival
+  times only the feed's. A tick used twice counts as ``duplicate``. A predicted time
+  more than ``reanchor_ns`` away from the nearest tick means the tagger clock
+  restarted: the anchor is dropped (``reanchors``).
 - **Period.** Once two markers have been paired, the train period is measured on the
   tagger clock (tagger time between pairings over the train IDs between them; median of
   the last 16), which is exact and immune to the feed's arrival jitter. Before that it
