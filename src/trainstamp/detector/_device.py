@@ -187,14 +187,17 @@ class Team1k(Device):
                 finished.set()
 
         cid = self.capture_finished.subscribe(on_finished, run=False)
-        try:
-            self.capture_cmd.put(n, wait=True)
-        except Exception as exc:
-            self.capture_finished.unsubscribe(cid)
-            raise RuntimeError(f"{self.name}: capture of {n} frames not started: {_reason(exc)}") from exc
 
+        # The put is made in the waiting thread, not here: trigger() returns at once, so
+        # a plan triggers the next device (the tagger) in the same train instead of one
+        # put-completion round trip later, which under load can be past the next tick.
         def wait() -> None:
             try:
+                try:
+                    self.capture_cmd.put(n, wait=True)
+                except Exception as exc:
+                    raise RuntimeError(f"{self.name}: capture of {n} frames not started: "
+                                       f"{_reason(exc)}") from exc
                 if not finished.wait(self.trigger_timeout):
                     raise TimeoutError(f"{self.name}: capture of {n} frames did not finish")
                 state = self.capture_status.get()
