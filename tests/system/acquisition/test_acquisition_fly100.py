@@ -24,7 +24,7 @@ def test_fly_at_100_hz(tmp_path, ca_ports):
                 subscribe(RE, client, timeserver=ts)
                 # No failure is accepted: the tagger chain keeps up at 100 Hz (a burst
                 # of IDs read in one recv() once collapsed its period estimate and
-                # stopped it; see tests/unit/tagger_service/test_tagger_markers.py).
+                # stopped it; see tests/unit/tagger/test_tagger_markers.py).
                 RE(train_fly([det], n, timeserver=ts, tagger=tt, ticks_from="broadcaster",
                              click_channel=CLICK_CHANNEL))
                 run = last_run(client)
