@@ -12,6 +12,8 @@ Marker tags: with ``trains=tcp://host:port`` it subscribes to the TimeServer fee
 each train ID, as a timing receiver wired to a tagger input would: at the train's time
 on the grid recovered from the IDs' arrivals (:mod:`trainstamp.tagger._trigger`), with
 the stream ``latency_s`` behind real time so that a late ID still finds its time open.
+Where an ID is later still (a starved host), the stream waits at the next train's grid
+time for it, up to ``HOLD_S``, so the marker is not placed late.
 The train ID itself does not travel in the tag stream; the server pairs markers with
 the TimeServer feed (see :mod:`trainstamp.tagger._markers`).
 
@@ -64,6 +66,9 @@ MAX_LAG_S = 10.0
 #: How far the stream trails real time (the emulated pipeline): a train ID that arrives
 #: up to this late still gets its marker on the train grid (see _trigger.py).
 LATENCY_S = 0.05
+#: How long past its grid time the stream waits for the next train's ID before it goes
+#: on without it (a train source that stopped); that marker, if it comes, is then late.
+HOLD_S = 0.5
 
 
 def overflow_tags(first_ps: int, last_ps: int, missed: dict[int, int]) -> np.ndarray:
@@ -124,10 +129,15 @@ class TaggerEmulator:
 
     def _on_train(self, train_id: int, recv_ns: int) -> None:
         arrival = self.now_ps() - max(time.time_ns() - recv_ns, 0) * 1000
-        at = self.grid.place(train_id, arrival)
-        with self._lock:
-            # An ID later than the latency: its grid time is already made. The marker
-            # goes at the earliest time still open, as a late pulse would.
+        with self._lock:  # the block maker reads the grid (its hold) under this lock
+            held = self.grid.due() == self.generator.t0  # the stream waits for this ID
+            at = self.grid.place(train_id, arrival)
+            # An ID later than the latency and the hold: its grid time is already made.
+            # The marker goes at the earliest time still open, as a late pulse would.
+            if at < self.generator.t0 and not held:
+                self.stats["late_markers"] += 1
+                log.debug("train %d: marker %.3f ms late", train_id,
+                          (self.generator.t0 - at) / 1e9)
             self._markers.append(max(at, self.generator.t0))
             self.stats["markers"] += 1
 
@@ -194,7 +204,11 @@ class TaggerEmulator:
         seq = 0
         overflow: dict | None = None
         self._skip_to_now()
-        replies.append(encode_message(Kind.HELLO, self.settings.describe()))
+        # The latency is the tagger's stream setting (as Swabian's setStreamBlockSize
+        # max_latency): the server needs it to place markers on the wall clock.
+        hello = self.settings.describe()
+        hello["stream_latency_ps"] = int(self.latency_s * 1e12)
+        replies.append(encode_message(Kind.HELLO, hello))
         current: memoryview | None = None
         next_block = time.monotonic()
         while not self._stop.is_set():
@@ -289,6 +303,11 @@ class TaggerEmulator:
                             lag / 1e12, (now - int(self.block_s * 1e12) - at) / 1e12,
                             self.stats["lag_skips"])
             t1 = min(now, self.generator.t0 + int(4 * self.block_s * 1e12))
+            due = self.grid.due()
+            if due is not None and self.generator.t0 <= due < t1 and now - due < HOLD_S * 1e12:
+                # The next train's ID has not arrived yet: make the stream up to its
+                # grid time only, so its marker lands on the grid when the ID comes.
+                t1 = due
             markers = np.array(self._markers, np.int64)
             late = markers < self.generator.t0  # only after a skipped gap
             if late.any() and gap is not None:

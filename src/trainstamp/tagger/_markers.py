@@ -31,6 +31,16 @@ ID whose tick is nearest to the marker's predicted wall time.
   times only the feed's. A tick used twice counts as ``duplicate``. A predicted time
   more than ``reanchor_ns`` away from the nearest tick means the tagger clock
   restarted: the anchor is dropped (``reanchors``).
+- **The two grids.** When the tagger announces its stream latency (the hello's
+  ``stream_latency_ps``), markers are placed on the wall clock without any tick: the
+  lower envelope of (block arrival − block end) over the recent blocks, less that
+  latency, maps tagger time to wall time (the least-delayed block tells it), and the
+  ticks' own lower envelope (:class:`~trainstamp.tagger._trigger.TrainGrid`) says
+  which train is due at that wall time. Both envelopes see only the least delays, so a
+  backlog of blocks or ticks on a loaded host cannot shift them by a train. That train
+  is the count (``regridded`` when it corrects the count from the last pairing): the
+  nearest-tick bootstrap above is off by the stream latency (several trains at 100
+  Hz), and a wrong anchor stays wrong, invisible until the TimeServer skips an ID.
 - **Period.** Once two markers have been paired, the train period is measured on the
   tagger clock (tagger time between pairings over the train IDs between them; median of
   the last 16), which is exact and immune to the feed's arrival jitter. Before that it
@@ -50,6 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainstamp.tagger._trigger import TrainGrid
+
 #: Train ID given to a marker that cannot be paired and has no anchor to count from.
 UNKNOWN_TRAIN_ID = -1
 #: Largest distance (in periods) of a marker from a whole number of measured periods
@@ -60,6 +72,9 @@ CLEAN_PHASE = 0.2
 NEIGHBOUR_TRAINS = 16
 #: Shortest train period the mapper accepts from any estimate (1 µs).
 MIN_PERIOD_NS = 1_000.0
+#: Blocks the link envelope is taken over, and the fewest it needs to place markers.
+LINK_BLOCKS = 2048
+MIN_LINK_BLOCKS = 16
 
 
 @dataclass
@@ -72,6 +87,7 @@ class MarkerStats:
     duplicate: int = 0
     reanchors: int = 0
     counted: int = 0  # decided by counting on the tagger clock over a disagreeing tick
+    regridded: int = 0  # the two grids corrected the count from the last pairing
     ticks: int = 0
 
 
@@ -92,6 +108,10 @@ class MarkerMapper:
         self._last_pair: tuple[int, int] | None = None  # (tagger ps, train id)
         self._last_tick_used: tuple[int, int] | None = None
         self._marker_periods: collections.deque[float] = collections.deque(maxlen=16)
+        #: Stream latency the tagger announced (ns); None: unknown, no grid placement.
+        self.link_latency_ns: float | None = None
+        self._link: collections.deque[float] = collections.deque(maxlen=LINK_BLOCKS)
+        self.tick_grid = TrainGrid()
 
     # -- inputs ------------------------------------------------------------------------
     def add_tick(self, train_id: int, wall_ns: int) -> None:
@@ -100,14 +120,31 @@ class MarkerMapper:
             wall_ns = self._tick_wall[-1]  # arrival order is the truth; keep the list sorted
         self._tick_wall.append(int(wall_ns))
         self._tick_id.append(int(train_id))
+        self.tick_grid.place(int(train_id), int(wall_ns) * 1000)
         if len(self._tick_wall) > 4096:
             del self._tick_wall[:2048], self._tick_id[:2048]
+
+    def add_block(self, arrival_wall_ns: int, end_ps: int) -> None:
+        """One block of the stream arrived: its wall time and the stream time it ends at."""
+        self._link.append(arrival_wall_ns - end_ps / 1000.0)
+
+    def set_link(self, latency_ps: int | None) -> None:
+        """A new link (hello): its announced stream latency; the envelope starts afresh."""
+        self.link_latency_ns = None if latency_ps is None else latency_ps / 1000.0
+        self._link.clear()
+
+    def _wall_of(self, t: int) -> float | None:
+        """Wall time (ns) of tagger time ``t`` from the link envelope; None if unknown."""
+        if self.link_latency_ns is None or len(self._link) < MIN_LINK_BLOCKS:
+            return None
+        return t / 1000.0 + min(self._link) - self.link_latency_ns
 
     def add_markers(self, times_ps: np.ndarray, arrival_wall_ns: int, block_end_ps: int) -> None:
         """Queue the markers of one block (``block_end_ps``: its last tag's time)."""
         for t in np.asarray(times_ps, np.int64).tolist():
             self.stats.markers += 1
-            guess = arrival_wall_ns - (block_end_ps - t) / 1000.0
+            wall = self._wall_of(t)
+            guess = arrival_wall_ns - (block_end_ps - t) / 1000.0 if wall is None else wall
             self._pending.append((int(t), guess))
 
     def reset_anchor(self) -> None:
@@ -154,7 +191,9 @@ class MarkerMapper:
         walls = self._tick_wall
         while self._pending:
             t, guess = self._pending[0]
-            predicted = guess if self.offset_ns is None else t / 1000.0 + self.offset_ns
+            predicted = self._wall_of(t)  # the link envelope, where the tagger says how
+            if predicted is None:
+                predicted = guess if self.offset_ns is None else t / 1000.0 + self.offset_ns
             if self.offset_ns is not None and walls and self._far_from_ticks(predicted):
                 self.stats.reanchors += 1
                 self.reset_anchor()
@@ -193,6 +232,12 @@ class MarkerMapper:
             # Markers a whole number of measured periods apart are the hardware's own
             # count: it outranks a tick that the feed delivered late or early.
             clean = bool(self._marker_periods) and abs(periods - round(periods)) < CLEAN_PHASE
+        wall = self._wall_of(t)
+        due = None if wall is None else self.tick_grid.train_at(wall * 1000.0)
+        if due is not None:  # the two grids name the train; see the module docstring
+            if expected is not None and due != expected:
+                self.stats.regridded += 1
+            expected, clean = due, True
         window = self._tick_id[lo:hi]
         neighbours = bool(window) and all(abs(i - expected) <= NEIGHBOUR_TRAINS
                                           for i in window) if expected is not None else False

@@ -314,6 +314,7 @@ class TagService:
         elif kind == "hello":
             self._flush(time.time_ns(), force=True)
             self.mapper.reset_anchor()
+            self.mapper.set_link((self.link.hello or {}).get("stream_latency_ps"))
             self._rebase_next = True
         else:
             self._accept(*payload, when)
@@ -368,6 +369,7 @@ class TagService:
 
     def _accept(self, tags: np.ndarray, end_time: int, arrival_ns: int) -> None:
         tags, end_time = self._rebase(tags, end_time)
+        self.mapper.add_block(arrival_ns, end_time)
         mc = self.marker_channel
         is_marker = np.zeros(len(tags), bool)
         if mc is not None and len(tags):

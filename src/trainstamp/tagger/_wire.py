@@ -63,6 +63,8 @@ HEADER = struct.Struct("<4sHHQIIIIqII")
 HEADER_SIZE = HEADER.size  # pinned to 48 by a test
 #: Largest TAGS block accepted (tags); 4 Mi tags = 64 MiB.
 MAX_TAGS_PER_BLOCK = 1 << 22
+#: Longest stream latency a hello may announce (10 s, in ps).
+MAX_STREAM_LATENCY_PS = 10 * 10**12
 #: Largest control/hello payload accepted (bytes).
 MAX_CONTROL_BYTES = 1 << 16
 FLAG_OVERFLOW = 1
@@ -192,6 +194,10 @@ def check_hello(message: dict) -> dict:
     marker = message.get("marker_channel")
     if marker is not None and (type(marker) is not int or marker not in chans):
         raise BadFrame(f"hello: marker_channel {str(marker)[:20]} is not one of the channels")
+    latency = message.get("stream_latency_ps", 0)
+    if type(latency) is not int or not 0 <= latency <= MAX_STREAM_LATENCY_PS:
+        raise BadFrame(f"hello: stream_latency_ps must be a whole number in "
+                       f"0..{MAX_STREAM_LATENCY_PS}, got {str(latency)[:30]}")
     serial = message.get("serial", "")
     if not isinstance(serial, str) or len(serial) > 64:
         raise BadFrame(f"hello: serial must be text of at most 64 characters, got "

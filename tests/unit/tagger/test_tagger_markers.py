@@ -217,3 +217,64 @@ def test_a_processor_exception_is_counted_and_processing_goes_on():
     finally:
         svc._stop.set()
         svc._thread.join(5)
+
+
+def _two_grid_run(n_trains, *, latency_ms=50.0, backlog_until_ms=0.0, backlog_ms=0.0,
+                  tick_delay_ms=(0.2, 8.0), announce=True, seed=3):
+    """A 100 Hz train source, a tagger whose stream trails by ``latency_ms``, and a
+    server: ticks arrive ``tick_delay_ms`` late (uniform), the tag stream's blocks
+    (every 5 ms) ``backlog_ms`` late until ``backlog_until_ms``. Returns (true, mapped)."""
+    rng = np.random.default_rng(seed)
+    period = 10_000_000  # ns
+    wall0 = 1_700_000_000_000_000_000  # tagger time 0 on the wall clock
+    first_id = 5_000
+    m = MarkerMapper(period_hint_ns=period)
+    if announce:
+        m.set_link(int(latency_ms * 1e9))
+    events = []
+    for k in range(n_trains):
+        t_train = k * period
+        events.append((wall0 + t_train + rng.uniform(*tick_delay_ms) * 1e6, "tick", first_id + k))
+    block = 5_000_000
+    for b in range(1, n_trains * 2):
+        end = b * block
+        sent = wall0 + end + latency_ms * 1e6
+        late = backlog_ms * 1e6 if end < backlog_until_ms * 1e6 else 0.0
+        events.append((sent + 100_000 + late, "block", end))
+    events.sort(key=lambda e: e[0])
+    true, mapped = {}, {}
+    for when, kind, v in events:
+        if kind == "tick":
+            m.add_tick(v, int(when))
+        else:
+            end = v
+            marks = [k * period * 1000 for k in range(n_trains)
+                     if end - 5_000_000 < k * period <= end]
+            m.add_block(int(when), end * 1000)
+            if marks:
+                m.add_markers(np.asarray(marks, np.int64), int(when), end * 1000)
+                for t in marks:
+                    true[t] = first_id + t // (period * 1000)
+            for t, i in m.resolve(int(when)):
+                mapped[t] = i
+    return true, mapped, m
+
+
+def test_markers_take_the_train_of_the_two_grids_despite_a_backlog_at_the_start():
+    # The first half second of blocks arrives 480 ms late (a loaded host): a bootstrap
+    # from one block's arrival pairs the markers 48 trains off, and stays there.
+    true, mapped, m = _two_grid_run(600, backlog_until_ms=500, backlog_ms=480)
+    late = [t for t in mapped if t > 1_500_000_000_000]  # after 1.5 s of stream
+    assert len(late) > 400
+    assert all(mapped[t] == true[t] for t in late), sorted(
+        (t // 10**10, mapped[t] - true[t]) for t in late if mapped[t] != true[t])[:5]
+    assert m.stats.regridded > 0
+
+
+def test_without_an_announced_latency_the_pairing_is_as_before():
+    # No stream_latency_ps in the hello (another tagger): markers are placed by the
+    # block they came in, as before; ticks 0.2..1 ms late and a 2 ms link: exact.
+    true, mapped, m = _two_grid_run(300, latency_ms=2.0, tick_delay_ms=(0.2, 1.0),
+                                    announce=False)
+    assert all(mapped[t] == true[t] for t in mapped if t > 10**11)
+    assert m.stats.regridded == 0
