@@ -55,7 +55,9 @@ class CaptureJob:
     first_index: int = 0
     progress: int = 0
     overruns: int = 0
-    skipped: int = 0  # frames of trains that ended before the put
+    skipped: int = 0  # frames of trains that ended before the put (or before start_train)
+    #: CAPTURE:START_TRAIN: the capture starts with the frame of this train (0: by the put)
+    start_train: int = 0
     status: str = CaptureState.CAPTURING
     message: str = ""
     #: external trigger configured: every frame must carry a train ID (0 = none)
@@ -106,6 +108,20 @@ def predates_put(ts_ns: int, put_ns: int, period_ns: float | None,
     if period_ns is None:
         return None
     return ts_ns + period_ns <= put_ns
+
+
+def precedes_start_train(train_id: int, start_train: int) -> bool:
+    """Whether a capture that starts at ``start_train`` skips a frame of ``train_id``.
+
+    Frames of earlier trains are skipped, and so are frames with no train ID (0), which
+    cannot be placed. A frame of a later train means the frame of ``start_train`` was
+    missed (the put came after it had left the ring, or it was lost): ``RuntimeError``.
+    """
+    if train_id > start_train:
+        raise RuntimeError(f"no frame of train {start_train} (CAPTURE:START_TRAIN): the first "
+                           f"frame after it is of train {train_id}; the put came too late, "
+                           "or that frame was lost")
+    return train_id < start_train
 
 
 class Team1kServer:
@@ -237,12 +253,19 @@ class Team1kServer:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def capture(self, n: int, path: Path | None = None, put_ns: int | None = None) -> CaptureJob:
+    def capture(self, n: int, path: Path | None = None, put_ns: int | None = None,
+                start_train: int = 0) -> CaptureJob:
         """Start capturing ``n`` frames; into the open file, or a new one at ``path``.
 
         The first is the frame of the train in force at ``put_ns`` (host wall clock, ns;
         default now): a frame of that train already published is taken, frames of
         trains that ended before it are skipped (see :func:`predates_put`).
+
+        With ``start_train`` (a train ID, in external trigger) the first is instead the
+        frame whose header carries that train: earlier trains are skipped, and the
+        capture fails if the first frame found is of a later train (the frame of
+        ``start_train`` was lost, or had left the ring). This is how a plan makes the
+        detector and the tagger start on the same train.
         """
         if int(n) != n or not 0 < n <= MAX_CAPTURE:
             raise ValueError(f"capture count {n} outside 1..{MAX_CAPTURE}")
@@ -261,12 +284,21 @@ class Team1kServer:
                     raise ValueError("no capture file: open one or give a path")
                 self.file = CaptureFile(path)
                 self.keep_open = False
+            by_train = int(start_train) if self.config.expects_train_ids else 0
             job = CaptureJob(int(n), self.file.path, first_index=self.file.count,
-                             expects_train_ids=self.config.expects_train_ids)
+                             expects_train_ids=self.config.expects_train_ids,
+                             start_train=max(by_train, 0))
             self.job = job
             put_ns = time.time_ns() if put_ns is None else int(put_ns)
             head = self.rx.head
             start_seq = head + 1
+            if job.start_train:
+                # Frames of the train asked for (and after it) may be in the ring already.
+                while (start_seq - 1 >= max(1, head - 7) and self.rx.valid(start_seq - 1)
+                       and self.rx.frame_info(start_seq - 1)[1] >= job.start_train):
+                    start_seq -= 1
+                self._start_writer(job, start_seq, 0, None)
+                return job
             recent = []
             for seq in range(max(1, head - 8), head + 1):
                 fn, train_id, ts, _ = self.rx.frame_info(seq)
@@ -284,11 +316,14 @@ class Team1kServer:
                         or predates_put(ts, put_ns, period, next_ts) is not False):
                     break
                 start_seq -= 1
-            self._thread = threading.Thread(target=self._run_capture,
-                                            args=(job, self.file, start_seq, put_ns, period),
-                                            name="capture-writer", daemon=True)
-            self._thread.start()
+            self._start_writer(job, start_seq, put_ns, period)
         return job
+
+    def _start_writer(self, job: CaptureJob, seq: int, put_ns: int, period: float | None) -> None:
+        self._thread = threading.Thread(target=self._run_capture,
+                                        args=(job, self.file, seq, put_ns, period),
+                                        name="capture-writer", daemon=True)
+        self._thread.start()
 
     def _run_capture(self, job: CaptureJob, f: CaptureFile, seq: int, put_ns: int = 0,
                      period_ns: float | None = None) -> None:
@@ -301,9 +336,21 @@ class Team1kServer:
         rx, n_slots = self.rx, self.rx_cfg.n_slots
         last_progress = time.monotonic()
         judging = put_ns > 0  # until the first frame of the train in force is found
+        waiting_for = job.start_train  # until the frame of this train is found
         try:
             while job.progress < job.total and job.status == CaptureState.CAPTURING:
                 head = rx.head
+                if waiting_for and head >= seq:
+                    train_id = rx.frame_info(seq)[1]
+                    if precedes_start_train(train_id, waiting_for):
+                        job.skipped += 1
+                        seq += 1
+                        if time.monotonic() - last_progress > self.capture_timeout:
+                            raise TimeoutError(f"train {waiting_for} (CAPTURE:START_TRAIN) not "
+                                               f"reached in {self.capture_timeout:g} s; frames "
+                                               f"are at train {train_id}")
+                        continue
+                    waiting_for = 0
                 if judging and head >= seq:
                     ts = rx.frame_info(seq)[2]
                     next_ts = rx.frame_info(seq + 1)[2] if head > seq else None

@@ -78,6 +78,8 @@ class Team1k(Device):
     capture_full_path = Cpt(EpicsSignalRO, PV.CAPTURE_FULL_PATH, string=True, kind="omitted")
     capture_open = Cpt(EpicsSignal, PV.CAPTURE_OPEN, kind="omitted")
     capture_cancel = Cpt(EpicsSignal, PV.CAPTURE_CANCEL, kind="omitted")
+    capture_start_train = Cpt(EpicsSignal, PV.CAPTURE_START_TRAIN, put_complete=True,
+                              kind="omitted")
     capture_first_index = Cpt(EpicsSignalRO, PV.CAPTURE_FIRST_INDEX, kind="omitted")
     capture_finished = Cpt(EpicsSignalRO, PV.CAPTURE_FINISHED, kind="omitted")
     capture_message = Cpt(EpicsSignalRO, PV.CAPTURE_MESSAGE, string=True, kind="omitted")
@@ -97,6 +99,11 @@ class Team1k(Device):
         self._started_daq = False
         self._last: dict[str, object] = {}
         self._n_points = 0
+
+    def train_start_signals(self) -> list[EpicsSignal]:
+        """What a plan sets to make the next capture start on a named train
+        (:func:`~trainstamp.plans.arm_train`)."""
+        return [self.capture_start_train]
 
     # ------------------------------------------------------------ keys
     @property

@@ -7,7 +7,7 @@
 - :func:`check_train_consistency` / :func:`train_consistency`: detector frames, tagger
   marker trains and TimeServer ticks of a run name the same trains (the checker of
   :mod:`trainstamp.storage`, re-exported here).
-- :func:`wait_for_train`, :func:`one_train`: plan stubs.
+- :func:`wait_for_train`, :func:`arm_train`, :func:`one_train`: plan stubs.
 - :class:`TrainStamp`, :func:`stamp_wrapper`, :func:`stamp_decorator`,
   :class:`StopStamper`: the stamping contract (``train_id`` in every event,
   ``train_id_start`` in the start document, ``train_id_end`` in the stop document), for
@@ -20,7 +20,7 @@
 from trainstamp.plans._exact import ExactTrainId
 from trainstamp.plans._science import g2_delay_scan
 from trainstamp.plans._stamp import TrainStamp, stamp_decorator, stamp_wrapper
-from trainstamp.plans._stubs import one_train, wait_for_train
+from trainstamp.plans._stubs import arm_train, one_train, wait_for_train
 from trainstamp.plans._train_count import train_count
 from trainstamp.plans._train_fly import train_fly
 from trainstamp.plans._train_scan import train_scan
@@ -43,6 +43,7 @@ __all__ = [
     "TrainStamp",
     "check_train_consistency",
     "g2_delay_scan",
+    "arm_train",
     "one_train",
     "stamp_decorator",
     "stamp_wrapper",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,12 @@ from bluesky.utils import MsgGenerator, plan, separate_devices, short_uid
 
 from trainstamp.plans._exact import exact_stamp_for, exact_train_id_of, has_exact_ids
 
-__all__ = ["one_train", "wait_for_train"]
+__all__ = ["arm_train", "next_train_to_arm", "one_train", "wait_for_train"]
+
+#: Least time (s) between the tick a step wakes on and the train it arms the devices for:
+#: the puts must reach every device before that train starts (50 ms is 1 train at 10 Hz,
+#: 3 at 50 Hz, 5 at 100 Hz).
+ARM_LEAD_S = 0.05
 
 
 @plan
@@ -41,6 +47,48 @@ def wait_for_train(
     return (yield from bps.trigger(timeserver, group=group, wait=wait))
 
 
+def next_train_to_arm(timeserver: Any, lead_s: float = ARM_LEAD_S) -> int | None:
+    """The train to start the devices on: at least ``lead_s`` after the last tick.
+
+    None if the TimeServer has no tick (or is not a trainstamp TimeServer, whose
+    ``last_tick`` is the latest :class:`~trainstamp.timing.Tick`); the devices then
+    start on the train in force at their put.
+    """
+    tick = getattr(timeserver, "last_tick", None)
+    if not hasattr(tick, "train_id") or tick.train_id <= 0:
+        return None
+    period_s = tick.period_us / 1e6 if tick.period_us and tick.period_us > 0 else lead_s
+    return int(tick.train_id) + max(1, math.ceil(lead_s / period_s - 1e-9))
+
+
+def start_train_signals(obj: Any) -> list[Any]:
+    """The setpoints that make ``obj`` start on a named train (``train_start_signals()``)."""
+    signals = getattr(obj, "train_start_signals", None)
+    return list(signals()) if callable(signals) else []
+
+
+@plan
+def arm_train(devices: Sequence[Any], train_id: int) -> MsgGenerator[list[Any]]:
+    """Tell every device that can (``train_start_signals()``) to start on ``train_id``.
+
+    The detector then captures the frame whose header carries that train and the tagger
+    opens its window at that train's marker, so both cover the same train whatever the
+    order and latency of their puts; each fails its trigger, saying so, if the train had
+    passed when its put came. Returns the devices armed.
+    """
+    group = short_uid("arm")
+    armed = []
+    for obj in devices:
+        signals = start_train_signals(obj)
+        for sig in signals:
+            yield from bps.abs_set(sig, train_id, group=group)
+        if signals:
+            armed.append(obj)
+    if armed:
+        yield from bps.wait(group=group)
+    return armed
+
+
 @plan
 def one_train(
     detectors: Sequence[Readable], timeserver: Triggerable, *, stream_name: str = "primary"
@@ -48,7 +96,10 @@ def one_train(
     """Wait for the next train, then trigger and read ``detectors`` into one event.
 
     This is the default per-train step of :func:`~trainstamp.plans.train_count`. It is
-    :func:`bluesky.plan_stubs.trigger_and_read` with one difference: if the TimeServer
+    :func:`bluesky.plan_stubs.trigger_and_read` with two differences. The devices that
+    can start on a named train are armed (:func:`arm_train`) for the train at least
+    :data:`ARM_LEAD_S` after the tick, so the detector's frame and the tagger's window
+    are of the same train. And if the TimeServer
     itself is among ``detectors`` it is read but not triggered again (triggering it
     means waiting for another train), so its tick lands in the same event. If a device
     has exact train IDs (a ``train_id_key``, as the detector's packet-header IDs), the
@@ -74,6 +125,9 @@ def one_train(
     yield from bps.checkpoint()
     yield from wait_for_train(timeserver)
     devices = separate_devices(list(detectors))
+    train = next_train_to_arm(timeserver)
+    if train is not None:
+        yield from arm_train([obj for obj in devices if obj is not timeserver], train)
     group = short_uid("trigger")
     triggered = False
     for obj in devices:

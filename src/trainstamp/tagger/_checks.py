@@ -39,6 +39,18 @@ def check_n_trains(value) -> int:
     return int(v)
 
 
+#: Train IDs above this are not exact in a DOUBLE PV.
+MAX_TRAIN_ID = 2**53
+
+
+def check_train_id(value) -> int:
+    """START_TRAIN: a train ID, or 0 for the train in force at the put."""
+    v = number(value)
+    if not v.is_integer() or not 0 <= v < MAX_TRAIN_ID:
+        raise ValueError(f"{v:g} is not a train ID (a whole number in 0..2**53-1)")
+    return int(v)
+
+
 def check_switch(value) -> int:
     """START/STOP/CLEAR/ACQUIRE: 1 acts, 0 does nothing."""
     v = number(value)

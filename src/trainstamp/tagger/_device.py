@@ -37,6 +37,7 @@ class SlotBase(Device):
     duration = Cpt(EpicsSignal, "DURATION", kind="config")
     n_trains = Cpt(EpicsSignal, "N_TRAINS", kind="config")
     acquire = Cpt(EpicsSignal, "ACQUIRE", put_complete=True, kind="omitted")
+    start_train = Cpt(EpicsSignal, "START_TRAIN", put_complete=True, kind="omitted")
     start_ = Cpt(EpicsSignal, "START", kind="omitted")
     stop_ = Cpt(EpicsSignal, "STOP", kind="omitted")
     clear = Cpt(EpicsSignal, "CLEAR", kind="omitted")
@@ -210,6 +211,13 @@ class TimeTagger(Device):
         self._active_slots = tuple(slots)
         for s in SLOTS:
             getattr(self, s).kind = _SLOT_KIND if s in slots else Kind.omitted
+
+    def train_start_signals(self) -> list[EpicsSignal]:
+        """What a plan sets to make the next acquisition of every active slot that counts
+        trains (N_TRAINS > 0) open at a named train (:func:`~trainstamp.plans.arm_train`).
+        A slot timed by DURATION has no train to start on."""
+        return [getattr(self, s).start_train for s in self.active_slots
+                if getattr(self, s).n_trains.get() > 0]
 
     def trigger(self) -> Status:
         statuses = [getattr(self, s).trigger() for s in self.active_slots]

@@ -9,7 +9,7 @@ a setting changes) and publish its arrays.
 Every writable PV has a putter that refuses nonsense with a clear message (the client
 gets it as the put's error at once; the IOC's ``LAST_ERROR`` repeats it and
 ``BAD_PUTS`` counts it): ``DURATION`` is a finite 0..:data:`MAX_DURATION_S` s,
-``N_TRAINS`` a whole 0..:data:`MAX_N_TRAINS`, ``START``/``STOP``/``CLEAR``/``ACQUIRE``
+``N_TRAINS`` a whole 0..:data:`MAX_N_TRAINS`, ``START_TRAIN`` a train ID or 0, ``START``/``STOP``/``CLEAR``/``ACQUIRE``
 0 or 1, sizes and channels in range. LONG PVs are :class:`WholeNumber`, so NaN, ±inf
 and 1.5 are refused instead of being turned into -2147483648 or 1 by caproto.
 An ``ACQUIRE`` always ends in a bounded time (:meth:`Slot.time_limit`); one running
@@ -30,6 +30,7 @@ from trainstamp.tagger._checks import (
     check_duration,
     check_n_trains,
     check_switch,
+    check_train_id,
     number,
 )
 from trainstamp.timing._ioc import WholeNumber
@@ -82,6 +83,9 @@ class Slot(PVGroup):
     clear = pvproperty(name="CLEAR", value=0, dtype=WholeNumber, doc="discard data")
     acquire = pvproperty(name="ACQUIRE", value=0, dtype=WholeNumber,
                          doc="clear, run for DURATION or N_TRAINS; completes when done")
+    start_train = pvproperty(name="START_TRAIN", value=0.0, precision=0,
+                             doc="the next N_TRAINS acquisition opens at the marker of this "
+                                 "train (0: the train in force at the put); used once")
     running = pvproperty(name="RUNNING", value=False, read_only=True, doc="accumulating")
     capture_duration = pvproperty(name="CAPTURE_DURATION", value=0.0, units="s", precision=6,
                                   read_only=True, doc="tagger time accumulated since clear")
@@ -106,6 +110,7 @@ class Slot(PVGroup):
         super().__init__(*args, **kwargs)
         self.measurement = None
         self._config = None
+        self._start_train = 0  # START_TRAIN taken by the acquisition running now
 
     # -- subclass hooks ----------------------------------------------------------------
     def config(self) -> tuple:
@@ -144,6 +149,10 @@ class Slot(PVGroup):
         except (ValueError, TypeError) as exc:
             await self.refuse(f"{name} refused: {exc}")
 
+    @start_train.putter
+    async def start_train(self, instance, value):
+        return float(await self._checked("START_TRAIN", check_train_id, value))
+
     @duration.putter
     async def duration(self, instance, value):
         return await self._checked("DURATION", check_duration, value)
@@ -168,13 +177,18 @@ class Slot(PVGroup):
 
     async def run(self, clear: bool):
         current = self.parent.service.current_train_id  # in force at the put
+        wanted = int(self.start_train.value)
+        self._start_train = 0
+        if wanted:
+            await self.start_train.write(0.0)
         try:
             m = await self.ensure()
             if self.n_trains.value > 0:
-                # from the train in force at the put, not the next marker of the tag
-                # stream (which runs up to a train behind the TimeServer)
-                m.startForTrains(int(self.n_trains.value), clear=clear,
-                                 first_train_id=current if current > 0 else None)
+                # from the train asked for, or the one in force at the put, not the next
+                # marker of the tag stream (which runs up to a train behind the TimeServer)
+                first = wanted or (current if current > 0 else None)
+                m.startForTrains(int(self.n_trains.value), clear=clear, first_train_id=first)
+                self._start_train = wanted
             elif self.duration.value > 0:
                 m.startFor(int(round(self.duration.value * 1e12)), clear=clear)
             else:
@@ -239,6 +253,14 @@ class Slot(PVGroup):
                 raise exc
             await asyncio.sleep(0.02)
         await self.publish()
+        wanted, self._start_train = self._start_train, 0
+        first = (m.getTrainRange() or (0, 0))[0]
+        if wanted and first != wanted:
+            exc = RuntimeError(f"the window opened at train {first or 'unknown'}, not at START_TRAIN "
+                               f"{wanted}: the tag stream had passed that train's marker "
+                               "when ACQUIRE came")
+            await self._fail(exc)
+            raise exc
         await self.status.write("done")
         return 0
 

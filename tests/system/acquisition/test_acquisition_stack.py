@@ -18,7 +18,13 @@ from acquisition_stack import (
 )
 from bluesky import RunEngine
 
-from trainstamp.plans import check_train_consistency, g2_delay_scan, train_fly, train_scan
+from trainstamp.plans import (
+    check_train_consistency,
+    g2_delay_scan,
+    train_count,
+    train_fly,
+    train_scan,
+)
 from trainstamp.storage import catalog, subscribe
 
 pytestmark = pytest.mark.system
@@ -91,7 +97,25 @@ def test_step_scan_with_detector_and_tagger(line):
     first = data["tt_corr1_first_train_id"].values
     last = data["tt_corr1_last_train_id"].values
     assert (first > 0).all() and (last >= first).all()
+    # Both were armed for the same train: the tagger's window opens at the frame's train.
+    assert (first.astype(np.int64) == ids).all(), (first, ids)
     assert data["axis"].values.tolist() == [0, 0, 1, 1]
+
+
+def test_train_count_detector_frame_and_tagger_window_cover_the_same_train(line):
+    stack, ts, det, tt, client, RE = line
+    tt.corr1.n_trains.set(1).wait(5)
+    (uid,) = RE(train_count([det, tt], 10, timeserver=ts))
+    data = client[uid]["primary"].read()
+    ids = data["train_id"].values.astype(np.int64)
+    assert len(ids) == 10 and (np.diff(ids) > 0).all()
+    assert set(data["train_id_status"].values) == {"EXACT"}
+    first = data["tt_corr1_first_train_id"].values.astype(np.int64)
+    last = data["tt_corr1_last_train_id"].values.astype(np.int64)
+    # every event: one tagger train, the frame's own
+    assert (first == ids).all() and (last == ids).all(), (first, last, ids)
+    # the start-train setpoints were used once each and are back at 0
+    assert det.capture_start_train.get() == 0 and tt.corr1.start_train.get() == 0
 
 
 def test_g2_delay_scan_moves_the_pair_peak(line):

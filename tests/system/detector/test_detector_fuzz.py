@@ -128,8 +128,9 @@ def test_ca_puts_to_every_writable_pv(rig):
     wait_until(lambda: client.get_status() in ("OK", "RESTORED: FPGA RESTARTED"), timeout=20)
     rss1 = rss_kib(ioc.proc.pid)
     # the same IOC still takes exact data (first undo what accepted fuzz puts left behind:
-    # a capture waiting for frames with a long CAPTURE:TIMEOUT, an open file)
+    # a capture waiting for frames with a long CAPTURE:TIMEOUT, an open file, a start train)
     client.put(PV.CAPTURE_TIMEOUT, 10.0)
+    client.put(PV.CAPTURE_START_TRAIN, 0)
     with contextlib.suppress(ValueError):
         client.put(PV.CAPTURE_CANCEL, 1)  # refused if no capture is in progress
     wait_until(lambda: client.get(PV.CAPTURE_STATUS) != "CAPTURING", timeout=20)

@@ -1,8 +1,16 @@
-"""Where a capture starts: the frame of the train in force at the put (pure rules)."""
+"""Where a capture starts: the frame of the train in force at the put, or of the train
+named in CAPTURE:START_TRAIN (pure rules)."""
 
 from __future__ import annotations
 
-from trainstamp.detector._acquisition import CLOCK_MATCH_NS, frame_period_ns, predates_put
+import pytest
+
+from trainstamp.detector._acquisition import (
+    CLOCK_MATCH_NS,
+    frame_period_ns,
+    precedes_start_train,
+    predates_put,
+)
 
 P = 100_000_000  # 100 ms trains
 PUT = 1_800_000_000_000_000_000  # host wall clock, ns
@@ -33,3 +41,14 @@ def test_period_from_recent_frames():
     assert frame_period_ns(stamps[:1], PUT) is None
     far = [(1, 1, 10), (2, 2, 10 + P)]  # detector clock unrelated to the host's
     assert frame_period_ns(far, PUT) is None
+
+
+def test_start_train_skips_earlier_trains_and_frames_without_an_id():
+    assert precedes_start_train(499, 500) is True
+    assert precedes_start_train(0, 500) is True  # no ID: cannot be placed, skipped
+    assert precedes_start_train(500, 500) is False
+
+
+def test_a_frame_past_the_start_train_fails_the_capture():
+    with pytest.raises(RuntimeError, match=r"no frame of train 500 .*first frame after it is of train 501"):
+        precedes_start_train(501, 500)

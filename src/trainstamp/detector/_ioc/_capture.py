@@ -8,6 +8,7 @@ once it ends, into the outcome PVs (STATUS, MESSAGE, TRAIN_IDS, FINISHED ...).
 
 from __future__ import annotations
 
+import math
 import time
 
 from caproto import ChannelType
@@ -25,12 +26,14 @@ CLOSE_WAIT_S = 5.0
 MAX_IDS = 4096
 #: Seconds between polls of the running capture.
 CAPTURE_POLL_S = 0.1
+#: Train IDs above this are not exact in a DOUBLE PV.
+MAX_TRAIN_ID = 2**53
 
 
 class Capture(DetectorGroup):
     """CMD:CAPTURE; CAPTURE:STATUS, PROGRESS, TOTAL, ROOT, DIR, NAME, NUMBER, FULL_PATH,
     OPEN, FILE_FRAMES, FIRST_INDEX, FINISHED, MESSAGE, TRAIN_IDS, FRAME_NUMBERS, OVERRUNS,
-    CANCEL, BAD_TRAIN_IDS, TIMEOUT."""
+    CANCEL, BAD_TRAIN_IDS, TIMEOUT, START_TRAIN."""
 
     command = long_pv(name=PV.CMD_CAPTURE, value=0, doc="Capture N frames to HDF5")
     status = pvproperty(name=PV.CAPTURE_STATUS, value=CaptureState.IDLE, dtype=ChannelType.STRING,
@@ -61,6 +64,10 @@ class Capture(DetectorGroup):
     bad_train_ids = pvproperty(name=PV.CAPTURE_BAD_TRAIN_IDS, value=0, read_only=True,
                                doc="Frames of the last capture without a train ID "
                                    "although external trigger was configured")
+    start_train = float_pv(name=PV.CAPTURE_START_TRAIN, value=0.0, precision=0,
+                           doc="The next capture starts with the frame of this train "
+                               "(external trigger; 0: the train in force at the put). "
+                               "Used once: the capture sets it back to 0")
     timeout = float_pv(name=PV.CAPTURE_TIMEOUT, value=10.0, units="s",
                        doc="A capture fails after this long without a frame")
 
@@ -86,7 +93,10 @@ class Capture(DetectorGroup):
         srv = self.server
         srv.capture_timeout = float(self.timeout.value)
         path = None if srv.file is not None else await self._next_path()
-        job = await self._file_io(srv.capture, value, path, put_ns)
+        start_train = int(self.start_train.value)
+        job = await self._file_io(srv.capture, value, path, put_ns, start_train)
+        if start_train:
+            await self.start_train.write(0.0)
         if path is not None:
             await self.number.write(self.number.value + 1)
         await self.full_path.write(str(job.path))
@@ -115,6 +125,15 @@ class Capture(DetectorGroup):
     @guarded
     async def stem(self, instance, value):
         confine(self.server.data_dir, self.directory.value, f"{value}_00000.h5")
+        return value
+
+    @start_train.putter
+    @guarded
+    async def start_train(self, instance, value):
+        value = float(value)
+        if not (math.isfinite(value) and value.is_integer() and 0 <= value < MAX_TRAIN_ID):
+            raise ValueError(f"start train {value} is not a train ID (a whole number in "
+                             f"0..{MAX_TRAIN_ID - 1}; 0 = the train in force at the put)")
         return value
 
     @number.putter
