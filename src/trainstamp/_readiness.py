@@ -1,7 +1,8 @@
-"""The readiness checks :class:`~trainstamp._supervisor.Beamline` polls for each service.
+"""The readiness checks :class:`~trainstamp._supervisor.Beamline` polls for each service,
+and the free ports it (and the tests) give them.
 
-Each is a function of no arguments that returns something truthy once the service is
-ready; an exception means "not yet".
+Each check is a function of no arguments that returns something truthy once the service
+is ready; an exception means "not yet".
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["START_MARK", "ca_ready", "log_ready", "tcp_ready"]
+__all__ = ["START_MARK", "ca_ready", "free_ports", "log_ready", "tcp_ready"]
 
 #: The line the supervisor writes into a child's log before each start; readiness
 #: checks on the log (:func:`log_ready`) look only at what follows the last one.
@@ -76,3 +77,25 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
             return True
 
     return check
+
+
+def free_ports(n: int, host: str = "127.0.0.1", kind: str = "both") -> list[int]:
+    """``n`` distinct ports free on ``host`` right now, for ``kind``: "tcp", "udp" or
+    "both" (free for TCP and UDP alike, as a detector's register and data ports are)."""
+    if kind not in ("tcp", "udp", "both"):
+        raise ValueError(f"kind must be 'tcp', 'udp' or 'both', got {kind!r}")
+    ports: list[int] = []
+    while len(ports) < n:
+        first = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, first) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+            if kind == "both":
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    try:
+                        udp.bind((host, port))
+                    except OSError:
+                        continue
+        if port not in ports:
+            ports.append(port)
+    return ports

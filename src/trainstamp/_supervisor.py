@@ -15,7 +15,6 @@ to one child). Every death, restart and return to service is reported.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -27,7 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainstamp._children import child_preexec, spawn, stop_group
 from trainstamp._readiness import START_MARK, ca_ready, log_ready, tcp_ready
+from trainstamp._wait import wait_until
 
 __all__ = [
     "Beamline",
@@ -147,38 +148,6 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()  # loaded here: a child between fork and exec must not dlopen
-_PR_SET_PDEATHSIG = 1
-
-
-def default_sigint() -> None:
-    """Run in a child between fork and exec: SIGINT back to its default.
-
-    A process started in the background by a non-interactive shell (``cmd &``, nohup,
-    some CI runners) inherits SIGINT ignored, and Python then keeps it ignored: its
-    children would never stop on the SIGINT that asks them to shut down cleanly, and
-    every stop would wait out its timeout and end in SIGKILL.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def child_preexec() -> None:
-    """Run in a service between fork and exec: :func:`default_sigint`, and SIGTERM when
-    the supervisor dies (Linux parent-death signal)."""
-    default_sigint()
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class _Child:
     def __init__(self, service: Service, log_path: Path) -> None:
         self.service = service
@@ -199,12 +168,7 @@ class _Child:
             log.write(f"{START_MARK} {self.starts} of {self.service.name} at "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(
-                self.service.command_line(),
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=child_preexec,
-            )
+            self.proc = spawn(self.service.command_line(), env, log, preexec=child_preexec)
         self.started_at = time.monotonic()
 
     @property
@@ -228,37 +192,26 @@ class _Child:
             return False, exc
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.service.ready_timeout
-        last: BaseException | None = None
-        while True:
-            if not self.alive:
-                raise RuntimeError(f"{self.service.name} "
-                                   f"{describe_exit(self.proc.returncode if self.proc else None)}"
-                                   f":\n{self.tail()}")
-            ok, why = self.is_ready()
-            if ok:
-                return
-            last = why or last
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{self.service.name} not ready after "
-                                   f"{self.service.ready_timeout:g} s ({last!r}):\n{self.tail()}")
-            time.sleep(0.05)
+        """Wait for the readiness check; fail at once if the child dies meanwhile."""
+
+        def ready_or_dead() -> bool:
+            if not self.alive or self.service.ready is None:
+                return True
+            return bool(self.service.ready())  # an exception: not yet
+
+        name, limit = self.service.name, self.service.ready_timeout
+        try:
+            wait_until(ready_or_dead, timeout=limit, interval=0.05, message=f"{name} ready")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{name} not ready after {limit:g} s ({exc.__cause__!r}):\n"
+                               f"{self.tail()}") from exc.__cause__
+        if not self.alive:
+            raise RuntimeError(f"{name} {describe_exit(self.proc.returncode if self.proc else None)}"
+                               f":\n{self.tail()}")
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGINT the child's process group, then SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return None
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGKILL, timeout)):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(wait)
-        # Anything the child left in its group goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode
+        return None if self.proc is None else stop_group(self.proc, timeout)
 
 
 class Beamline:

@@ -40,6 +40,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from trainstamp._ca_env import ca_server_env
 from trainstamp._cli_types import non_negative_int, period_ms, port
 from trainstamp._supervisor import (
     Beamline,
@@ -59,12 +60,7 @@ __all__ = ["Beamline", "BeamlineConfig", "RestartPolicy", "Service", "main", "se
 
 def server_env(host: str, port: int) -> dict[str, str]:
     """Environment of one IOC: serve CA on ``port``, on ``host`` only."""
-    return {
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CAS_INTF_ADDR_LIST": host,
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": host,
-    }
+    return ca_server_env(host, port)
 
 
 def detector_data_dir(config: BeamlineConfig, data_dir: str | os.PathLike | None = None) -> Path:

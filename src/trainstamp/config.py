@@ -18,7 +18,6 @@ This module imports no device classes. The format is documented in ``docs/beamli
 from __future__ import annotations
 
 import os
-import socket
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -27,6 +26,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from trainstamp._ca_env import ca_client_env
 from trainstamp._config_types import (
     Flag,
     Host,
@@ -41,6 +41,7 @@ from trainstamp._config_types import (
     number,
     refuse,
 )
+from trainstamp._readiness import free_ports
 
 __all__ = [
     "ENV_CONFIG",
@@ -268,23 +269,6 @@ def _unknown_top(keys: list[str]) -> str:
             f"expected [{'], ['.join(_SECTIONS)}] and {', '.join(_TOP_KEYS)}")
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports free for both TCP and UDP on ``host`` right now."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 # --- loading ----------------------------------------------------------------------------
 
 
@@ -346,9 +330,6 @@ def load_config(path: str | os.PathLike | None = None,
 
 def client_env(config: BeamlineConfig) -> dict[str, str]:
     """The client environment for ``config``: CA searches go to exactly its IOCs."""
-    endpoints = dict.fromkeys(f"{h}:{p}" for h, p in config.ca_endpoints().values())
-    return {
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_ADDR_LIST": " ".join(endpoints),
-        "OPHYD_CONTROL_LAYER": "caproto",
-    }
+    env = ca_client_env(f"{h}:{p}" for h, p in config.ca_endpoints().values())
+    env["OPHYD_CONTROL_LAYER"] = "caproto"
+    return env

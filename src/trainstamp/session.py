@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainstamp._wait import wait_until
+
 if TYPE_CHECKING:
     from trainstamp.config import BeamlineConfig
 
@@ -182,11 +184,14 @@ def report_connections(
             timeout = float(os.environ.get(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT))
         except ValueError:
             timeout = DEFAULT_CONNECT_TIMEOUT
-    deadline = time.monotonic() + max(0.0, timeout)
-    state = {name: _connected(dev) for name, dev in devices.items()}
-    while not all(state.values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        state = {name: _connected(dev) for name, dev in devices.items()}
+    state: dict[str, bool] = {}
+
+    def all_connected() -> bool:
+        state.update({name: _connected(dev) for name, dev in devices.items()})
+        return all(state.values())
+
+    with contextlib.suppress(TimeoutError):  # who did not connect is reported below
+        wait_until(all_connected, timeout=max(0.0, timeout), interval=0.05)
     where = config.ca_endpoints() if config is not None else {}
     by_name = {}
     if config is not None:

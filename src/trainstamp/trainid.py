@@ -36,6 +36,7 @@ __all__ = [
     "EXACT",
     "INVALID",
     "NO_TRAIN_ID",
+    "SOURCE_JUMP_TRAINS",
     "OK",
     "STALE",
     "STAMP_STATUSES",
@@ -74,6 +75,11 @@ TRUSTED_STATUSES = (OK, EXACT)
 #: The value of ``train_id`` in an event when there is no train ID (status INVALID).
 #: Train IDs are unsigned, so -1 can never be mistaken for one; 0 is never used.
 NO_TRAIN_ID = -1
+
+#: A train ID further than this from the one expected means the train source restarted
+#: (or was switched): a device waiting for a named train then takes the first train of
+#: the new sequence instead of waiting for, or failing over, one that will never come.
+SOURCE_JUMP_TRAINS = 1000
 
 
 def event_train_id(stamp: Any) -> int:

@@ -31,6 +31,7 @@ from trainstamp.detector._protocol import (
 from trainstamp.detector._receiver import Receiver, ReceiverConfig
 from trainstamp.detector._regclient import DetectorCommands, RegisterClient
 from trainstamp.detector._registers import STATUS_DESTINATION, Reg
+from trainstamp.trainid import SOURCE_JUMP_TRAINS
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +111,29 @@ def predates_put(ts_ns: int, put_ns: int, period_ns: float | None,
     return ts_ns + period_ns <= put_ns
 
 
-def precedes_start_train(train_id: int, start_train: int) -> bool:
-    """Whether a capture that starts at ``start_train`` skips a frame of ``train_id``.
+def precedes_start_train(train_id: int, start_train: int, frame_number: int | None = None,
+                         before: tuple[int, int] | None = None) -> bool:
+    """Whether a capture that starts at ``start_train`` skips this frame.
 
     Frames of earlier trains are skipped, and so are frames with no train ID (0), which
-    cannot be placed. A frame of a later train means the frame of ``start_train`` was
-    missed (the put came after it had left the ring, or it was lost): ``RuntimeError``.
+    cannot be placed. A frame of a later train is taken only if the frame just before
+    it (``before``: its frame number and train ID) is of an earlier train and numbered
+    one less: no frame was lost between, so the source skipped ``start_train``.
+    Otherwise the frame of ``start_train`` was missed (lost, or gone from the ring when
+    the put came): ``RuntimeError``. A train more than
+    :data:`~trainstamp.trainid.SOURCE_JUMP_TRAINS` away, either way, means the train
+    source restarted: ``start_train`` will never come, and the capture starts there.
     """
-    if train_id > start_train:
-        raise RuntimeError(f"no frame of train {start_train} (CAPTURE:START_TRAIN): the first "
-                           f"frame after it is of train {train_id}; the put came too late, "
-                           "or that frame was lost")
-    return train_id < start_train
+    if train_id and abs(train_id - start_train) > SOURCE_JUMP_TRAINS:
+        return False
+    if train_id <= start_train:
+        return train_id < start_train
+    if (before is not None and frame_number is not None and 0 < before[1] < start_train
+            and frame_number == before[0] + 1):
+        return False  # the trains between never came: the source skipped them
+    raise RuntimeError(f"no frame of train {start_train} (CAPTURE:START_TRAIN): the first "
+                       f"frame after it is of train {train_id}; the put came too late, "
+                       "or that frame was lost")
 
 
 class Team1kServer:
@@ -337,12 +349,16 @@ class Team1kServer:
         last_progress = time.monotonic()
         judging = put_ns > 0  # until the first frame of the train in force is found
         waiting_for = job.start_train  # until the frame of this train is found
+        before = None  # (frame number, train ID) of the frame before seq, while waiting
+        if waiting_for and seq > 1 and rx.valid(seq - 1):
+            before = rx.frame_info(seq - 1)[:2]
         try:
             while job.progress < job.total and job.status == CaptureState.CAPTURING:
                 head = rx.head
                 if waiting_for and head >= seq:
-                    train_id = rx.frame_info(seq)[1]
-                    if precedes_start_train(train_id, waiting_for):
+                    fn, train_id = rx.frame_info(seq)[:2]
+                    if precedes_start_train(train_id, waiting_for, fn, before):
+                        before = (fn, train_id)
                         job.skipped += 1
                         seq += 1
                         if time.monotonic() - last_progress > self.capture_timeout:
@@ -350,6 +366,10 @@ class Team1kServer:
                                                f"reached in {self.capture_timeout:g} s; frames "
                                                f"are at train {train_id}")
                         continue
+                    if train_id != waiting_for:
+                        job.message = (f"CAPTURE:START_TRAIN {waiting_for} never came: the "
+                                       f"trains went on at {train_id}")
+                        log.warning("capture: %s", job.message)
                     waiting_for = 0
                 if judging and head >= seq:
                     ts = rx.frame_info(seq)[2]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainstamp._wait import wait_until
 from trainstamp.detector import _frames as F
 from trainstamp.detector import _protocol as P
 from trainstamp.detector._fastio import RecvBatch, receive_mmsg, request_buffer, set_recv_timeout
@@ -236,14 +237,14 @@ class Receiver:
             [sys.executable, "-c", _CHILD, self.shared.name, json.dumps(asdict(self.cfg))],
             stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        deadline = time.monotonic() + timeout
-        while not self.shared.counters[F.C_READY]:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"receiver process exited with {self._proc.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"receiver process not ready after {timeout} s")
-            time.sleep(0.01)
+        try:
+            wait_until(lambda: self.shared.counters[F.C_READY] or self._proc.poll() is not None,
+                       timeout=timeout, interval=0.01, message="the receiver process")
+        except TimeoutError:
+            self.stop()
+            raise
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"receiver process exited with {self._proc.returncode}")
         return self
 
     @property

@@ -8,7 +8,6 @@ must see the IOC's data directory (same host or a shared filesystem).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +15,7 @@ from caproto import ChannelType, ErrorResponseReceived
 from caproto.sync.client import write as sync_write
 from caproto.threading.client import Context
 
+from trainstamp._wait import wait_until
 from trainstamp.detector import _pvs as PV
 from trainstamp.detector._capture import read_capture
 from trainstamp.detector._registers import ExposureModes, TriggerModes
@@ -149,11 +149,9 @@ class Client:
         """Capture ``n`` frames on the IOC; return (file path, index of the first frame)."""
         n0 = int(self.get(PV.CAPTURE_FINISHED))
         self.put(PV.CMD_CAPTURE, int(n))
-        deadline = time.monotonic() + (timeout if timeout is not None else 30.0 + n * 0.1)
-        while int(self.get(PV.CAPTURE_FINISHED)) <= n0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"capture of {n} frames did not finish")
-            time.sleep(0.02)
+        wait_until(lambda: int(self.get(PV.CAPTURE_FINISHED)) > n0,
+                   timeout=timeout if timeout is not None else 30.0 + n * 0.1,
+                   message=f"the capture of {n} frames to finish")
         status = self.get(PV.CAPTURE_STATUS)
         if status != "READY":
             raise RuntimeError(f"capture {status}: {self.get(PV.CAPTURE_MESSAGE)}")

@@ -34,6 +34,7 @@ from trainstamp.tagger._checks import (
     number,
 )
 from trainstamp.timing._ioc import WholeNumber
+from trainstamp.trainid import SOURCE_JUMP_TRAINS
 
 #: Largest n_bins (or channels x values) a slot takes; the waveform PVs are this long.
 MAX_SLOT_BINS = 16384
@@ -111,6 +112,7 @@ class Slot(PVGroup):
         self.measurement = None
         self._config = None
         self._start_train = 0  # START_TRAIN taken by the acquisition running now
+        self._seen_at_put = -1  # the last marker's train when that acquisition began
 
     # -- subclass hooks ----------------------------------------------------------------
     def config(self) -> tuple:
@@ -179,6 +181,8 @@ class Slot(PVGroup):
         current = self.parent.service.current_train_id  # in force at the put
         wanted = int(self.start_train.value)
         self._start_train = 0
+        # the train of the last marker processed: at or past ``wanted``, the put came late
+        self._seen_at_put = self.parent.service.stats.last_train_id
         if wanted:
             await self.start_train.write(0.0)
         try:
@@ -255,7 +259,12 @@ class Slot(PVGroup):
         await self.publish()
         wanted, self._start_train = self._start_train, 0
         first = (m.getTrainRange() or (0, 0))[0]
-        if wanted and first != wanted:
+        # A later train is a miss only if the stream had reached ``wanted`` at the put;
+        # otherwise the source skipped it, or restarted (a train far from it), and the
+        # window took the next train that came, as a capture does.
+        restarted = first and abs(first - wanted) > SOURCE_JUMP_TRAINS
+        if wanted and first != wanted and not restarted and (
+                not first or first < wanted or self._seen_at_put >= wanted):
             exc = RuntimeError(f"the window opened at train {first or 'unknown'}, not at START_TRAIN "
                                f"{wanted}: the tag stream had passed that train's marker "
                                "when ACQUIRE came")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainstamp._tcp_link import ReconnectingLink
 from trainstamp.tagger._markers import MarkerMapper
 from trainstamp.tagger._wire import FrameReader, Kind, TagType, encode_message
 from trainstamp.timing.feed import parse_tcp_uri
@@ -42,44 +43,24 @@ from trainstamp.timing.feed import parse_tcp_uri
 log = logging.getLogger(__name__)
 
 
-class TaggerLink:
+class TaggerLink(ReconnectingLink):
     """Receive tag blocks from a tagger and send it control requests."""
 
     def __init__(self, uri: str, on_block: Callable[[np.ndarray, int, int, int], None], *,
                  backoff_initial: float = 0.1, backoff_max: float = 2.0,
                  request_timeout: float = 3.0) -> None:
+        host, port = parse_tcp_uri(uri)
+        super().__init__(host, port, name="tagger-link", backoff_initial_s=backoff_initial,
+                         backoff_max_s=backoff_max, rcvbuf_bytes=8 << 20)
         self.uri = uri
-        self.host, self.port = parse_tcp_uri(uri)
         self.on_block = on_block
-        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.request_timeout = request_timeout
         self.reader = FrameReader()
         self.hello: dict | None = None
-        self.connects = 0
-        self.faults = 0  # exceptions that dropped the connection (then reconnected)
-        self.last_fault = ""
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[threading.Event, list]] = {}
-        self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tagger-link", daemon=True)
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    def start(self) -> TaggerLink:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
 
     def request(self, op: str, *args: object) -> object:
         """Run one control operation on the tagger; ValueError if it refuses."""
@@ -108,39 +89,20 @@ class TaggerLink:
             raise ValueError(str(reply.get("error", "tagger refused the request")))
         return reply
 
-    def _run(self) -> None:
-        delay = self.backoff_initial
-        while not self._stop.is_set():
-            try:
-                with socket.create_connection((self.host, self.port), timeout=2.0) as sock:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-                    sock.settimeout(0.2)
-                    self._sock = sock
-                    self.connects += 1
-                    self._connected.set()
-                    delay = self.backoff_initial
-                    self._read(sock)
-            except OSError as exc:
-                log.debug("tagger link %s: %s", self.uri, exc)
-            except Exception as exc:  # anything a tagger sends must not end the link
-                self.faults += 1
-                self.last_fault = f"{type(exc).__name__}: {exc}"
-                log.exception("tagger link %s: dropped the connection", self.uri)
-            finally:
-                self._connected.clear()
-                self._sock = None
-                self.reader.reset()
-                for done, box in list(self._waiting.values()):
-                    box.append({"ok": False, "error": "tagger connection lost"})
-                    done.set()
-            if self._stop.wait(delay):
-                return
-            delay = min(delay * 2, self.backoff_max)
+    def _on_connect(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def _on_disconnect(self) -> None:
+        self._sock = None
+        self.reader.reset()
+        for done, box in list(self._waiting.values()):
+            box.append({"ok": False, "error": "tagger connection lost"})
+            done.set()
 
     def _read(self, sock: socket.socket) -> None:
         buf = bytearray(4 << 20)
         view = memoryview(buf)
-        while not self._stop.is_set():
+        while not self.stopping:
             try:
                 n = sock.recv_into(view)
             except TimeoutError:

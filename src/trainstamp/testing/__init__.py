@@ -11,12 +11,12 @@
   clients report a refused put (:mod:`trainstamp.testing._refusing_ioc`).
 """
 
+from trainstamp._wait import wait_until
 from trainstamp.testing._ca import CAPortPool, ca_env, random_prefix
 from trainstamp.testing._fuzz import fuzz_cases, report_cases
 from trainstamp.testing._ports import free_port, wait_for_tcp
 from trainstamp.testing._process import Subprocess, SubprocessIOC
 from trainstamp.testing._refusing_ioc import RefusingIOCProcess
-from trainstamp.testing._wait import wait_until
 
 __all__ = [
     "CAPortPool",

@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 
+from trainstamp._ca_env import ca_client_env, ca_server_env
+
 
 def random_prefix(stem: str = "TST") -> str:
     """A PV prefix no other test will use, such as ``TST3f9a1c:``."""
@@ -51,18 +53,11 @@ def ca_env(
     """
     env = dict(os.environ if base is None else base)
     ports = list(server_ports)
-    env.update(
-        EPICS_CA_AUTO_ADDR_LIST="NO",
-        EPICS_CA_ADDR_LIST=" ".join(f"127.0.0.1:{p}" for p in ports),
-        EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
-        EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
-        EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
-        OPHYD_CONTROL_LAYER=env.get("OPHYD_CONTROL_LAYER") or "caproto",
-    )
+    env.update(ca_client_env(f"127.0.0.1:{p}" for p in ports))
+    env.update(ca_server_env("127.0.0.1", server_port))
+    env["OPHYD_CONTROL_LAYER"] = env.get("OPHYD_CONTROL_LAYER") or "caproto"
     if repeater_port is not None:
         env["EPICS_CA_REPEATER_PORT"] = str(repeater_port)
-    if server_port is not None:
-        env["EPICS_CA_SERVER_PORT"] = str(server_port)
     return env
 
 

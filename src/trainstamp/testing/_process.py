@@ -9,8 +9,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-from trainstamp._supervisor import default_sigint
-from trainstamp.testing._wait import wait_until
+from trainstamp._children import spawn, stop_group
+from trainstamp._wait import wait_until
 
 
 class Subprocess:
@@ -40,11 +40,7 @@ class Subprocess:
         self._log = tempfile.NamedTemporaryFile(prefix="trainstamp-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the child
 
     def start(self) -> Subprocess:
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=default_sigint,  # stop() asks with SIGINT, whatever we inherited
-        )
+        self.proc = spawn(self.args, self.env, self._log)
         if self.ready is not None:
             try:
                 wait_until(self._ready_or_died, timeout=self.timeout,
@@ -73,18 +69,7 @@ class Subprocess:
             return fh.read().decode(errors="replace")
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGINT)
-                self.proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(self.stop_timeout)
-            except ProcessLookupError:
-                pass
-        return self.proc.returncode
+        return None if self.proc is None else stop_group(self.proc, self.stop_timeout)
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group (for crash tests)."""

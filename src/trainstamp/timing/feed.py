@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from trainstamp._tcp_link import ReconnectingLink
 from trainstamp.timing._core import parse_tcp_uri
 from trainstamp.timing._model import RateLimit
 from trainstamp.timing._protocol import BadMessage, MessageSplitter
@@ -36,7 +36,7 @@ class FeedStats:
     last_recv_ns: int | None = None
 
 
-class TrainFeed:
+class TrainFeed(ReconnectingLink):
     """Consume ``tcp://host:port`` train IDs on a daemon thread.
 
     ``on_train(train_id, recv_ns)`` is called from the feed thread for every good
@@ -55,57 +55,21 @@ class TrainFeed:
         name: str = "train-feed",
         pause_ms: float = 25.0,
     ) -> None:
-        self.host, self.port = parse_tcp_uri(uri)
+        host, port = parse_tcp_uri(uri)
+        super().__init__(host, port, name=name, backoff_initial_s=backoff_initial,
+                         backoff_max_s=backoff_max)
         self.uri = uri
         self.on_train = on_train
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.stats = FeedStats()
         self.pause_ns = round(pause_ms * 1e6)
         self._log_limit = RateLimit()
-        self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> TrainFeed:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def __enter__(self) -> TrainFeed:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        delay = self.backoff_initial
-        while not self._stop.is_set():
-            try:
-                with socket.create_connection((self.host, self.port), timeout=2.0) as sock:
-                    sock.settimeout(0.2)
-                    self.stats.connects += 1
-                    self._connected.set()
-                    delay = self.backoff_initial
-                    self._read(sock)
-            except OSError as exc:
-                log.debug("train feed %s: %s", self.uri, exc)
-            finally:
-                self._connected.clear()
-            if self._stop.wait(delay):
-                return
-            delay = min(delay * 2, self.backoff_max)
+    def _on_connect(self, sock: socket.socket) -> None:
+        self.stats.connects += 1
 
     def _read(self, sock: socket.socket) -> None:
         splitter = MessageSplitter(pause_ns=self.pause_ns)
-        while not self._stop.is_set():
+        while not self.stopping:
             deadline = splitter.deadline_ns
             wait = 0.2 if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
             sock.settimeout(min(0.2, wait) or 1e-4)

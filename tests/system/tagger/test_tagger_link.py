@@ -64,7 +64,7 @@ def test_malformed_and_truncated_blocks_never_reach_the_engine():
     engine = TimeTaggerVirtual(channels=[1, 2, 3], marker_channel=3)
     rate = Countrate(engine, [1, 2])
     svc.add_sink(engine)
-    svc.link.backoff_initial = 0.05
+    svc.link.backoff_initial_s = 0.05
     svc.start()
     try:
         # 40 good tags, and the Error tag that flags the stretch lost across the reconnect
@@ -169,7 +169,7 @@ def _service(port: int):
     instrument = Instrument(svc)
     engine = TimeTaggerVirtual(channels=[1, 2, 3], marker_channel=3)
     svc.add_sink(engine)
-    svc.link.backoff_initial = 0.05
+    svc.link.backoff_initial_s = 0.05
     return svc, instrument, engine
 
 

@@ -52,3 +52,21 @@ def test_start_train_skips_earlier_trains_and_frames_without_an_id():
 def test_a_frame_past_the_start_train_fails_the_capture():
     with pytest.raises(RuntimeError, match=r"no frame of train 500 .*first frame after it is of train 501"):
         precedes_start_train(501, 500)
+    # a frame was lost between (frame numbers 10 -> 12): the frame of 500 may be that one
+    with pytest.raises(RuntimeError, match="no frame of train 500"):
+        precedes_start_train(501, 500, frame_number=12, before=(10, 499))
+    # the frame before is already past the start train (the put came late)
+    with pytest.raises(RuntimeError, match="no frame of train 500"):
+        precedes_start_train(502, 500, frame_number=12, before=(11, 501))
+
+
+def test_trains_the_source_skipped_are_not_a_miss():
+    # frames 10 -> 11 with trains 499 -> 540: nothing lost, the trains between never came
+    assert precedes_start_train(540, 500, frame_number=11, before=(10, 499)) is False
+
+
+def test_a_train_far_from_the_start_train_is_a_restarted_source_not_a_miss():
+    # the source restarted (IDs jumped either way): the capture starts there
+    assert precedes_start_train(500 + 1001, 500) is False
+    assert precedes_start_train(5000 - 1001, 5000) is False
+    assert precedes_start_train(5000 - 1000, 5000) is True  # still just an earlier train

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from trainstamp._supervisor import child_preexec, default_sigint
+from trainstamp._children import child_preexec, default_sigint
 
 PROBE = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
 

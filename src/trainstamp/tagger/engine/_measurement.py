@@ -17,6 +17,7 @@ import numpy as np
 
 from trainstamp.tagger.engine._tagger import Segment, TimeTaggerVirtual
 from trainstamp.tagger.engine._tags import TaggerFreedError, as_int, check_duration
+from trainstamp.trainid import SOURCE_JUMP_TRAINS
 
 
 def resolve_tagger(tagger):
@@ -36,7 +37,7 @@ def tagger_of(tagger) -> TimeTaggerVirtual:
 
 
 #: A marker this many trains before ``first_train_id`` means the train source restarted.
-_RESTART_TRAINS = 1000
+_RESTART_TRAINS = SOURCE_JUMP_TRAINS
 
 
 class Measurement:

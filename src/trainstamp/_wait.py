@@ -1,4 +1,5 @@
-"""Poll a condition with a deadline: the only way tests wait."""
+"""Poll a condition with a deadline: how the package and its tests wait for something
+that gives no event to wait on (a PV value, a child process getting ready, a file)."""
 
 from __future__ import annotations
 
