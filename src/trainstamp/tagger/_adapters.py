@@ -212,12 +212,19 @@ _ADAPTER_LOCK = threading.Lock()
 
 
 def adapter_class(engine_cls: type, base: type = Adapter) -> type:
-    """Generate (once) an exposed adapter class forwarding ``engine_cls``'s public methods."""
+    """Generate (once) an exposed adapter class forwarding ``engine_cls``'s public methods.
+
+    A synchronized group's tagger stand-in delegates to the engine tagger, so its
+    adapter forwards the tagger's methods (``sync.getTagger().getChannelList()``).
+    """
     with _ADAPTER_LOCK:
         if (engine_cls, base) in _ADAPTER_CLASSES:
             return _ADAPTER_CLASSES[(engine_cls, base)]
-        names = {n for n in dir(engine_cls)
-                 if not n.startswith("_") and callable(getattr(engine_cls, n))} - _HIDDEN
+        from trainstamp.tagger.engine._measurement import _SyncTaggerProxy
+
+        source = engine_module().TimeTaggerVirtual if engine_cls is _SyncTaggerProxy else engine_cls
+        names = {n for n in dir(source)
+                 if not n.startswith("_") and callable(getattr(source, n))} - _HIDDEN
         ns: dict = {"kind": engine_cls.__name__, "methods": frozenset(names),
                     "__doc__": f"Remote {engine_cls.__name__} (see the engine's docs)."}
         for n in names:

@@ -69,6 +69,7 @@ def test_the_shipped_client_runs_and_gets_numpy_arrays(server):
     assert out["enums"]["Resolution"]["HighResC"] == 3
     assert out["serial"] == "EMU-TT-0001"
     assert {1, 2} <= set(out["rising"]) and all(c > 0 for c in out["rising"])
+    assert out["sync_channels"] == out["rising"]  # the group's tagger is a tagger too
 
     data, index, rates = out["data"], out["index"], out["rates"]
     assert data["shape"] == [1000] and index["shape"] == [1000]

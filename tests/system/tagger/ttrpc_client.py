@@ -25,11 +25,13 @@ out["rising"] = tagger.getChannelList(TT.ChannelEdge.StandardRising)
 
 corr = TT.Correlation(tagger, 1, 2, binwidth=10, n_bins=1000)
 rate = TT.Countrate(tagger, np.array([1, 2]))  # sent by the client as NPY, too
-coinc = TT.Coincidence(tagger, [1, 2], coincidenceWindow=100,
+coinc = TT.Coincidence(tagger, [1, 2], coincidenceWindow=1000,
                        timestamp=TT.CoincidenceTimestamp.Last)
 gated = TT.GatedChannel(tagger, 1, 3, 4, initial=TT.GatedChannelInitial.Open)
 sync = TT.SynchronizedMeasurements(tagger)
-synced = TT.Countrate(sync.getTagger(), [coinc.getChannel(), gated.getChannel()])
+sync_tagger = sync.getTagger()
+synced = TT.Countrate(sync_tagger, [coinc.getChannel(), gated.getChannel()])
+out["sync_channels"] = sync_tagger.getChannelList(TT.ChannelEdge.Rising)
 
 corr.startFor(int(1e12), clear=True)  # 1 s of tagger time
 rate.startFor(int(1e12), clear=True)
