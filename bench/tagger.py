@@ -17,7 +17,8 @@ Sections (``--sections`` picks some; default all):
   capacity on a pre-encoded stream from a plain socket sender.
 - ``pyro_transfer``: ``getData()`` of a 2,000- and a 1,000,000-bin Correlation through
   ``trainstamp ioc tagger``'s Pyro5 server: serpent lists (reference) against the
-  ``fast_path`` (marshal bytes, and serpent base64).
+  ``fast_path`` (marshal bytes, and serpent base64) and Swabian's ``timetaggerrpc``
+  client on ``PYRO:TimeTaggerRPC`` (NPY over base64), if installed.
 
 Usage: ``python bench/tagger.py [--sections correlation] [--tags 8000000] [--repeat 5]``.
 The machine is shared (2 cores, other jobs running), so figures are noisy. Rates are
@@ -542,6 +543,14 @@ def bench_pyro_transfer(args) -> dict:
     try:
         wait_for_tcp("127.0.0.1", pyro_port, timeout=30)
         uri = f"PYRO:TimeTagger@127.0.0.1:{pyro_port}"
+        ttrpc = ttrpc_tagger = None
+        try:
+            from TimeTaggerRPC import client as ttrpc_client  # Swabian's client, if present
+        except ImportError:
+            print("pyro transfer: timetaggerrpc not installed, its column is skipped")
+        else:
+            ttrpc = ttrpc_client.createProxy(host="127.0.0.1", port=pyro_port)
+            ttrpc_tagger = ttrpc.createTimeTagger()
         with Pyro5.api.Proxy(uri) as tt:
             tt.scanTimeTagger()
             tagger = tt.createTimeTagger()
@@ -564,6 +573,16 @@ def bench_pyro_transfer(args) -> dict:
                 row["fast_path_serpent_base64"] = r_64
                 if not (np.array_equal(arr, lists) and np.array_equal(arr64, lists)):
                     raise SystemExit("fast path data differ from the list data")
+                if ttrpc is not None:  # its own tagger and Correlation (another client)
+                    tcorr = ttrpc.Correlation(ttrpc_tagger, 1, 2, binwidth=1, n_bins=n_bins)
+                    tcorr.startFor(int(0.2e12))
+                    tcorr.waitUntilFinished(10_000)
+                    tarr, r_tt = _service_time(tcorr.getData, reps)
+                    if not (isinstance(tarr, np.ndarray) and tarr.shape == arr.shape
+                            and tarr.dtype == arr.dtype):
+                        raise SystemExit("timetaggerrpc got no array of the same shape")
+                    row["timetaggerrpc_npy_base64"] = r_tt
+                    tcorr.free()
                 ref = min(r_list)
                 res = {}
                 for name, r in row.items():
@@ -574,6 +593,9 @@ def bench_pyro_transfer(args) -> dict:
                 out[str(n_bins)] = res
                 corr.free()
             tt.freeTimeTagger(tagger)
+        if ttrpc is not None:
+            ttrpc.freeTimeTagger(ttrpc_tagger)
+            ttrpc._pyroRelease()
     finally:
         _stop(srv)
         _stop(emu)

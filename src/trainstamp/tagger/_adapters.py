@@ -2,7 +2,9 @@
 
 :func:`adapter_class` builds (once per engine class) an adapter exposing every public
 method of the class; results are converted to plain Python (:func:`to_plain`) so the
-default serpent serializer can send them, and non-builtin exceptions become
+default serpent serializer can send them, or, for adapters made through the
+``TimeTaggerRPC`` object (``numpy=True``), numpy arrays go in that package's NPY form
+(:func:`trainstamp.tagger._ttrpcwire.to_wire`); non-builtin exceptions become
 RuntimeError so any client can rebuild them. :class:`Adapter` adds ``free``,
 ``fetchArray`` (the numpy fast path) and a ``waitUntilFinished`` that gives up when the
 calling client has gone. :class:`TaggerAdapter` adds the instrument's settings,
@@ -26,7 +28,7 @@ import Pyro5.api
 from Pyro5.callcontext import current_context
 
 if TYPE_CHECKING:
-    from trainstamp.tagger._pyro import TimeTaggerRPC
+    from trainstamp.tagger._pyro import TaggerRPC
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +110,14 @@ class Adapter:
     kind = "object"
     methods: frozenset[str] = frozenset()
 
-    def __init__(self, rpc: TimeTaggerRPC, target: object, owner: int | None,
-                 tagger: TaggerAdapter | None) -> None:
+    def __init__(self, rpc: TaggerRPC, target: object, owner: int | None,
+                 tagger: TaggerAdapter | None, *, numpy: bool = False) -> None:
         self._rpc = rpc
         self._target_obj = target
         self._owner = owner
         self._parent = tagger
         self._freed = False
+        self._numpy = numpy  # results as TimeTaggerRPC's NPY dicts instead of lists
 
     def _check_caller(self) -> None:
         """Every call: only the owning client may use this object."""
@@ -191,7 +194,12 @@ class Adapter:
 
 def _forwarder(name: str) -> Callable:
     def method(self, *args, **kwargs):
-        return to_plain(self._rpc.wrap(self._call(name, args, kwargs), self))
+        result = self._rpc.wrap(self._call(name, args, kwargs), self)
+        if self._numpy:
+            from trainstamp.tagger._ttrpcwire import to_wire
+
+            return to_wire(result)
+        return to_plain(result)
 
     method.__name__ = name
     wrapped = builtin_errors(method)
@@ -204,12 +212,19 @@ _ADAPTER_LOCK = threading.Lock()
 
 
 def adapter_class(engine_cls: type, base: type = Adapter) -> type:
-    """Generate (once) an exposed adapter class forwarding ``engine_cls``'s public methods."""
+    """Generate (once) an exposed adapter class forwarding ``engine_cls``'s public methods.
+
+    A synchronized group's tagger stand-in delegates to the engine tagger, so its
+    adapter forwards the tagger's methods (``sync.getTagger().getChannelList()``).
+    """
     with _ADAPTER_LOCK:
         if (engine_cls, base) in _ADAPTER_CLASSES:
             return _ADAPTER_CLASSES[(engine_cls, base)]
-        names = {n for n in dir(engine_cls)
-                 if not n.startswith("_") and callable(getattr(engine_cls, n))} - _HIDDEN
+        from trainstamp.tagger.engine._measurement import _SyncTaggerProxy
+
+        source = engine_module().TimeTaggerVirtual if engine_cls is _SyncTaggerProxy else engine_cls
+        names = {n for n in dir(source)
+                 if not n.startswith("_") and callable(getattr(source, n))} - _HIDDEN
         ns: dict = {"kind": engine_cls.__name__, "methods": frozenset(names),
                     "__doc__": f"Remote {engine_cls.__name__} (see the engine's docs)."}
         for n in names:
@@ -225,8 +240,8 @@ class TaggerAdapter(Adapter):
 
     kind = "tagger"
 
-    def __init__(self, rpc, target, owner, tagger=None) -> None:
-        super().__init__(rpc, target, owner, None)
+    def __init__(self, rpc, target, owner, tagger=None, *, numpy: bool = False) -> None:
+        super().__init__(rpc, target, owner, None, numpy=numpy)
         self._children: list[Adapter] = []
 
     def _release(self) -> list[Adapter]:

@@ -1,6 +1,9 @@
 """The Pyro5 face of the tagger server: Swabian's API, one engine, many clients.
 
-``TimeTagger`` (the object a client reaches at ``PYRO:TimeTagger@host:23000``) offers
+:class:`TaggerRPC` is ``TimeTagger`` (the object a client reaches at
+``PYRO:TimeTagger@host:23000``) and keeps the books for it and for the
+``TimeTaggerRPC`` object of :mod:`trainstamp.tagger._ttrpc` (the same API with numpy
+arrays, for the ``timetaggerrpc`` package's client). ``TimeTagger`` offers
 ``scanTimeTagger``, ``createTimeTagger``, ``freeTimeTagger`` and one factory per
 measurement and virtual channel (``Correlation(tagger, 1, 2, binwidth=..., n_bins=...)``,
 ``DelayedChannel(...)``, ...). Factories return adapters registered with the daemon,
@@ -88,8 +91,12 @@ def footprint(obj: object) -> int:
     return total
 
 
-class TimeTaggerRPC:
-    """Remote ``TimeTagger`` module: factories and the tagger life cycle."""
+class TaggerRPC:
+    """Remote ``TimeTagger`` module: factories and the tagger life cycle.
+
+    Also the bookkeeping (owners, budgets, tombstones) of every object on the daemon,
+    whichever public object made it.
+    """
 
     def __init__(self, service, settings) -> None:
         self.service = service
@@ -194,7 +201,8 @@ class TimeTaggerRPC:
                       | list | tuple | dict):
             return value
         tagger = parent if isinstance(parent, TaggerAdapter) else parent._parent
-        adapter = adapter_class(type(value))(self, value, parent._owner, tagger)
+        adapter = adapter_class(type(value))(self, value, parent._owner, tagger,
+                                             numpy=parent._numpy)
         if tagger is not None:
             tagger._children.append(adapter)
         return self._register(adapter)
@@ -274,6 +282,10 @@ class TimeTaggerRPC:
     @builtin_errors
     def createTimeTagger(self, serial: object = "", *args: object, **kwargs: object):
         """A tagger for this client, fed by the shared tag stream."""
+        return self.create_tagger(serial)
+
+    def create_tagger(self, serial: object, numpy: bool = False):
+        """A tagger for the calling client; ``numpy``: its results in NPY form."""
         if not isinstance(serial, str):
             raise ValueError(f"serial must be a string, got {serial!r}")
         self._check_budget(tagger=True)
@@ -283,7 +295,7 @@ class TimeTaggerRPC:
                              f"available: {self.scanTimeTagger()}")
         engine_tagger = self.settings.make_engine_tagger()
         adapter = adapter_class(type(engine_tagger), TaggerAdapter)(
-            self, engine_tagger, client_key())
+            self, engine_tagger, client_key(), numpy=numpy)
         self.service.add_sink(engine_tagger)
         return self._register(adapter)
 
@@ -304,7 +316,9 @@ class TimeTaggerRPC:
 
         return f"trainstamp {version('trainstamp')}"
 
-    def _create(self, name: str, tagger: object, args: tuple, kwargs: dict) -> Adapter:
+    def create_object(self, name: str, tagger: object, args: tuple, kwargs: dict,
+                      numpy: bool = False) -> Adapter:
+        """Make engine class ``name`` on ``tagger`` for the calling client, within budget."""
         parent = self.lookup(tagger)
         root = parent if isinstance(parent, TaggerAdapter) else parent._parent
         if root is None:
@@ -317,14 +331,14 @@ class TimeTaggerRPC:
         with self._create_lock:
             obj = engine_cls(parent._target(), *args, **kwargs)
             size = self._check_bytes(owner, obj)
-        adapter = adapter_class(engine_cls)(self, obj, owner, root)
+        adapter = adapter_class(engine_cls)(self, obj, owner, root, numpy=numpy)
         root._children.append(adapter)
         return self._register(adapter, size)
 
 
 def _factory(name: str) -> Callable:
     def create(self, tagger: object, *args: object, **kwargs: object):
-        return self._create(name, tagger, args, kwargs)
+        return self.create_object(name, tagger, args, kwargs)
 
     create.__name__ = name
     create.__doc__ = f"Create a {name} on ``tagger`` with Swabian's arguments."
@@ -334,7 +348,7 @@ def _factory(name: str) -> Callable:
 
 
 for _name in MEASUREMENTS + VIRTUAL_CHANNELS + ("SynchronizedMeasurements",):
-    setattr(TimeTaggerRPC, _name, _factory(_name))
+    setattr(TaggerRPC, _name, _factory(_name))
 
 
 from trainstamp.tagger._pyrodaemon import (  # noqa: E402  (re-exported for the CLI)
@@ -343,4 +357,4 @@ from trainstamp.tagger._pyrodaemon import (  # noqa: E402  (re-exported for the 
     start_daemon,
 )
 
-__all__ = ["MAX_MESSAGE_SIZE", "RpcDaemon", "TimeTaggerRPC", "footprint", "start_daemon"]
+__all__ = ["MAX_MESSAGE_SIZE", "RpcDaemon", "TaggerRPC", "footprint", "start_daemon"]

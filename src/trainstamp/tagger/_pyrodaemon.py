@@ -11,7 +11,7 @@
   closes, everything the token owns is freed.
 - **No listing.** The built-in ``Pyro.Daemon`` object still answers ``ping``, ``info``
   and the metadata a proxy asks for at connect, but ``registered()`` names only the
-  public ``TimeTagger`` object, never the clients' objects.
+  public ``TimeTagger`` and ``TimeTaggerRPC`` objects, never the clients' objects.
 - **No compressed messages.** Pyro inflates a compressed message before any size
   check (1 MB of zlib became 1 GiB); a message flagged compressed is refused and the
   connection closed, before it is read. ``MAX_MESSAGE_SIZE`` caps the rest.
@@ -20,7 +20,9 @@
   connections idle longest whose token owns nothing are closed (parked) until half
   is free, so idle sockets cannot starve a real client.
 - **Serializer.** serpent only (the client default); pickle and dill are never
-  accepted, whatever a client asks for.
+  accepted, whatever a client asks for. numpy arrays a ``timetaggerrpc`` client sends
+  (NPY over base64) are read with ``allow_pickle=False`` and their header checked
+  against the bytes that came (:func:`trainstamp.tagger._ttrpcwire.decode_npy`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ THREADPOOL_SIZE = 80
 PARK_ABOVE = 0.75
 PARK_DOWN_TO = 0.5
 #: The only names ``Pyro.Daemon.registered()`` reveals.
-PUBLIC_OBJECTS = ("TimeTagger",)
+PUBLIC_OBJECTS = ("TimeTagger", "TimeTaggerRPC")
 
 _HEADER = struct.Struct(Pyro5.protocol._header_format)
 
@@ -71,6 +73,9 @@ def configure_pyro() -> None:
     cfg.THREADPOOL_SIZE = THREADPOOL_SIZE
     cfg.COMPRESSION = False
     cfg.SERIALIZER = "serpent"
+    from trainstamp.tagger._ttrpcwire import NDARRAY_CLASS, decode_npy
+
+    Pyro5.api.register_dict_to_class(NDARRAY_CLASS, decode_npy)
 
 
 class RpcDaemon(Pyro5.server.Daemon):
@@ -198,12 +203,17 @@ def token_proxy(daemon: RpcDaemon, obj: object, token: str | None):
 
 def start_daemon(rpc, host: str = "127.0.0.1",
                  port: int = 23000) -> tuple[RpcDaemon, str, threading.Thread]:
-    """Serve ``rpc`` as ``PYRO:TimeTagger@host:port`` on a daemon thread."""
+    """Serve ``rpc`` as ``PYRO:TimeTagger@host:port`` and its numpy face as
+    ``PYRO:TimeTaggerRPC@host:port`` (:mod:`trainstamp.tagger._ttrpc`) on a daemon
+    thread; return the daemon, the ``TimeTagger`` URI and the thread."""
+    from trainstamp.tagger._ttrpc import OBJECT_ID, LibraryRPC
+
     configure_pyro()  # process-wide: call in the server
     daemon = RpcDaemon(host=host, port=port)
     daemon.rpc = rpc
     rpc.attach(daemon)
     uri = str(daemon.register(rpc, "TimeTagger"))
+    daemon.register(LibraryRPC(rpc), OBJECT_ID)
     thread = threading.Thread(target=daemon.requestLoop, name="pyro-daemon", daemon=True)
     thread.start()
     return daemon, uri, thread

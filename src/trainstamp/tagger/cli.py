@@ -103,7 +103,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
 
     from trainstamp.tagger._instrument import Instrument
     from trainstamp.tagger._ioc import ioc_doc, make_ioc_class
-    from trainstamp.tagger._pyro import TimeTaggerRPC, start_daemon
+    from trainstamp.tagger._pyro import TaggerRPC, start_daemon
     from trainstamp.tagger._stream import TagService
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -134,7 +134,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     service.start()
     rpc, daemon, uri = None, None, ""
     if args.pyro_port:
-        rpc = TimeTaggerRPC(service, instrument)
+        rpc = TaggerRPC(service, instrument)
         rpc.max_client_bytes = int(args.pyro_client_mib * 2**20)
         rpc.max_total_bytes = int(args.pyro_total_mib * 2**20)
         try:
@@ -144,7 +144,8 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             service.stop()
             return 2
-        print(f"Pyro5 server: {uri}", flush=True)
+        print(f"Pyro5 server: {uri} (timetaggerrpc clients: "
+              f"{uri.replace('PYRO:TimeTagger@', 'PYRO:TimeTaggerRPC@', 1)})", flush=True)
     ioc_cls = make_ioc_class(args.channels)
     server = ioc_cls(service=service, instrument=instrument, rpc=rpc, pyro_uri=uri,
                      **ioc_options)

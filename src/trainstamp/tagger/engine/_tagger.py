@@ -125,14 +125,16 @@ class TimeTaggerVirtual:
         return self._serial
 
     def getChannelList(self, type=ChannelEdge.All) -> list[int]:
-        """The physical channels, optionally only rising (>0) or falling (<0) edges."""
+        """The physical channels, optionally only rising (>0) or falling (<0) edges
+
+        (any :class:`ChannelEdge`; all inputs are standard resolution).
+        """
         self._check_alive()
         edge = ChannelEdge(as_int(type, "type"))
-        if edge == ChannelEdge.Rising:
-            return [c for c in self._channels if c > 0]
-        if edge == ChannelEdge.Falling:
-            return [c for c in self._channels if c < 0]
-        return list(self._channels)
+        if edge & 4:  # no standard-resolution inputs: every input here is one
+            return []
+        return [c for c in self._channels
+                if not (edge & 1 and c < 0) and not (edge & 2 and c > 0)]
 
     def getMarkerChannel(self) -> int | None:
         """The marker channel (one tag per train), or None."""

@@ -59,11 +59,29 @@ class TagType(enum.IntEnum):
 
 
 class ChannelEdge(enum.IntEnum):
-    """Which physical channels :meth:`TimeTaggerVirtual.getChannelList` returns."""
+    """Which physical channels :meth:`TimeTaggerVirtual.getChannelList` returns.
+
+    Swabian's names and values: bit 0 drops falling edges, bit 1 rising edges, bit 2
+    standard-resolution inputs and bit 3 high-resolution ones (this tagger's inputs are
+    all standard resolution, so ``HighRes*`` give none).
+    """
 
     All = 0
     Rising = 1
     Falling = 2
+    HighResAll = 4
+    HighResRising = 5
+    HighResFalling = 6
+    StandardAll = 8
+    StandardRising = 9
+    StandardFalling = 10
+
+
+class GatedChannelInitial(enum.IntEnum):
+    """Whether a :class:`GatedChannel`'s gate starts closed or open (Swabian's values)."""
+
+    Closed = 0
+    Open = 1
 
 
 class CoincidenceTimestamp(enum.IntEnum):

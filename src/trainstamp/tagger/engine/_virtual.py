@@ -17,6 +17,7 @@ from trainstamp.tagger.engine._tagger import Segment
 from trainstamp.tagger.engine._tags import (
     MAX_SPAN_PS,
     CoincidenceTimestamp,
+    GatedChannelInitial,
     TaggerFreedError,
     as_int,
 )
@@ -124,11 +125,13 @@ class GatedChannel(_VirtualChannel):
     """Tags of ``input_channel`` that arrive while a gate is open.
 
     A ``gate_start_channel`` tag opens the gate and a ``gate_stop_channel`` tag closes
-    it; the gate starts closed. Tags are taken in stream order, so an input tag after a
-    gate tag of the same time sees the new gate state.
+    it; the gate starts closed, or open with ``initial=GatedChannelInitial.Open``. Tags
+    are taken in stream order, so an input tag after a gate tag of the same time sees
+    the new gate state.
     """
 
-    def __init__(self, tagger, input_channel, gate_start_channel, gate_stop_channel):
+    def __init__(self, tagger, input_channel, gate_start_channel, gate_stop_channel,
+                 initial=GatedChannelInitial.Closed):
         super().__init__(tagger)
         t = self._tagger
         self._in = t._check_channel(input_channel, "input_channel")
@@ -136,7 +139,11 @@ class GatedChannel(_VirtualChannel):
         self._close = t._check_channel(gate_stop_channel, "gate_stop_channel")
         if self._open == self._close:
             raise ValueError(f"gate start and stop channels must differ, both are {self._open}")
-        self._state = False
+        try:
+            self._state = GatedChannelInitial(as_int(initial, "initial")) == GatedChannelInitial.Open
+        except ValueError:
+            raise ValueError(f"initial must be GatedChannelInitial.Closed (0) or Open (1), "
+                             f"got {initial!r}") from None
         self._register()
 
     def _compute(self, times, chans):

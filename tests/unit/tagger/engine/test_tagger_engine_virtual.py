@@ -143,3 +143,32 @@ def test_virtual_channel_validation_and_free():
         d.getChannel()
     with pytest.raises(ValueError, match=f"channel_1 {ch} is not a channel"):
         Correlation(t, ch, 2)
+
+
+def test_gated_channel_initially_open_passes_tags_until_the_first_stop():
+    from trainstamp.tagger.engine import GatedChannelInitial
+
+    t = TimeTaggerVirtual(channels=CHANNELS)
+    shut = GatedChannel(t, 1, 2, 3)
+    open_ = GatedChannel(t, 1, 2, 3, initial=GatedChannelInitial.Open)
+    rate = Countrate(t, [shut.getChannel(), open_.getChannel()])
+    # input at 10 and 20, stop at 30, input at 40, start at 50, input at 60
+    t.process(make_tags([10, 20, 30, 40, 50, 60], [1, 1, 3, 1, 2, 1]), end_time=100)
+    np.testing.assert_array_equal(rate.getCountsTotal(), [1, 3])
+    with pytest.raises(ValueError, match="initial must be GatedChannelInitial"):
+        GatedChannel(t, 1, 2, 3, initial=2)
+
+
+def test_channel_list_takes_every_swabian_channel_edge():
+    from trainstamp.tagger.engine import ChannelEdge
+
+    t = TimeTaggerVirtual(channels=(1, 2, -1))
+    want = {ChannelEdge.All: [1, 2, -1], ChannelEdge.Rising: [1, 2],
+            ChannelEdge.Falling: [-1], ChannelEdge.StandardAll: [1, 2, -1],
+            ChannelEdge.StandardRising: [1, 2], ChannelEdge.StandardFalling: [-1],
+            ChannelEdge.HighResAll: [], ChannelEdge.HighResRising: [],
+            ChannelEdge.HighResFalling: []}
+    assert {e: t.getChannelList(e) for e in ChannelEdge} == want
+    assert t.getChannelList(9) == [1, 2]
+    with pytest.raises(ValueError):
+        t.getChannelList(3)
