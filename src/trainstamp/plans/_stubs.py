@@ -1,6 +1,7 @@
 """Plan stubs for train-synchronous acquisition: one action each, bluesky style."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver validates queued plans
+# against these annotations at run time (see trainstamp.plans).
 
 import time
 from collections.abc import Sequence
