@@ -98,6 +98,7 @@ def test_plan_validates_and_gets_its_devices(worker, name):
     ([["det"], 3, 4], {"timeserver": "timeserver"}, "too many positional arguments"),
     ([["det"], 3], {}, "missing a required argument: 'timeserver'"),
     ([["det"], 3], {"timeserver": "timeserver", "md": "sample A"}, "md"),
+    ([["det"], 3], {"timeserver": "timeserver", "num_train": 4}, "num_train"),
 ])
 def test_a_bad_item_is_refused_before_it_is_queued(worker, args, kwargs, message):
     _, _, _, allowed_plans, allowed_devices = worker
