@@ -15,6 +15,12 @@
   :data:`NO_TRAIN_ID`, :class:`StopStamper`) is :mod:`trainstamp.trainid`; its
   :data:`TRAIN_ID_KEY`, :data:`TRAIN_ID_STATUS_KEY`, :data:`NO_TRAIN_ID` and
   :class:`StopStamper` are re-exported here.
+
+The plans run in bluesky-queueserver as they do in a session. Their annotations are real
+objects (the plan modules do not use ``from __future__ import annotations``) and name
+bluesky protocols (``Readable``, ``Triggerable``, ``Movable``) for every device
+parameter: the queue server validates a queued item against them and turns the device
+names it gives (``"det"``, ``"timeserver"``) into the devices of its namespace.
 """
 
 from trainstamp.plans._exact import ExactTrainId

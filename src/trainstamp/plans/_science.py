@@ -1,10 +1,12 @@
 """A photon-counting science plan: g2 against a tagger input delay, train-stamped."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver validates queued plans
+# against these annotations at run time (see trainstamp.plans).
 
 from typing import Any
 
 from bluesky import plan_stubs as bps
+from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
 from trainstamp.plans._stamp import TrainStamp
@@ -14,13 +16,13 @@ __all__ = ["g2_delay_scan"]
 
 
 def g2_delay_scan(
-    tagger: Any,
+    tagger: Readable,
     channel: int,
     start_ps: float,
     stop_ps: float,
     num: int,
     *,
-    timeserver: Any,
+    timeserver: Triggerable,
     trains_per_point: int = 1,
     trains_per_measurement: int = 5,
     chan1: int | None = None,

@@ -1,6 +1,7 @@
 """Plan stubs for train-synchronous acquisition: one action each, bluesky style."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver validates queued plans
+# against these annotations at run time (see trainstamp.plans).
 
 import math
 import time
@@ -68,7 +69,7 @@ def start_train_signals(obj: Any) -> list[Any]:
 
 
 @plan
-def arm_train(devices: Sequence[Any], train_id: int) -> MsgGenerator[list[Any]]:
+def arm_train(devices: Sequence[Readable], train_id: int) -> MsgGenerator[list[Any]]:
     """Tell every device that can (``train_start_signals()``) to start on ``train_id``.
 
     The detector then captures the frame whose header carries that train and the tagger

@@ -1,6 +1,7 @@
 """``train_count``: one reading per train, every event stamped with its train ID."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver validates queued plans
+# against these annotations at run time (see trainstamp.plans).
 
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -8,7 +9,7 @@ from typing import Any
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.protocols import Readable
+from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
 from trainstamp.plans._stamp import TrainStamp, stamp_wrapper
@@ -24,7 +25,7 @@ def train_count(
     detectors: Sequence[Readable],
     num_trains: int,
     *,
-    timeserver: Any,
+    timeserver: Triggerable,
     stamp: TrainStamp | None = None,
     per_train: PerTrain | None = None,
     md: CustomPlanMetadata | None = None,

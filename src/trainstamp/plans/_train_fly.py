@@ -28,13 +28,15 @@ carries the TimeServer configuration (each collector's configuration is the
 TimeServer's).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver validates queued plans
+# against these annotations at run time (see trainstamp.plans).
 
 from collections.abc import Sequence
 from typing import Any
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
+from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
 from trainstamp.plans._stamp import TrainStamp, stamp_wrapper
@@ -44,11 +46,11 @@ __all__ = ["train_fly"]
 
 
 def train_fly(
-    detectors: Sequence[Any],
+    detectors: Sequence[Readable],
     num_trains: int,
     *,
-    timeserver: Any,
-    tagger: Any | None = None,
+    timeserver: Triggerable,
+    tagger: Readable | None = None,
     click_channel: int = 1,
     marker_channel: int | None = None,
     ticks_from: str = "auto",

@@ -1,6 +1,7 @@
 """``train_scan``: a step scan that records ``trains_per_point`` trains at each point."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: bluesky-queueserver validates queued plans
+# against these annotations at run time (see trainstamp.plans).
 
 from collections.abc import Sequence
 from functools import partial
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.protocols import Movable, Readable
+from bluesky.protocols import Movable, Readable, Triggerable
 from bluesky.utils import CustomPlanMetadata, MsgGenerator
 
 from trainstamp.plans._stamp import TrainStamp, stamp_wrapper
@@ -34,7 +35,7 @@ def train_scan(
     num: int,
     trains_per_point: int = 1,
     *,
-    timeserver: Any,
+    timeserver: Triggerable,
     stamp: TrainStamp | None = None,
     per_train: PerTrain | None = None,
     md: CustomPlanMetadata | None = None,
