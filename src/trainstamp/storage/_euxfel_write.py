@@ -1,0 +1,486 @@
+"""``trainstamp export euxfel``: write a stored run as a EuXFEL run directory.
+
+The run is read through the Tiled client (its streams' data keys and columns); the
+layout comes from :mod:`trainstamp.storage._euxfel`. Detector frames are copied from
+the detector's HDF5 capture files (``/entry/data/data``, found by their header train ID
+and frame number under the detector directory), a few frames at a time, so memory stays
+bounded by ``chunk_frames`` frames whatever the length of the run. A step run's frames
+that are in no capture file there are read through the catalog instead (its image
+key), event by event.
+
+The output is one file per detector (``RAW-R0012-TEAM1K01-S00000.h5``) and one for
+everything else (``RAW-R0012-DA01-S00000.h5``), each with the whole run's
+``INDEX/trainId``, as the EuXFEL DAQ splits detectors from the data aggregator.
+``extra_data.RunDirectory(outdir)`` opens it and ``extra-data-validate outdir`` checks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from trainstamp.storage._euxfel import (
+    DETECTOR,
+    Source,
+    file_name,
+    index_of,
+    metadata_values,
+    plan_sources,
+    run_train_ids,
+    sources_table,
+)
+from trainstamp.storage._read import last_run
+
+__all__ = ["ExportResult", "export_euxfel", "find_run", "main"]
+
+FRAME_SHAPE = (1024, 1024)
+#: frames read and written at a time
+CHUNK_FRAMES = 4
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_euxfel` wrote."""
+
+    uid: str
+    outdir: Path
+    files: list[Path]
+    sources: list[str]
+    train_ids: np.ndarray
+    frames: int
+    frame_bytes: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def find_run(client: Any, spec: str | int) -> Any:
+    """The run named by ``spec``: a uid, a scan_id, or -N for the N-th last run.
+
+    Raises ``LookupError`` naming ``spec`` if the catalog has no such run. A scan_id
+    that several runs share names the most recent of them.
+    """
+    text = str(spec).strip()
+    if re.fullmatch(r"-?\d+", text):
+        n = int(text)
+        if n == -1:
+            return last_run(client)
+        if n < 0:
+            if len(client) < -n:
+                raise LookupError(f"run {n}: the catalog holds only {len(client)} runs")
+            return client[client.keys()[n]]
+        from tiled.queries import Key
+
+        found = client.search(Key("start.scan_id") == n)
+        if len(found) == 0:
+            raise LookupError(f"no run with scan_id {n} in the catalog")
+        return found.values().last()
+    try:
+        return client[text]
+    except KeyError:
+        raise LookupError(f"no run {text!r} in the catalog (a uid, a scan_id or -1 for "
+                          "the last run)") from None
+
+
+def _check_outdir(outdir: Path) -> bool:
+    """Refuse a non-empty OUTDIR; return True if it has to be created."""
+    if outdir.exists():
+        if not outdir.is_dir():
+            raise FileExistsError(f"OUTDIR {outdir} exists and is not a directory")
+        if any(outdir.iterdir()):
+            raise FileExistsError(f"OUTDIR {outdir} is not empty; export into a new or "
+                                  "empty directory")
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- reading the run
+def _stream_keys(run: Any) -> dict[str, dict[str, Any]]:
+    return {name: dict(run[name].metadata.get("data_keys") or {}) for name in run}
+
+
+def _column(stream: Any, key: str) -> np.ndarray:
+    return np.asarray(stream[key].read())
+
+
+def _per_frame(values: np.ndarray, per_event: int) -> np.ndarray:
+    """An event column as one row per frame (``per_event`` frames per event)."""
+    if per_event == 1:
+        return values
+    if values.ndim >= 2 and values.shape[1] == per_event:
+        return values.reshape(values.shape[0] * per_event, *values.shape[2:])
+    return np.repeat(values, per_event, axis=0)
+
+
+@dataclass
+class _Rows:
+    """One source's rows as read: each row's train ID, its columns, its event time."""
+
+    train_ids: np.ndarray
+    columns: dict[str, np.ndarray]
+    times: np.ndarray
+    per_event: int = 1  # frames per event (detectors)
+
+
+def _read_rows(run: Any, src: Source) -> _Rows:
+    stream = run[src.stream]
+    ids = _column(stream, src.train_key)
+    per_event = int(np.prod(ids.shape[1:])) if ids.ndim > 1 else 1
+    ids = ids.reshape(-1).astype(np.int64)
+    times = _column(stream, "time").astype(np.float64)
+    columns = {}
+    for key in src.keys:
+        if key.data_key == src.image_key or key.name == "data.image":
+            continue
+        values = _column(stream, key.data_key)
+        columns[key.name] = _per_frame(values, per_event) if src.kind == DETECTOR else values
+    if per_event > 1:
+        times = np.repeat(times, per_event)
+    return _Rows(ids, columns, times, per_event)
+
+
+# ---------------------------------------------------------------- frames
+class _FrameFiles:
+    """Where each detector frame is: (capture file, row), by header train ID and frame
+    number, over the ``.h5`` capture files under ``dirs``."""
+
+    def __init__(self, dirs: Sequence[Path]) -> None:
+        self.dirs = [Path(d) for d in dirs]
+        self._open: dict[Path, h5py.File] = {}
+
+    def locate(self, train_ids: np.ndarray, frame_numbers: np.ndarray) -> list[tuple[Path, int] | None]:
+        from trainstamp.detector._capture import DATA, FRAME_NUMBER, TRAIN_ID
+
+        wanted = {(int(t), int(f)) for t, f in zip(train_ids, frame_numbers, strict=True)}
+        where: dict[tuple[int, int], tuple[Path, int]] = {}
+        for d in self.dirs:
+            for path in sorted(d.rglob("*.h5")) if d.is_dir() else []:
+                if len(where) == len(wanted):
+                    break
+                try:
+                    with h5py.File(path, "r", swmr=True, libver="latest") as f:
+                        if not all(k in f for k in (DATA, TRAIN_ID, FRAME_NUMBER)):
+                            continue
+                        n = min(f[k].shape[0] for k in (DATA, TRAIN_ID, FRAME_NUMBER))
+                        tids = f[TRAIN_ID][:n].astype(np.int64)
+                        fns = f[FRAME_NUMBER][:n].astype(np.int64)
+                except OSError:
+                    continue
+                for row in np.flatnonzero(np.isin(tids, train_ids)):
+                    key = (int(tids[row]), int(fns[row]))
+                    if key in wanted:
+                        where.setdefault(key, (path, int(row)))
+        return [where.get((int(t), int(f))) for t, f in zip(train_ids, frame_numbers, strict=True)]
+
+    def read(self, path: Path, a: int, b: int) -> np.ndarray:
+        from trainstamp.detector._capture import DATA
+
+        f = self._open.get(path)
+        if f is None:
+            f = self._open[path] = h5py.File(path, "r", swmr=True, libver="latest")
+        return f[DATA][a:b]
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+
+
+def _runs(places: Sequence[tuple[Path, int]], limit: int) -> Iterator[tuple[Path, int, int]]:
+    """Consecutive rows of one file as ``(path, first, stop)`` runs of at most ``limit``."""
+    i = 0
+    while i < len(places):
+        path, row = places[i]
+        j = i + 1
+        while (j < len(places) and j - i < limit and places[j][0] == path
+               and places[j][1] == row + (j - i)):
+            j += 1
+        yield path, row, row + (j - i)
+        i = j
+
+
+class _Progress:
+    """tqdm if installed, else a line at every tenth of the frames."""
+
+    def __init__(self, total: int, enabled: bool, out: Callable[[str], object]) -> None:
+        self.total, self.done, self.out, self._bar, self._next = total, 0, out, None, 0.1
+        self.enabled = enabled and total > 0
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=total, unit="frame", desc="export", file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.done >= self._next * self.total or self.done == self.total:
+            self.out(f"export: {self.done}/{self.total} frames")
+            self._next = (int(self.done * 10 / self.total) + 1) / 10
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# ---------------------------------------------------------------- writing
+def _h5_values(values: np.ndarray) -> np.ndarray:
+    if values.dtype == bool:
+        return values.astype(np.uint8)
+    if values.dtype.kind in "UOS":
+        return np.array([str(v) if not isinstance(v, bytes) else v.decode() for v in
+                         values.ravel()], dtype=h5py.string_dtype("utf-8")).reshape(values.shape)
+    return values
+
+
+def _write_header(f: h5py.File, sources: Sequence[Source], train_ids: np.ndarray,
+                  meta: dict[str, Any]) -> None:
+    from trainstamp import __version__
+
+    f.attrs["writer"] = f"trainstamp {__version__}"
+    f.create_dataset("INDEX/trainId", data=train_ids.astype(np.uint64), dtype="u8")
+    f.create_dataset("INDEX/flag", data=np.ones(train_ids.size, np.int32))
+    grp = f.create_group("METADATA/dataSources")
+    for name, values in sources_table(sources).items():
+        grp.create_dataset(name, data=[v.encode() for v in values],
+                           dtype=h5py.special_dtype(vlen=bytes), maxshape=(None,))
+    for key, value in meta.items():
+        if isinstance(value, str):
+            f[f"METADATA/{key}"] = [value.encode("ascii")]
+        else:
+            f.create_dataset(f"METADATA/{key}", data=[value], dtype="u4")
+
+
+def _write_index(f: h5py.File, src: Source, first: np.ndarray, count: np.ndarray) -> None:
+    grp = f.require_group(f"INDEX/{src.index_path}")
+    grp.create_dataset("first", data=first, dtype="u8")
+    grp.create_dataset("count", data=count, dtype="u8")
+
+
+def _write_control(f: h5py.File, src: Source, rows: _Rows, train_ids: np.ndarray) -> None:
+    keep, first, count = index_of(rows.train_ids, train_ids, one_per_train=True)
+    _write_index(f, src, first, count)
+    stamps = np.round(rows.times[keep] * 1e9).astype(np.uint64)
+    f.require_group(f"CONTROL/{src.name}")
+    for key in src.keys:
+        values = _h5_values(rows.columns[key.name][keep])
+        base = src.data_path(key.name)
+        f.create_dataset(f"{base}/value", data=values)
+        f.create_dataset(f"{base}/timestamp", data=stamps, dtype="u8")
+        run_base = "RUN" + base[len("CONTROL"):]
+        f.create_dataset(f"{run_base}/value", data=values[:1])
+        f.create_dataset(f"{run_base}/timestamp", data=stamps[:1], dtype="u8")
+
+
+def _write_instrument(f: h5py.File, src: Source, rows: _Rows, train_ids: np.ndarray) -> None:
+    keep, first, count = index_of(rows.train_ids, train_ids, one_per_train=False)
+    _write_index(f, src, first, count)
+    for key in src.keys:
+        if key.name == "data.image":
+            continue
+        values = rows.columns[key.name] if key.name != "data.trainId" else rows.train_ids
+        data = _h5_values(values[keep])
+        if key.name == "data.trainId":
+            data = data.astype(np.uint64)
+        f.create_dataset(src.data_path(key.name), data=data)
+
+
+def _write_frames(f: h5py.File, run: Any, src: Source, rows: _Rows, train_ids: np.ndarray,
+                  frames: _FrameFiles, chunk: int, progress: _Progress) -> tuple[int, int]:
+    keep, _, _ = index_of(rows.train_ids, train_ids, one_per_train=False)
+    numbers = rows.columns.get("data.frameNumber")
+    if numbers is None:
+        numbers = np.zeros(rows.train_ids.size, np.int64)
+    places = frames.locate(rows.train_ids[keep], numbers[keep])
+    ds = f.create_dataset(src.data_path("data.image"), shape=(keep.size, *FRAME_SHAPE),
+                          dtype="<u2", chunks=(1, *FRAME_SHAPE))
+    missing = [i for i, p in enumerate(places) if p is None]
+    if missing and src.image_key is None:
+        tids = rows.train_ids[keep][missing[:5]].tolist()
+        raise FileNotFoundError(
+            f"{len(missing)} frames of {src.device} (trains {tids} ...) are in no capture "
+            f"file under {', '.join(map(str, frames.dirs)) or '(no directory)'}; pass "
+            "--detector-dir with the detector's data directory")
+    out = 0
+    written = 0
+    i = 0
+    while i < keep.size:
+        if places[i] is not None:
+            j = i
+            while j < keep.size and places[j] is not None:
+                j += 1
+            for path, a, b in _runs(places[i:j], chunk):
+                block = frames.read(path, a, b)
+                ds[out:out + (b - a)] = block
+                out += b - a
+                written += block.nbytes
+                progress.update(b - a)
+            i = j
+        else:  # a step run's frame through the catalog: its event's image
+            column = run[src.stream][src.image_key]
+            event, j_frame = divmod(int(keep[i]), rows.per_event)
+            block = np.asarray(column[event]).reshape(-1, *FRAME_SHAPE)[j_frame]
+            ds[out] = block
+            out += 1
+            written += block.nbytes
+            progress.update(1)
+            i += 1
+    return int(keep.size), written
+
+
+def _aggregator(device: str, n: int) -> str:
+    return (re.sub(r"[^A-Z0-9]", "", device.upper())[:10] or "DET") + f"{n:02d}"
+
+
+def export_euxfel(run: Any, outdir: str | os.PathLike, *,
+                  detector_dirs: Sequence[str | os.PathLike] = (),
+                  chunk_frames: int = CHUNK_FRAMES, progress: bool = True,
+                  out: Callable[[str], object] = print) -> ExportResult:
+    """Write ``run`` (a run of the catalog) as a EuXFEL run directory in ``outdir``.
+
+    Parameters
+    ----------
+    run : BlueskyRun
+        ``client[uid]``, or :func:`find_run`.
+    outdir : path
+        A new or empty directory (``FileExistsError`` otherwise).
+    detector_dirs : paths
+        Where the detector's capture files are (searched recursively).
+    chunk_frames : int
+        Frames read and written at a time.
+    progress : bool
+        Show a progress bar over the frames (tqdm, else a line per tenth).
+
+    Raises
+    ------
+    FileExistsError
+        ``outdir`` is not empty.
+    ValueError
+        The run has no train IDs.
+    FileNotFoundError
+        A fly run's frame is in none of the capture files under ``detector_dirs``.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
+    t0 = time.perf_counter()
+    outdir = Path(outdir)
+    create = _check_outdir(outdir)
+    start = run.metadata["start"]
+    sources, notes = plan_sources(_stream_keys(run))
+    rows = {id(s): _read_rows(run, s) for s in sources}
+    train_ids = run_train_ids([r.train_ids for r in rows.values()])
+    meta = metadata_values(start)
+    for s in sources:
+        bad = int(np.count_nonzero(rows[id(s)].train_ids <= 0))
+        if bad:
+            notes.append(f"{s.index_path}: {bad} rows without a train ID left out")
+    detectors = [s for s in sources if s.kind == DETECTOR]
+    others = [s for s in sources if s.kind != DETECTOR]
+    frames = _FrameFiles([Path(d) for d in detector_dirs])
+    total = sum(int(np.count_nonzero(rows[id(s)].train_ids > 0)) for s in detectors)
+    bar = _Progress(total, progress, out)
+    if create:
+        outdir.mkdir(parents=True)
+    files: list[Path] = []
+    n_frames = n_bytes = 0
+    try:
+        layout = [("DA01", others)] + [(_aggregator(s.device, i + 1), [s])
+                                       for i, s in enumerate(detectors)]
+        for aggregator, group in layout:
+            if not group:
+                continue
+            path = outdir / file_name(meta["runNumber"], aggregator)
+            files.append(path)
+            with h5py.File(path, "w") as f:
+                _write_header(f, group, train_ids, meta)
+                for s in group:
+                    r = rows[id(s)]
+                    if s.section == "CONTROL":
+                        _write_control(f, s, r, train_ids)
+                    else:
+                        _write_instrument(f, s, r, train_ids)
+                    if s.kind == DETECTOR:
+                        n, b = _write_frames(f, run, s, r, train_ids, frames, chunk_frames, bar)
+                        n_frames += n
+                        n_bytes += b
+    except BaseException:
+        for p in files:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        if create:
+            shutil.rmtree(outdir, ignore_errors=True)
+        raise
+    finally:
+        frames.close()
+        bar.close()
+    return ExportResult(start["uid"], outdir, files, [s.index_path for s in sources],
+                        train_ids, n_frames, n_bytes, time.perf_counter() - t0, notes)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``trainstamp export euxfel [--data-dir D | --tiled-uri U] RUN OUTDIR``."""
+    from trainstamp.storage._catalog import CatalogInUse, catalog
+    from trainstamp.storage._config import StorageConfig
+
+    parser = argparse.ArgumentParser(
+        prog="trainstamp export euxfel",
+        description="Write a stored run as a EuXFEL run directory (EXDF HDF5 files), for "
+                    "extra_data.RunDirectory and extra-data-validate.")
+    parser.add_argument("run", metavar="RUN", help="a uid, a scan_id, or -1 for the last run")
+    parser.add_argument("outdir", metavar="OUTDIR", help="a new or empty directory")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", default=None,
+                       help="embedded catalog (default $TRAINSTAMP_DATA_DIR, else ./data)")
+    where.add_argument("--tiled-uri", default=None,
+                       help="Tiled server (default $TRAINSTAMP_TILED_URI)")
+    parser.add_argument("--api-key", default=None, help="API key of the Tiled server")
+    parser.add_argument("--detector-dir", action="append", default=[],
+                        help="where the detector's capture files are (default: "
+                             "<data dir>/detector); may be given several times")
+    parser.add_argument("--chunk-frames", type=int, default=CHUNK_FRAMES,
+                        help=f"frames copied at a time (default {CHUNK_FRAMES})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv))
+    try:
+        cfg = StorageConfig.resolve(args.data_dir, tiled_uri=args.tiled_uri,
+                                    api_key=args.api_key)
+    except ValueError as exc:
+        parser.error(str(exc))
+    dirs = args.detector_dir or ([cfg.detector_dir] if cfg.embedded else [])
+    prog = "trainstamp export euxfel"
+    try:
+        _check_outdir(Path(args.outdir))
+        with catalog(config=cfg) as client:
+            run = find_run(client, args.run)
+            result = export_euxfel(run, args.outdir, detector_dirs=dirs,
+                                   chunk_frames=args.chunk_frames,
+                                   progress=not args.no_progress)
+    except (LookupError, FileExistsError, FileNotFoundError, ValueError, CatalogInUse) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    mb = result.frame_bytes / 1e6
+    print(f"run {result.uid} -> {result.outdir}: {result.train_ids.size} trains "
+          f"({int(result.train_ids[0])}..{int(result.train_ids[-1])}), "
+          f"{len(result.sources)} sources, {result.frames} frames ({mb:.1f} MB) "
+          f"in {result.seconds:.1f} s")
+    for path in result.files:
+        print(f"  {path.name}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
