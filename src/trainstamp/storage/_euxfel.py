@@ -23,13 +23,16 @@ their keys and their train index. Nothing here reads a catalog or writes a file
 Sources (Karabo names, ``DOMAIN/TYPE/MEMBER[:CHANNEL]``), from the ``object_name`` of
 each data key:
 
-====================================  =========================================  =======
-a device with ``<det>_frame_number``  ``TRAINSTAMP/DET/<det>:daqOutput``, ``data``  frames
-a device with ``*_first_train_id``    ``TRAINSTAMP/TAGGER/<dev>:output``, a group   per
-                                      per slot (``counts``, ``corr1`` ...)          reading
-the stamp / the TimeServer ticks      ``TRAINSTAMP/TIMESERVER/<name>`` (CONTROL)    train
-every other device (motors ...)       ``TRAINSTAMP/DEVICE/<name>`` (CONTROL)        event
-====================================  =========================================  =======
+- a device with ``<det>_frame_number`` (a detector): INSTRUMENT
+  ``TRAINSTAMP/DET/<det>:daqOutput``, group ``data``, one row per frame (``data.image``
+  and its header ``data.trainId``, ``data.frameNumber`` ...);
+- a device with ``<prefix>_first_train_id`` and ``_last_train_id`` (tagger slots):
+  INSTRUMENT ``TRAINSTAMP/TAGGER/<device>:output``, one group per slot (``counts``,
+  ``corr1`` ...), one row per reading;
+- whatever reads a stream's ``train_id`` (the plans' stamp ``<timeserver>_stamp``, a
+  fly run's ``<timeserver>_ticks``): CONTROL ``TRAINSTAMP/TIMESERVER/<timeserver>``;
+- every other device read in the run (motors ...): CONTROL
+  ``TRAINSTAMP/DEVICE/<device>``, one entry per train it was read in.
 
 Keys lose the device prefix and become camelCase (``tagger_counts_first_train_id`` is
 ``counts.firstTrainId``; a key equal to the device name, a motor's position, is
@@ -153,12 +156,14 @@ def _detector_name(keys: Sequence[str]) -> str | None:
 
 
 def _timeserver_name(obj: str, keys: Sequence[str]) -> str | None:
-    if not set(keys) >= {TRAIN_ID_KEY}:
+    """The clock of a stream is whatever reads its ``train_id`` (the plans' stamp,
+    ``<timeserver>_stamp``, or a fly run's ``<timeserver>_ticks``)."""
+    if TRAIN_ID_KEY not in keys:
         return None
     for suffix in ("_stamp", "_ticks"):
         if obj.endswith(suffix):
             return obj[: -len(suffix)]
-    return None
+    return obj
 
 
 def plan_sources(streams: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[

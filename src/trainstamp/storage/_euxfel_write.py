@@ -308,8 +308,16 @@ def _write_frames(f: h5py.File, run: Any, src: Source, rows: _Rows, train_ids: n
     if numbers is None:
         numbers = np.zeros(rows.train_ids.size, np.int64)
     places = frames.locate(rows.train_ids[keep], numbers[keep])
-    ds = f.create_dataset(src.data_path("data.image"), shape=(keep.size, *FRAME_SHAPE),
-                          dtype="<u2", chunks=(1, *FRAME_SHAPE))
+    made: list[h5py.Dataset] = []
+
+    def dataset(block: np.ndarray) -> h5py.Dataset:
+        """Made at the first frame, in its shape and type (TEAM1k: 1024 x 1024 uint16)."""
+        if not made:
+            made.append(f.create_dataset(src.data_path("data.image"),
+                                         shape=(keep.size, *block.shape[1:]),
+                                         dtype=block.dtype, chunks=(1, *block.shape[1:])))
+        return made[0]
+
     missing = [i for i, p in enumerate(places) if p is None]
     if missing and src.image_key is None:
         tids = rows.train_ids[keep][missing[:5]].tolist()
@@ -327,7 +335,7 @@ def _write_frames(f: h5py.File, run: Any, src: Source, rows: _Rows, train_ids: n
                 j += 1
             for path, a, b in _runs(places[i:j], chunk):
                 block = frames.read(path, a, b)
-                ds[out:out + (b - a)] = block
+                dataset(block)[out:out + (b - a)] = block
                 out += b - a
                 written += block.nbytes
                 progress.update(b - a)
@@ -335,12 +343,16 @@ def _write_frames(f: h5py.File, run: Any, src: Source, rows: _Rows, train_ids: n
         else:  # a step run's frame through the catalog: its event's image
             column = run[src.stream][src.image_key]
             event, j_frame = divmod(int(keep[i]), rows.per_event)
-            block = np.asarray(column[event]).reshape(-1, *FRAME_SHAPE)[j_frame]
-            ds[out] = block
+            frame = np.asarray(column[event])
+            block = frame.reshape(-1, *frame.shape[-2:])[j_frame:j_frame + 1]
+            dataset(block)[out:out + 1] = block
             out += 1
             written += block.nbytes
             progress.update(1)
             i += 1
+    if not made:
+        f.create_dataset(src.data_path("data.image"), shape=(0, *FRAME_SHAPE), dtype="<u2",
+                         chunks=(1, *FRAME_SHAPE), maxshape=(None, *FRAME_SHAPE))
     return int(keep.size), written
 
 
