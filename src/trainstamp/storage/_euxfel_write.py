@@ -62,6 +62,8 @@ class ExportResult:
     frames: int
     frame_bytes: int
     seconds: float
+    #: of ``seconds``, the time spent locating and copying frames
+    frame_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -110,8 +112,41 @@ def _stream_keys(run: Any) -> dict[str, dict[str, Any]]:
     return {name: dict(run[name].metadata.get("data_keys") or {}) for name in run}
 
 
-def _column(stream: Any, key: str) -> np.ndarray:
-    return np.asarray(stream[key].read())
+class _Streams:
+    """Each stream's columns, read once per stream (one request, ``stream.read``), then
+    key by key for any that came back as text: an array stored in the event table
+    rather than as an array node (``read_stream``'s caveat)."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self._nodes: dict[str, Any] = {}
+        self._tables: dict[str, dict[str, np.ndarray]] = {}
+
+    def node(self, name: str) -> Any:
+        if name not in self._nodes:
+            self._nodes[name] = self.run[name]
+        return self._nodes[name]
+
+    def column(self, name: str, key: str) -> np.ndarray:
+        if name not in self._tables:
+            stream = self.node(name)
+            keys = [k for k, info in (stream.metadata.get("data_keys") or {}).items()
+                    if not info.get("external")]
+            table: dict[str, np.ndarray] = {}
+            try:
+                ds = stream.read(variables=[*keys, "time"])
+                for k in [*keys, "time"]:
+                    if k in ds.variables:
+                        table[k] = np.asarray(ds[k].values)
+            except Exception:  # an older server without variables=: key by key below
+                table = {}
+            self._tables[name] = table
+        table = self._tables[name]
+        info = (self.node(name).metadata.get("data_keys") or {}).get(key, {})
+        values = table.get(key)
+        if values is None or (values.dtype.kind in "UO" and info.get("dtype") != "string"):
+            values = table[key] = np.asarray(self.node(name)[key].read())
+        return values
 
 
 def _per_frame(values: np.ndarray, per_event: int) -> np.ndarray:
@@ -133,17 +168,16 @@ class _Rows:
     per_event: int = 1  # frames per event (detectors)
 
 
-def _read_rows(run: Any, src: Source) -> _Rows:
-    stream = run[src.stream]
-    ids = _column(stream, src.train_key)
+def _read_rows(streams: _Streams, src: Source) -> _Rows:
+    ids = streams.column(src.stream, src.train_key)
     per_event = int(np.prod(ids.shape[1:])) if ids.ndim > 1 else 1
     ids = ids.reshape(-1).astype(np.int64)
-    times = _column(stream, "time").astype(np.float64)
+    times = streams.column(src.stream, "time").astype(np.float64)
     columns = {}
     for key in src.keys:
         if key.data_key == src.image_key or key.name == "data.image":
             continue
-        values = _column(stream, key.data_key)
+        values = streams.column(src.stream, key.data_key)
         columns[key.name] = _per_frame(values, per_event) if src.kind == DETECTOR else values
     if per_event > 1:
         times = np.repeat(times, per_event)
@@ -301,7 +335,7 @@ def _write_instrument(f: h5py.File, src: Source, rows: _Rows, train_ids: np.ndar
         f.create_dataset(src.data_path(key.name), data=data)
 
 
-def _write_frames(f: h5py.File, run: Any, src: Source, rows: _Rows, train_ids: np.ndarray,
+def _write_frames(f: h5py.File, streams: _Streams, src: Source, rows: _Rows, train_ids: np.ndarray,
                   frames: _FrameFiles, chunk: int, progress: _Progress) -> tuple[int, int]:
     keep, _, _ = index_of(rows.train_ids, train_ids, one_per_train=False)
     numbers = rows.columns.get("data.frameNumber")
@@ -341,7 +375,7 @@ def _write_frames(f: h5py.File, run: Any, src: Source, rows: _Rows, train_ids: n
                 progress.update(b - a)
             i = j
         else:  # a step run's frame through the catalog: its event's image
-            column = run[src.stream][src.image_key]
+            column = streams.node(src.stream)[src.image_key]
             event, j_frame = divmod(int(keep[i]), rows.per_event)
             frame = np.asarray(column[event])
             block = frame.reshape(-1, *frame.shape[-2:])[j_frame:j_frame + 1]
@@ -395,7 +429,8 @@ def export_euxfel(run: Any, outdir: str | os.PathLike, *,
     create = _check_outdir(outdir)
     start = run.metadata["start"]
     sources, notes = plan_sources(_stream_keys(run))
-    rows = {id(s): _read_rows(run, s) for s in sources}
+    streams = _Streams(run)
+    rows = {id(s): _read_rows(streams, s) for s in sources}
     train_ids = run_train_ids([r.train_ids for r in rows.values()])
     meta = metadata_values(start)
     for s in sources:
@@ -411,6 +446,7 @@ def export_euxfel(run: Any, outdir: str | os.PathLike, *,
         outdir.mkdir(parents=True)
     files: list[Path] = []
     n_frames = n_bytes = 0
+    frame_s = 0.0
     try:
         layout = [("DA01", others)] + [(_aggregator(s.device, i + 1), [s])
                                        for i, s in enumerate(detectors)]
@@ -428,9 +464,12 @@ def export_euxfel(run: Any, outdir: str | os.PathLike, *,
                     else:
                         _write_instrument(f, s, r, train_ids)
                     if s.kind == DETECTOR:
-                        n, b = _write_frames(f, run, s, r, train_ids, frames, chunk_frames, bar)
+                        t_frames = time.perf_counter()
+                        n, b = _write_frames(f, streams, s, r, train_ids, frames,
+                                             chunk_frames, bar)
                         n_frames += n
                         n_bytes += b
+                        frame_s += time.perf_counter() - t_frames
     except BaseException:
         for p in files:
             with contextlib.suppress(OSError):
@@ -442,7 +481,7 @@ def export_euxfel(run: Any, outdir: str | os.PathLike, *,
         frames.close()
         bar.close()
     return ExportResult(start["uid"], outdir, files, [s.index_path for s in sources],
-                        train_ids, n_frames, n_bytes, time.perf_counter() - t0, notes)
+                        train_ids, n_frames, n_bytes, time.perf_counter() - t0, frame_s, notes)
 
 
 def main(argv: Sequence[str]) -> int:
