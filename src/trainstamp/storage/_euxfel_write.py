@@ -1,7 +1,8 @@
 """``trainstamp export euxfel``: write a stored run as a EuXFEL run directory.
 
 The run is read through the Tiled client (its streams' data keys and columns); the
-layout comes from :mod:`trainstamp.storage._euxfel`. Detector frames are copied from
+layout comes from :mod:`trainstamp.storage._euxfel`, the frames from
+:mod:`trainstamp.storage._euxfel_frames`. Detector frames are copied from
 the detector's HDF5 capture files (``/entry/data/data``, found by their header train ID
 and frame number under the detector directory), a few frames at a time, so memory stays
 bounded by ``chunk_frames`` frames whatever the length of the run. A step run's frames
@@ -23,7 +24,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,11 @@ from trainstamp.storage._euxfel import (
     run_train_ids,
     sources_table,
 )
+from trainstamp.storage._euxfel_frames import FrameFiles, Progress, write_frames
 from trainstamp.storage._read import last_run
 
 __all__ = ["ExportResult", "export_euxfel", "find_run", "main"]
 
-FRAME_SHAPE = (1024, 1024)
 #: frames read and written at a time
 CHUNK_FRAMES = 4
 
@@ -184,95 +185,6 @@ def _read_rows(streams: _Streams, src: Source) -> _Rows:
     return _Rows(ids, columns, times, per_event)
 
 
-# ---------------------------------------------------------------- frames
-class _FrameFiles:
-    """Where each detector frame is: (capture file, row), by header train ID and frame
-    number, over the ``.h5`` capture files under ``dirs``."""
-
-    def __init__(self, dirs: Sequence[Path]) -> None:
-        self.dirs = [Path(d) for d in dirs]
-        self._open: dict[Path, h5py.File] = {}
-
-    def locate(self, train_ids: np.ndarray, frame_numbers: np.ndarray) -> list[tuple[Path, int] | None]:
-        from trainstamp.detector._capture import DATA, FRAME_NUMBER, TRAIN_ID
-
-        wanted = {(int(t), int(f)) for t, f in zip(train_ids, frame_numbers, strict=True)}
-        where: dict[tuple[int, int], tuple[Path, int]] = {}
-        for d in self.dirs:
-            for path in sorted(d.rglob("*.h5")) if d.is_dir() else []:
-                if len(where) == len(wanted):
-                    break
-                try:
-                    with h5py.File(path, "r", swmr=True, libver="latest") as f:
-                        if not all(k in f for k in (DATA, TRAIN_ID, FRAME_NUMBER)):
-                            continue
-                        n = min(f[k].shape[0] for k in (DATA, TRAIN_ID, FRAME_NUMBER))
-                        tids = f[TRAIN_ID][:n].astype(np.int64)
-                        fns = f[FRAME_NUMBER][:n].astype(np.int64)
-                except OSError:
-                    continue
-                for row in np.flatnonzero(np.isin(tids, train_ids)):
-                    key = (int(tids[row]), int(fns[row]))
-                    if key in wanted:
-                        where.setdefault(key, (path, int(row)))
-        return [where.get((int(t), int(f))) for t, f in zip(train_ids, frame_numbers, strict=True)]
-
-    def read(self, path: Path, a: int, b: int) -> np.ndarray:
-        from trainstamp.detector._capture import DATA
-
-        f = self._open.get(path)
-        if f is None:
-            f = self._open[path] = h5py.File(path, "r", swmr=True, libver="latest")
-        return f[DATA][a:b]
-
-    def close(self) -> None:
-        for f in self._open.values():
-            f.close()
-        self._open.clear()
-
-
-def _runs(places: Sequence[tuple[Path, int]], limit: int) -> Iterator[tuple[Path, int, int]]:
-    """Consecutive rows of one file as ``(path, first, stop)`` runs of at most ``limit``."""
-    i = 0
-    while i < len(places):
-        path, row = places[i]
-        j = i + 1
-        while (j < len(places) and j - i < limit and places[j][0] == path
-               and places[j][1] == row + (j - i)):
-            j += 1
-        yield path, row, row + (j - i)
-        i = j
-
-
-class _Progress:
-    """tqdm if installed, else a line at every tenth of the frames."""
-
-    def __init__(self, total: int, enabled: bool, out: Callable[[str], object]) -> None:
-        self.total, self.done, self.out, self._bar, self._next = total, 0, out, None, 0.1
-        self.enabled = enabled and total > 0
-        if self.enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=total, unit="frame", desc="export", file=sys.stderr)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self.done >= self._next * self.total or self.done == self.total:
-            self.out(f"export: {self.done}/{self.total} frames")
-            self._next = (int(self.done * 10 / self.total) + 1) / 10
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 # ---------------------------------------------------------------- writing
 def _h5_values(values: np.ndarray) -> np.ndarray:
     if values.dtype == bool:
@@ -335,61 +247,6 @@ def _write_instrument(f: h5py.File, src: Source, rows: _Rows, train_ids: np.ndar
         f.create_dataset(src.data_path(key.name), data=data)
 
 
-def _write_frames(f: h5py.File, streams: _Streams, src: Source, rows: _Rows, train_ids: np.ndarray,
-                  frames: _FrameFiles, chunk: int, progress: _Progress) -> tuple[int, int]:
-    keep, _, _ = index_of(rows.train_ids, train_ids, one_per_train=False)
-    numbers = rows.columns.get("data.frameNumber")
-    if numbers is None:
-        numbers = np.zeros(rows.train_ids.size, np.int64)
-    places = frames.locate(rows.train_ids[keep], numbers[keep])
-    made: list[h5py.Dataset] = []
-
-    def dataset(block: np.ndarray) -> h5py.Dataset:
-        """Made at the first frame, in its shape and type (TEAM1k: 1024 x 1024 uint16)."""
-        if not made:
-            made.append(f.create_dataset(src.data_path("data.image"),
-                                         shape=(keep.size, *block.shape[1:]),
-                                         dtype=block.dtype, chunks=(1, *block.shape[1:])))
-        return made[0]
-
-    missing = [i for i, p in enumerate(places) if p is None]
-    if missing and src.image_key is None:
-        tids = rows.train_ids[keep][missing[:5]].tolist()
-        raise FileNotFoundError(
-            f"{len(missing)} frames of {src.device} (trains {tids} ...) are in no capture "
-            f"file under {', '.join(map(str, frames.dirs)) or '(no directory)'}; pass "
-            "--detector-dir with the detector's data directory")
-    out = 0
-    written = 0
-    i = 0
-    while i < keep.size:
-        if places[i] is not None:
-            j = i
-            while j < keep.size and places[j] is not None:
-                j += 1
-            for path, a, b in _runs(places[i:j], chunk):
-                block = frames.read(path, a, b)
-                dataset(block)[out:out + (b - a)] = block
-                out += b - a
-                written += block.nbytes
-                progress.update(b - a)
-            i = j
-        else:  # a step run's frame through the catalog: its event's image
-            column = streams.node(src.stream)[src.image_key]
-            event, j_frame = divmod(int(keep[i]), rows.per_event)
-            frame = np.asarray(column[event])
-            block = frame.reshape(-1, *frame.shape[-2:])[j_frame:j_frame + 1]
-            dataset(block)[out:out + 1] = block
-            out += 1
-            written += block.nbytes
-            progress.update(1)
-            i += 1
-    if not made:
-        f.create_dataset(src.data_path("data.image"), shape=(0, *FRAME_SHAPE), dtype="<u2",
-                         chunks=(1, *FRAME_SHAPE), maxshape=(None, *FRAME_SHAPE))
-    return int(keep.size), written
-
-
 def _aggregator(device: str, n: int) -> str:
     return (re.sub(r"[^A-Z0-9]", "", device.upper())[:10] or "DET") + f"{n:02d}"
 
@@ -439,9 +296,9 @@ def export_euxfel(run: Any, outdir: str | os.PathLike, *,
             notes.append(f"{s.index_path}: {bad} rows without a train ID left out")
     detectors = [s for s in sources if s.kind == DETECTOR]
     others = [s for s in sources if s.kind != DETECTOR]
-    frames = _FrameFiles([Path(d) for d in detector_dirs])
+    frames = FrameFiles([Path(d) for d in detector_dirs])
     total = sum(int(np.count_nonzero(rows[id(s)].train_ids > 0)) for s in detectors)
-    bar = _Progress(total, progress, out)
+    bar = Progress(total, progress, out)
     if create:
         outdir.mkdir(parents=True)
     files: list[Path] = []
@@ -465,8 +322,10 @@ def export_euxfel(run: Any, outdir: str | os.PathLike, *,
                         _write_instrument(f, s, r, train_ids)
                     if s.kind == DETECTOR:
                         t_frames = time.perf_counter()
-                        n, b = _write_frames(f, streams, s, r, train_ids, frames,
-                                             chunk_frames, bar)
+                        n, b = write_frames(
+                            f, s, r.train_ids, r.columns.get("data.frameNumber"), r.per_event,
+                            train_ids, frames, chunk_frames, bar,
+                            lambda s=s: streams.node(s.stream)[s.image_key])
                         n_frames += n
                         n_bytes += b
                         frame_s += time.perf_counter() - t_frames
