@@ -16,6 +16,8 @@ reads both back from the catalog and checks them with the storage checker
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,6 +99,24 @@ def print_fly(uid: str, result: TrainConsistency, say: Callable[[str], None] = p
         lo, hi = result.overlap
         say(f"  check           all streams hold exactly the same trains {lo}..{hi} "
             f"({hi - lo + 1})" if result.ok else "  check           streams disagree")
+
+
+def print_export(result: Any, say: Callable[[str], None] = print) -> None:
+    """Where the fly run was exported (an :class:`~trainstamp.storage.ExportResult`),
+    and EXtra-data's own summary of that run directory when ``extra-data`` is installed."""
+    say(f"\nfly run exported for EXtra-data: {result.outdir}\n  {result.train_ids.size} trains, "
+        f"{len(result.sources)} sources, {result.frames} frames; "
+        f"extra_data.RunDirectory({str(result.outdir)!r}).info():")
+    try:
+        import extra_data
+    except ImportError:
+        say("  (extra-data is not installed: pip install extra-data)")
+        return
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        extra_data.RunDirectory(str(result.outdir)).info()
+    for line in text.getvalue().rstrip().splitlines():
+        say(("  " + line).rstrip())
 
 
 def print_outcome(paths: Sequence[Path], timing: Mapping[str, float], problems: Sequence[str],

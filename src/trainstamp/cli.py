@@ -18,6 +18,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("session",): ("trainstamp.session:main", "open the IPython Bluesky profile"),
     ("replay",): ("trainstamp.storage._replay:main",
                   "store spooled runs (that the catalog could not take) in a catalog"),
+    ("export", "euxfel"): ("trainstamp.storage._euxfel_write:main",
+                           "write a stored run as a EuXFEL run directory (EXtra-data)"),
     ("ioc", "timeserver"): ("trainstamp.timing.cli:ioc", "TimeServer IOC"),
     ("ioc", "detector"): ("trainstamp.detector.cli:ioc", "TEAM1k detector IOC"),
     ("ioc", "tagger"): ("trainstamp.tagger.cli:ioc", "time tagger IOC + Pyro5 server"),

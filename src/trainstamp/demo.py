@@ -10,7 +10,10 @@
 3. Read both back from the catalog (``--data-dir``) and check that the train IDs line
    up, with the storage checker: :func:`trainstamp.storage.check_alignment` for the
    scan, :func:`trainstamp.storage.check_train_consistency` for the fly run.
-4. Print a summary and save PNG plots into ``--out`` (:mod:`trainstamp._demo_report`).
+4. Export the fly run as a European XFEL run directory (``--out``/``euxfel/``,
+   :func:`trainstamp.storage.export_euxfel`) and print EXtra-data's summary of it
+   (``RunDirectory(...).info()``, when ``extra-data`` is installed).
+5. Print a summary and save PNG plots into ``--out`` (:mod:`trainstamp._demo_report`).
 
 Exit code 0 when every check passes, 1 otherwise; the beamline is always stopped.
 """
@@ -29,7 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from trainstamp._demo_report import DemoSetup, print_fly, print_outcome, print_scan, save_plots
+from trainstamp._demo_report import (
+    DemoSetup,
+    print_export,
+    print_fly,
+    print_outcome,
+    print_scan,
+    save_plots,
+)
 from trainstamp.beamline import (
     Beamline,
     add_beamline_arguments,
@@ -200,6 +210,7 @@ def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> in
         catalog,
         check_alignment,
         check_train_consistency,
+        export_euxfel,
         read_stream,
     )
 
@@ -229,6 +240,14 @@ def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> in
                                              min_overlap=max(1, args.num_trains - 2))
         fly_stop = fly_run.metadata["stop"] or {}
         timing["read back"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        export_dir = out / "euxfel" / f"r{fly_run.metadata['start'].get('scan_id', 0):04d}-{fly_uid[:8]}"
+        try:
+            exported = export_euxfel(fly_run, export_dir, detector_dirs=[storage.detector_dir],
+                                     progress=False)
+        except (OSError, ValueError) as exc:
+            exported = exc
+        timing["export"] = time.monotonic() - t0
     t0 = time.monotonic()
     paths = save_plots(out, scan, fly, names=names, image=images[-1], uids=(scan_uid, fly_uid),
                        setup=SETUP)
@@ -239,6 +258,10 @@ def _run(args: argparse.Namespace, config: BeamlineConfig, t_start: float) -> in
         problems.append(f"fly run exit status {fly_stop.get('exit_status')!r}")
     print_scan(scan_start, scan_stop, scan, names, aligned, images, setup=SETUP)
     print_fly(fly_uid, consistent, say)
+    if isinstance(exported, Exception):
+        problems.append(f"fly run export: {type(exported).__name__}: {exported}")
+    else:
+        print_export(exported, say)
     timing["demo"] = time.monotonic() - t_start
     return print_outcome(paths, timing, problems, say)
 

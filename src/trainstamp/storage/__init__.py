@@ -12,6 +12,8 @@
   report trains within each event's TimeServer window).
 - :func:`runs_with_train`, :func:`load_trains`, :func:`detector_frames`,
   :func:`tagger_data`, :func:`side_by_side`, :func:`merge_streams`, :func:`train_table`: analysis by train ID (xarray).
+- :func:`export_euxfel`: write a run as a European XFEL run directory (EXtra-data);
+  ``trainstamp export euxfel``.
 - :func:`tiled_profile`, :func:`write_tiled_profile`: open the embedded catalog with
   ``databroker.from_profile``.
 - :class:`StorageConfig`: how the settings (arguments, ``TRAINSTAMP_*`` environment)
@@ -53,6 +55,7 @@ from trainstamp.storage._check import (
     train_id_problems,
 )
 from trainstamp.storage._config import DEFAULT_DATA_DIR, StorageConfig
+from trainstamp.storage._euxfel_write import ExportResult, export_euxfel
 from trainstamp.storage._read import find_runs, last_run, read_stream, read_train_ids
 from trainstamp.storage._replay import ReplayResult, replay, replay_all
 from trainstamp.storage._spool import SpoolingWriter
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "Alignment",
     "CatalogInUse",
+    "ExportResult",
     "ReplayResult",
     "SpoolError",
     "SpoolingWriter",
@@ -74,6 +78,7 @@ __all__ = [
     "close_catalog",
     "config_of",
     "detector_frames",
+    "export_euxfel",
     "find_runs",
     "last_run",
     "load_trains",

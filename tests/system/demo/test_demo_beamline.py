@@ -77,6 +77,10 @@ def test_demo_runs_end_to_end_and_leaves_nothing(tmp_path):
     assert "4 of 4 EXACT from the detector headers" in out
     assert "det: 4 frame IDs equal to those in the HDF5 file" in out
     assert re.search(r"all streams hold exactly the same trains \d+\.\.\d+", out), out
+    # the fly run, exported and summarised by EXtra-data
+    assert "fly run exported for EXtra-data" in out, out
+    assert re.search(r"# of trains:\s+\d+", out), out
+    assert len(list((out_dir / "euxfel").glob("*/RAW-R*-DA01-S00000.h5"))) == 1
     assert (data_dir / "catalog.db").exists()
     assert list((data_dir / "detector").rglob("*.h5"))
     from matplotlib.image import imread
