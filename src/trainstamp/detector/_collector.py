@@ -14,7 +14,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-from ophyd.status import Status
 
 from trainstamp.detector._capture import COMPLETE, FRAME_NUMBER, TRAIN_ID
 from trainstamp.plans._collectors import Collector, id_keys, page
@@ -61,20 +60,14 @@ class FrameCollector(Collector):
             n = ds.shape[0] if n is None else min(n, ds.shape[0])
         return int(n)
 
-    def kickoff(self) -> Status:
+    def _begin(self) -> None:
         det = self.detector
         self._path = det.capture_full_path.get()
         if not self._path:
             raise RuntimeError(f"{det.name} has no open capture file: stage it first")
         self._file = None
         self._first = self._length()
-        self._taken = 0
-        self._last_growth = time.monotonic()
-        self._done = Status(obj=self)
         det.capture_cmd.put(self.num_trains, wait=True)
-        status = Status(obj=self)
-        status.set_finished()
-        return status
 
     def describe_collect(self) -> dict[str, Any]:
         source = f"{self.detector.name}:packet_header"

@@ -19,6 +19,7 @@ build the ``train_id``/``train_id_status`` data keys and event pages.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ophyd.status import Status
@@ -72,6 +73,22 @@ class Collector:
 
     def describe_configuration(self) -> dict[str, Any]:
         return dict(self.timeserver.describe_configuration())
+
+    def kickoff(self) -> Status:
+        """Start the stream (:meth:`_begin`) with a new done status for
+        :meth:`complete`; the status returned is finished at once, since the stream is
+        then running and is collected as it goes."""
+        self._begin()
+        self._taken = 0  # events collected so far
+        self._last_growth = time.monotonic()  # when the stream last grew
+        self._done = Status(obj=self)
+        status = Status(obj=self)
+        status.set_finished()
+        return status
+
+    def _begin(self) -> None:
+        """Start the subclass's stream (the capture, the tagger window)."""
+        raise NotImplementedError
 
     def complete(self) -> Status:
         if self._done is None:

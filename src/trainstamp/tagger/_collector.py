@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import Pyro5.api
-from ophyd.status import Status
 
 from trainstamp.plans._collectors import Collector, id_keys, page
 from trainstamp.trainid import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
@@ -83,7 +82,7 @@ class MarkerCountCollector(Collector):
         self._measurement.stop()
         return [self]
 
-    def kickoff(self) -> Status:
+    def _begin(self) -> None:
         if self._measurement is None:
             self.stage()
         self._claim()
@@ -95,12 +94,6 @@ class MarkerCountCollector(Collector):
         self._overflows0 = int(self._tagger.getOverflows())
         self._measurement.startForTrains(self.num_trains, first_train_id=max(floor, 0))
         self.last_train_id = 0
-        self._taken = 0
-        self._last_growth = time.monotonic()
-        self._done = Status(obj=self)
-        status = Status(obj=self)
-        status.set_finished()
-        return status
 
     def describe_collect(self) -> dict[str, Any]:
         source = f"{self.name}:markers"
