@@ -40,6 +40,7 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import Pyro5.api
@@ -336,19 +337,30 @@ class TaggerRPC:
         return self._register(adapter, size)
 
 
-def _factory(name: str) -> Callable:
-    def create(self, tagger: object, *args: object, **kwargs: object):
-        return self.create_object(name, tagger, args, kwargs)
-
-    create.__name__ = name
-    create.__doc__ = f"Create a {name} on ``tagger`` with Swabian's arguments."
-    wrapped = builtin_errors(create)
-    wrapped._pyroExposed = True
-    return wrapped
+#: The engine constructors every RPC object serves, by their Swabian names.
+CONSTRUCTORS = MEASUREMENTS + VIRTUAL_CHANNELS + ("SynchronizedMeasurements",)
 
 
-for _name in MEASUREMENTS + VIRTUAL_CHANNELS + ("SynchronizedMeasurements",):
-    setattr(TaggerRPC, _name, _factory(_name))
+def add_constructors(cls: type, make: Callable[[Any, str, object, tuple, dict], object]) -> None:
+    """Give ``cls`` one exposed Pyro5 method per name in :data:`CONSTRUCTORS`, each
+    calling ``make(self, name, tagger, args, kwargs)``."""
+
+    def constructor(name: str) -> Callable:
+        def create(self, tagger: object, *args: object, **kwargs: object):
+            return make(self, name, tagger, args, kwargs)
+
+        create.__name__ = name
+        create.__doc__ = f"Create a {name} on ``tagger`` with Swabian's arguments."
+        wrapped = builtin_errors(create)
+        wrapped._pyroExposed = True
+        return wrapped
+
+    for name in CONSTRUCTORS:
+        setattr(cls, name, constructor(name))
+
+
+add_constructors(TaggerRPC, lambda self, name, tagger, args, kwargs:
+                 self.create_object(name, tagger, args, kwargs))
 
 
 from trainstamp.tagger._pyrodaemon import (  # noqa: E402  (re-exported for the CLI)

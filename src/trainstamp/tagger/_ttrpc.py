@@ -20,12 +20,10 @@ return) send numpy arrays as NPY dicts, where ``TimeTagger``'s send lists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import Pyro5.api
 
 from trainstamp.tagger._adapters import builtin_errors
-from trainstamp.tagger._pyro import MEASUREMENTS, VIRTUAL_CHANNELS, TaggerRPC
+from trainstamp.tagger._pyro import TaggerRPC, add_constructors
 from trainstamp.tagger._ttrpcwire import Resolution, enum_definitions
 from trainstamp.tagger.engine._tags import as_int
 
@@ -70,16 +68,5 @@ class LibraryRPC:
         return self.core.getVersion()
 
 
-def _constructor(name: str) -> Callable:
-    def create(self, tagger: object, *args: object, **kwargs: object):
-        return self.core.create_object(name, tagger, args, kwargs, numpy=True)
-
-    create.__name__ = name
-    create.__doc__ = f"Create a {name} on ``tagger`` with Swabian's arguments."
-    wrapped = builtin_errors(create)
-    wrapped._pyroExposed = True
-    return wrapped
-
-
-for _name in MEASUREMENTS + VIRTUAL_CHANNELS + ("SynchronizedMeasurements",):
-    setattr(LibraryRPC, _name, _constructor(_name))
+add_constructors(LibraryRPC, lambda self, name, tagger, args, kwargs:
+                 self.core.create_object(name, tagger, args, kwargs, numpy=True))

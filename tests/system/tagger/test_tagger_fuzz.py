@@ -18,7 +18,6 @@ and that good data of the same run are intact.
 from __future__ import annotations
 
 import math
-import socket
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pytest
 from caproto import CaprotoTimeoutError, ChannelType
 from caproto.threading.client import Context
 
+from trainstamp._readiness import tcp_ready
 from trainstamp.signals import PutRefused  # importing it routes refusals to the put
 from trainstamp.testing import (
     Subprocess,
@@ -52,13 +52,6 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _tcp_ready(port: int):
-    def ready() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-
-    return ready
-
 
 @pytest.fixture(scope="module")
 def rig(ca_ports):
@@ -66,7 +59,7 @@ def rig(ca_ports):
     prefix = random_prefix("TTF")
     emu = Subprocess(["emulate", "tagger", "--port", str(tagger_port), "--seed", "11",
                       "--poisson", "1:2000", "--poisson", "2:2000"],
-                     ready=_tcp_ready(tagger_port))
+                     ready=tcp_ready("127.0.0.1", tagger_port))
     ioc = SubprocessIOC(["ioc", "tagger", "--prefix", prefix, "--interfaces", "127.0.0.1",
                          "--tagger", f"tcp://127.0.0.1:{tagger_port}",
                          "--pyro-port", str(pyro_port)],

@@ -12,18 +12,12 @@ from pathlib import Path
 import pytest
 from caproto.sync.client import read
 
+from trainstamp._readiness import tcp_ready
 from trainstamp.testing import Subprocess, SubprocessIOC, free_port, random_prefix, wait_until
 
 pytestmark = pytest.mark.system
 Pyro5 = pytest.importorskip("Pyro5.api")
 
-
-def _tcp_ready(port: int):
-    def ready() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-
-    return ready
 
 
 def _rss_kib(pid: int) -> int:
@@ -38,7 +32,7 @@ def server(ca_ports):
     tagger_port, pyro_port = free_port(), free_port()
     prefix = random_prefix("TTG")
     emu = Subprocess(["emulate", "tagger", "--port", str(tagger_port), "--seed", "3",
-                      "--poisson", "1:1000"], ready=_tcp_ready(tagger_port))
+                      "--poisson", "1:1000"], ready=tcp_ready("127.0.0.1", tagger_port))
     ioc = SubprocessIOC(["ioc", "tagger", "--prefix", prefix,
                          "--tagger", f"tcp://127.0.0.1:{tagger_port}",
                          "--pyro-port", str(pyro_port),

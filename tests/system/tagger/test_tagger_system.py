@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from caproto.sync.client import read, write
 
+from trainstamp._readiness import tcp_ready
 from trainstamp.testing import Subprocess, SubprocessIOC, free_port, random_prefix, wait_until
 
 pytestmark = pytest.mark.system
@@ -39,13 +40,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _tcp_ready(port: int):
-    def ready() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-
-    return ready
-
 
 @pytest.fixture(scope="module")
 def stack(ca_ports):
@@ -54,11 +48,11 @@ def stack(ca_ports):
     trains_port, tagger_port = free_port(), free_port()
     prefix = random_prefix("TT")
     trains = Subprocess(["emulate", "trains", "--port", str(trains_port), "--period", "100"],
-                        ready=_tcp_ready(trains_port))
+                        ready=tcp_ready("127.0.0.1", trains_port))
     emu = Subprocess(["emulate", "tagger", "--port", str(tagger_port), "--seed", "7",
                       "--trains", f"tcp://127.0.0.1:{trains_port}",
                       "--pair", f"3:4:200000:{PAIR_DELAY_PS}:30"],
-                     ready=_tcp_ready(tagger_port))
+                     ready=tcp_ready("127.0.0.1", tagger_port))
     ioc = SubprocessIOC(["ioc", "tagger", "--prefix", prefix,
                          "--tagger", f"tcp://127.0.0.1:{tagger_port}",
                          "--trains", f"tcp://127.0.0.1:{trains_port}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from caproto.sync.client import read
 
+from trainstamp._readiness import tcp_ready
 from trainstamp.testing import Subprocess, SubprocessIOC, free_port, random_prefix, wait_until
 
 pytestmark = pytest.mark.system
@@ -30,20 +30,13 @@ HERE = Path(__file__).parent
 TEST_SIGNAL_HZ = 800_000  # the emulator's test signal: an edge every 1.25 us
 
 
-def _tcp_ready(port: int):
-    def ready() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-
-    return ready
-
 
 @pytest.fixture(scope="module")
 def server(ca_ports):
     tagger_port, pyro_port = free_port(), free_port()
     prefix = random_prefix("TTR")
     emu = Subprocess(["emulate", "tagger", "--port", str(tagger_port), "--seed", "5"],
-                     ready=_tcp_ready(tagger_port))
+                     ready=tcp_ready("127.0.0.1", tagger_port))
     ioc = SubprocessIOC(["ioc", "tagger", "--prefix", prefix,
                          "--tagger", f"tcp://127.0.0.1:{tagger_port}",
                          "--pyro-port", str(pyro_port)],
