@@ -58,6 +58,9 @@ def ca_env(
     env["OPHYD_CONTROL_LAYER"] = env.get("OPHYD_CONTROL_LAYER") or "caproto"
     if repeater_port is not None:
         env["EPICS_CA_REPEATER_PORT"] = str(repeater_port)
+        # Beacons go to the session's repeater: on the default port nothing listens,
+        # and every beacon would log "Failed to send beacon".
+        env["EPICS_CAS_BEACON_PORT"] = str(repeater_port)
     return env
 
 

@@ -78,7 +78,7 @@ def test_test_env_is_confined_to_loopback_and_keeps_the_control_layer():
     assert env["EPICS_CA_ADDR_LIST"] == "127.0.0.1:5100 127.0.0.1:5101"
     assert env["EPICS_CA_AUTO_ADDR_LIST"] == "NO"
     assert env["EPICS_CAS_INTF_ADDR_LIST"] == "127.0.0.1"
-    assert env["EPICS_CA_REPEATER_PORT"] == "5102"
+    assert env["EPICS_CA_REPEATER_PORT"] == env["EPICS_CAS_BEACON_PORT"] == "5102"
     assert env["OPHYD_CONTROL_LAYER"] == "pyepics"
     assert env["EPICS_CA_SERVER_PORT"] == "9"  # no server port given: the base's stays
     assert ca_env([5100], base={}, server_port=5100)["EPICS_CA_SERVER_PORT"] == "5100"
