@@ -1,7 +1,7 @@
 """A TCP client thread that stays connected: the reconnect loop every link shares.
 
 The train feed of the emulators (:class:`~trainstamp.timing.feed.TrainFeed`) and the
-tagger server's tag link (:class:`~trainstamp.tagger._stream.TaggerLink`) both connect
+tagger server's tag link (:class:`~trainstamp.tagger._link.TaggerLink`) both connect
 to a ``tcp://host:port``, read until the peer closes or the link fails, and connect
 again after a capped exponential backoff, until stopped. :class:`ReconnectingLink` is
 that loop, written once; a subclass says how to read a connection (:meth:`_read`) and

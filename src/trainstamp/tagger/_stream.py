@@ -1,15 +1,12 @@
-"""The server's side of the tag link: a receiver thread and a processor thread.
+"""The server's side of the tag link: the processor thread behind the listener.
 
-:class:`TaggerLink` (the *listener*) connects to ``tcp://host:port``, splits the byte
-stream with :class:`~trainstamp.tagger._wire.FrameReader`, hands tag blocks to a bounded
-queue and answers control requests (:meth:`TaggerLink.request`), reconnecting with
-capped backoff. When the queue is full it stops reading, so TCP pushes back and the
-tagger's own overflow marking takes over: nothing is dropped silently here.
-
-:class:`TagService` (the *processor*) owns the marker mapper and the set of engine
-taggers (one per Pyro client tagger plus the IOC's). It takes blocks and train ticks
-from one queue, pairs markers with train IDs, and calls ``process(tags,
-marker_train_ids)`` on every registered tagger, in stream order, on one thread.
+The listener, :class:`~trainstamp.tagger._link.TaggerLink`, connects to the tagger and
+hands tag blocks to a bounded queue. :class:`TagService` (the *processor*) owns the
+marker mapper and the set of engine taggers (one per Pyro client tagger plus the
+IOC's). It takes blocks and train ticks from one queue, pairs markers with train IDs,
+and calls ``process(tags, marker_train_ids)`` on every registered tagger, in stream
+order, on one thread. When the queue is full the listener stops reading, so TCP pushes
+back and the tagger's own overflow marking takes over: nothing is dropped silently.
 
 Neither thread may die silently. An exception in the processor (a bug, or input no
 check foresaw) is caught per item: it is counted (``ServiceStats.faults``), its text
@@ -19,111 +16,24 @@ overflow over the lost stretch instead of silently missing it), the marker mappe
 re-anchored, and processing goes on with the next item. Acquisitions of the IOC that
 were running when a fault happened fail with its text. The link thread likewise
 survives anything a tagger sends: an exception while reading drops the connection
-(counted, ``link_faults``) and reconnects.
+(counted, ``link.faults``) and reconnects.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
-import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from trainstamp._tcp_link import ReconnectingLink
+from trainstamp.tagger._link import TaggerLink
 from trainstamp.tagger._markers import MarkerMapper
-from trainstamp.tagger._wire import FrameReader, Kind, TagType, encode_message
-from trainstamp.timing.feed import parse_tcp_uri
+from trainstamp.tagger._wire import TagType
 
 log = logging.getLogger(__name__)
-
-
-class TaggerLink(ReconnectingLink):
-    """Receive tag blocks from a tagger and send it control requests."""
-
-    def __init__(self, uri: str, on_block: Callable[[np.ndarray, int, int, int], None], *,
-                 backoff_initial: float = 0.1, backoff_max: float = 2.0,
-                 request_timeout: float = 3.0) -> None:
-        host, port = parse_tcp_uri(uri)
-        super().__init__(host, port, name="tagger-link", backoff_initial_s=backoff_initial,
-                         backoff_max_s=backoff_max, rcvbuf_bytes=8 << 20)
-        self.uri = uri
-        self.on_block = on_block
-        self.request_timeout = request_timeout
-        self.reader = FrameReader()
-        self.hello: dict | None = None
-        self._sock: socket.socket | None = None
-        self._send_lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[threading.Event, list]] = {}
-
-    def request(self, op: str, *args: object) -> object:
-        """Run one control operation on the tagger; ValueError if it refuses."""
-        return self.request_reply(op, *args).get("result")
-
-    def request_reply(self, op: str, *args: object) -> dict:
-        """:meth:`request`, returning the whole reply (``effective_ps`` included)."""
-        sock = self._sock
-        if sock is None or not self.connected:
-            raise ConnectionError(f"tagger at {self.uri} is not connected")
-        req_id = next(self._ids)
-        done, box = threading.Event(), []
-        self._waiting[req_id] = (done, box)
-        try:
-            data = encode_message(Kind.CONTROL, {"id": req_id, "op": op, "args": list(args)})
-            with self._send_lock:
-                sock.sendall(data)
-            if not done.wait(self.request_timeout):
-                raise TimeoutError(f"tagger did not answer {op} within {self.request_timeout} s")
-        except OSError as exc:
-            raise ConnectionError(f"tagger at {self.uri}: {exc}") from None
-        finally:
-            self._waiting.pop(req_id, None)
-        reply = box[0]
-        if not reply.get("ok"):
-            raise ValueError(str(reply.get("error", "tagger refused the request")))
-        return reply
-
-    def _on_connect(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def _on_disconnect(self) -> None:
-        self._sock = None
-        self.reader.reset()
-        for done, box in list(self._waiting.values()):
-            box.append({"ok": False, "error": "tagger connection lost"})
-            done.set()
-
-    def _read(self, sock: socket.socket) -> None:
-        buf = bytearray(4 << 20)
-        view = memoryview(buf)
-        while not self.stopping:
-            try:
-                n = sock.recv_into(view)
-            except TimeoutError:
-                continue
-            if n == 0:
-                return
-            now = time.time_ns()
-            for frame in self.reader.feed(view[:n], now):
-                if frame.kind == Kind.TAGS:
-                    self.on_block(frame.tags, frame.flags, frame.end_time, now)
-                elif frame.kind == Kind.REPLY and frame.message is not None:
-                    waiter = self._waiting.get(frame.message.get("id"))
-                    if waiter is not None:
-                        waiter[1].append(frame.message)
-                        waiter[0].set()
-                elif frame.kind == Kind.HELLO:
-                    self.hello = frame.message
-                    self.on_hello(frame.message)
-
-    def on_hello(self, message: dict | None) -> None:
-        """Hook: the tagger (re)introduced itself (serial, channels, settings)."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainstamp.detector._acquisition import (
+from trainstamp.detector._capture_job import (
     CLOCK_MATCH_NS,
     frame_period_ns,
     precedes_start_train,
