@@ -174,12 +174,11 @@ class Slot(PVGroup):
 
     async def run(self, clear: bool):
         current = self.parent.service.current_train_id  # in force at the put
-        wanted = int(self.start_train.value)
+        # START_TRAIN is used (and then set back to 0) only by a run over trains
+        wanted = int(self.start_train.value) if self.n_trains.value > 0 else 0
         self._start_train = 0
         # the train of the last marker processed: at or past ``wanted``, the put came late
         self._seen_at_put = self.parent.service.stats.last_train_id
-        if wanted:
-            await self.start_train.write(0.0)
         try:
             m = await self.ensure()
             if self.n_trains.value > 0:
@@ -197,6 +196,8 @@ class Slot(PVGroup):
         except (ValueError, RuntimeError) as exc:
             await self._fail(exc)
             raise
+        if wanted:  # used: a refused run leaves it for the next one
+            await self.start_train.write(0.0)
         await self.status.write("running")
         await self.running.write(True)
         return m
