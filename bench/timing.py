@@ -91,6 +91,55 @@ async def _deadline_vs_sleep(duration: float, period_ms: float, spin_ms: float |
     return {"internal": internal, "sleep_loop": reference}
 
 
+async def _realtime_vs_loop(duration: float, period_ms: float,
+                           busy_ms: float) -> dict[str, object]:
+    """Both internal sources in one event loop that is kept busy (``busy_ms`` of CPU
+    every 10 ms, as an IOC serving clients is): |wake - deadline| of each."""
+    from trainstamp.timing._realtime import RealtimeInternalSource
+
+    n = int(duration * 1000 / period_ms)
+    got: dict[str, list[tuple[int, int]]] = {"loop": [], "realtime": []}
+    done = {k: asyncio.Event() for k in got}
+
+    def observer(kind: str):
+        def observe(train_id: int, deadline: int, woke: int) -> None:
+            got[kind].append((deadline, woke))
+            if len(got[kind]) >= n:
+                done[kind].set()
+        return observe
+
+    loop_src = InternalSource(_NullSink(), PeriodLoop(period_ms), start_id=0,
+                              observer=observer("loop"))
+    rt_src = RealtimeInternalSource(_NullSink(), PeriodLoop(period_ms), start_id=0,
+                                    observer=observer("realtime"))
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        while not stop.is_set():
+            t_end = time.perf_counter() + busy_ms / 1000
+            while time.perf_counter() < t_end:
+                pass
+            await asyncio.sleep(0.01)
+
+    before = sys.getswitchinterval()
+    tasks = [asyncio.create_task(c) for c in (loop_src.run(), rt_src.run(), busy())]
+    try:
+        for event in done.values():
+            await asyncio.wait_for(event.wait(), timeout=duration + 60)
+    finally:
+        stop.set()
+        await rt_src.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sys.setswitchinterval(before)
+    out: dict[str, object] = {"granted": rt_src.granted, "busy_ms_per_10ms": busy_ms}
+    for kind, pairs in got.items():
+        dl = np.array(pairs[:n], dtype=np.int64)
+        out[kind] = _summary(dl[:, 1] - dl[:, 0], 0)
+    return out
+
+
 def _ca_latency(duration: float, period_ms: float) -> dict[str, float]:
     from trainstamp.testing import CAPortPool, SubprocessIOC, free_port, random_prefix
 
@@ -126,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period", type=float, default=100.0, help="period in ms (default 100)")
     parser.add_argument("--latency-duration", type=float, default=30.0,
                         help="seconds of CA monitor latency samples (default 30; 0 skips)")
+    parser.add_argument("--realtime-duration", type=float, default=30.0,
+                        help="seconds of the real-time source against the loop's, in a "
+                             "busy loop (default 30; 0 skips)")
+    parser.add_argument("--busy-ms", type=float, default=3.0,
+                        help="CPU ms per 10 ms that keep the loop busy in that comparison")
     parser.add_argument("--spin-ms", type=float, default=None,
                         help="override the source's spin window before each deadline")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -145,6 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     results["ratio_sleep_over_internal"] = ratio
     print(f"  ratio sleep-loop / internal: p99 {ratio['p99_ms']:.1f}x, max "
           f"{ratio['max_ms']:.1f}x, |drift| {ratio['drift']:.0f}x", flush=True)
+
+    if args.realtime_duration > 0:
+        print(f"real-time source vs the loop's, loop busy {args.busy_ms:g} ms per 10 ms: "
+              f"{args.realtime_duration:g} s ...", flush=True)
+        rt = asyncio.run(_realtime_vs_loop(args.realtime_duration, args.period, args.busy_ms))
+        results["realtime"] = rt
+        print(f"  granted: {rt['granted']}")
+        for kind in ("loop", "realtime"):
+            r = rt[kind]
+            print(f"  {kind:<10} ticks {r['ticks']:5d}  |dev| p50 {r['p50_ms']:8.3f} ms  "
+                  f"p99 {r['p99_ms']:8.3f} ms  max {r['max_ms']:8.3f} ms")
+        rt["ratio_loop_over_realtime_p99"] = rt["loop"]["p99_ms"] / max(rt["realtime"]["p99_ms"], 1e-9)
+        print(f"  ratio loop / realtime p99: {rt['ratio_loop_over_realtime_p99']:.1f}x", flush=True)
 
     if args.latency_duration > 0:
         print(f"tick -> ophyd monitor callback over CA: {args.latency_duration:g} s ...",

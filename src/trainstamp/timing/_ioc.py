@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import math
 import socket
@@ -46,7 +47,8 @@ from trainstamp.timing._model import (
     check_missed_periods,
 )
 from trainstamp.timing._pvnames import DEFAULT_BROADCAST_PORT, DEFAULT_PREFIX, PV, STATE_STRINGS
-from trainstamp.timing._sources import EPICS_EPOCH_UNIX_S
+from trainstamp.timing._realtime import DEFAULT_RT_PRIORITY, rt_priority_arg
+from trainstamp.timing._sources import EPICS_EPOCH_UNIX_S, make_source
 from trainstamp.timing._timer import Timer
 
 __all__ = ["MAX_EXACT_ID", "TimeServerIOC", "main"]
@@ -164,10 +166,12 @@ class TimeServerIOC(PVGroup):
     def __init__(self, *args, source: str = "local:internal", period_ms: float = 100.0,
                  broadcast_port: int = DEFAULT_BROADCAST_PORT, broadcast_bind: str = "127.0.0.1",
                  auto_reset: bool = True, missed_periods: int = DEFAULT_MISSED_PERIODS,
-                 **kwargs) -> None:
+                 realtime_priority: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.model = TimerModel(source, period_ms, missed_periods=missed_periods)
-        self.timer = Timer(self.model, auto_reset=auto_reset, on_change=self._changed)
+        self.timer = Timer(self.model, auto_reset=auto_reset, on_change=self._changed,
+                           source_factory=functools.partial(
+                               make_source, realtime_priority=realtime_priority))
         self.broadcaster = (Broadcaster(broadcast_bind, broadcast_port) if broadcast_port
                             else None)
         self.timer.listeners += [self._on_tick, self._broadcast]
@@ -381,8 +385,18 @@ def main(argv: Sequence[str]) -> int:
                              "0.0.0.0 for all interfaces)")
     parser.add_argument("--no-auto-reset", action="store_true",
                         help="stay UNKNOWN after a source failure until RESET is written")
+    parser.add_argument("--realtime", type=rt_priority_arg, nargs="?", const=DEFAULT_RT_PRIORITY,
+                        default=None, metavar="PRIORITY",
+                        help="local:internal ticks from a thread of its own, SCHED_FIFO at "
+                             f"PRIORITY (1..99, default {DEFAULT_RT_PRIORITY}) where permitted "
+                             "(the log says what was granted)")
     args = parser.parse_args(list(argv))
     ioc_options, run_options = split_args(args)
+    # trainstamp's own INFO lines (ON from, real-time ticks) beside caproto's log
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(levelname).1s %(asctime)s %(name)s] %(message)s"))
+    logging.getLogger("trainstamp").addHandler(handler)
+    logging.getLogger("trainstamp").setLevel(logging.INFO)
     if args.broadcast_port:
         try:
             check_port_free(args.broadcast_bind, args.broadcast_port)
@@ -392,7 +406,7 @@ def main(argv: Sequence[str]) -> int:
     ioc = TimeServerIOC(source=args.source, period_ms=args.period,
                         broadcast_port=args.broadcast_port, broadcast_bind=args.broadcast_bind,
                         auto_reset=not args.no_auto_reset, missed_periods=args.missed_periods,
-                        **ioc_options)
+                        realtime_priority=args.realtime, **ioc_options)
     run_options.pop("module_name", None)
     run(ioc.pvdb, **run_options)
     return 0

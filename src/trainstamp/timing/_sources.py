@@ -123,15 +123,21 @@ class InternalSource(TrainSource):
             self.sink.on_id(train_id, self._wall())
             if self.observer is not None:
                 self.observer(train_id, deadline, woke)
-            step = self.period.step()
-            deadline += step
-            train_id += 1
-            behind = self._mono() - deadline
-            if behind > step:  # held up for whole periods: skip them, keep ID ~ time
-                missed = behind // step
-                deadline += missed * step
-                train_id += missed
+            deadline, train_id = self._advance(deadline, train_id)
         raise SourceUnavailable("internal source ran past train ID 2**64-1")
+
+    def _advance(self, deadline: int, train_id: int) -> tuple[int, int]:
+        """The next tick's deadline and ID; whole periods the ticker was held up for
+        are skipped with their IDs, so the ID stays tied to time."""
+        step = self.period.step()
+        deadline += step
+        train_id += 1
+        behind = self._mono() - deadline
+        if behind > step:
+            missed = behind // step
+            deadline += missed * step
+            train_id += missed
+        return deadline, train_id
 
 
 # --- tcp://host:port -------------------------------------------------------------------
@@ -353,12 +359,18 @@ class X2TimerSource(TrainSource):
         raise SourceUnavailable("local:x2timer is not available on this host")
 
 
-def make_source(source: Source, sink: Sink, period: PeriodLoop) -> TrainSource:
+def make_source(source: Source, sink: Sink, period: PeriodLoop, *,
+                realtime_priority: int | None = None) -> TrainSource:
     """The source object for a parsed URI. A ``tcp://`` source ends an unterminated
     message after a pause of :data:`~trainstamp.timing._model.PAUSE_FRACTION` of the
-    period setpoint."""
+    period setpoint. With ``realtime_priority`` the internal source ticks from a
+    thread of its own (:mod:`~trainstamp.timing._realtime`)."""
     if source.scheme == "local":
         if source.target == "internal":
+            if realtime_priority is not None:
+                from trainstamp.timing._realtime import RealtimeInternalSource
+
+                return RealtimeInternalSource(sink, period, priority=realtime_priority)
             return InternalSource(sink, period)
         return X2TimerSource(sink)
     if source.scheme == "tcp":
