@@ -36,7 +36,7 @@ __all__ = [
 def __getattr__(name: str):
     # ophyd and the CA client are imported only when asked for
     if name == "Team1k":
-        from trainstamp.detector._device import Team1k
+        from trainstamp.detector.device import Team1k
 
         return Team1k
     if name == "FrameCollector":

@@ -66,7 +66,7 @@ class Team1kServer:
         self.rx = Receiver(self.rx_cfg)
         self.bellow = BellowStage(bellow_port) if bellow_port else None
         self.power = PowerSupply(power_port) if power_port else None
-        self.capture_timeout = 10.0
+        self.capture_timeout_s = 10.0
         self.job: CaptureJob | None = None
         self.file: CaptureFile | None = None
         self.keep_open = False
@@ -271,9 +271,9 @@ class Team1kServer:
                         before = (fn, train_id)
                         job.skipped += 1
                         seq += 1
-                        if time.monotonic() - last_progress > self.capture_timeout:
+                        if time.monotonic() - last_progress > self.capture_timeout_s:
                             raise TimeoutError(f"train {waiting_for} (CAPTURE:START_TRAIN) not "
-                                               f"reached in {self.capture_timeout:g} s; frames "
+                                               f"reached in {self.capture_timeout_s:g} s; frames "
                                                f"are at train {train_id}")
                         continue
                     if train_id != waiting_for:
@@ -295,8 +295,8 @@ class Team1kServer:
                     else:
                         judging = False
                 if head < seq:
-                    if time.monotonic() - last_progress > self.capture_timeout:
-                        raise TimeoutError(f"no frame for {self.capture_timeout:g} s "
+                    if time.monotonic() - last_progress > self.capture_timeout_s:
+                        raise TimeoutError(f"no frame for {self.capture_timeout_s:g} s "
                                            f"({job.progress} of {job.total} captured)")
                     time.sleep(0.0005)
                     continue

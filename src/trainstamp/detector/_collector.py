@@ -34,11 +34,11 @@ class FrameCollector(Collector):
     """
 
     def __init__(self, detector: Any, timeserver: Any, num_trains: int, *,
-                 name: str | None = None, timeout: float = 10.0) -> None:
+                 name: str | None = None, timeout_s: float = 10.0) -> None:
         super().__init__(name or f"{detector.name}_frames", timeserver)
         self.detector = detector
         self.num_trains = num_trains
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self._path: str | None = None
         self._first = 0
         self._taken = 0
@@ -102,8 +102,8 @@ class FrameCollector(Collector):
             }, [now] * (hi - lo))
         if self._taken >= self.num_trains:
             self._finish()
-        elif time.monotonic() - self._last_growth > self.timeout:
-            self._finish(TimeoutError(f"{self.name}: no frame for {self.timeout} s after "
+        elif time.monotonic() - self._last_growth > self.timeout_s:
+            self._finish(TimeoutError(f"{self.name}: no frame for {self.timeout_s} s after "
                                       f"{self._taken} of {self.num_trains}"))
 
     def close(self) -> None:

@@ -60,7 +60,7 @@ class ReceiverConfig:
     n_slots: int = 128
     rcvbuf: int = 128 * 1024 * 1024
     #: an open frame with no packet for this long is published incomplete
-    frame_timeout: float = 0.1
+    frame_timeout_s: float = 0.1
     check_source_port: bool = True
     #: 1..99: run the receive loop under SCHED_FIFO at this priority (needs root or
     #: CAP_SYS_NICE), so other load on the host cannot starve it; 0: normal scheduling
@@ -70,8 +70,8 @@ class ReceiverConfig:
         P.packets_per_frame(self.payload_size)
         if self.n_slots < 2:
             raise ValueError(f"n_slots {self.n_slots} must be at least 2")
-        if not 0 < self.frame_timeout <= 10:
-            raise ValueError(f"frame_timeout {self.frame_timeout} s outside (0, 10]")
+        if not 0 < self.frame_timeout_s <= 10:
+            raise ValueError(f"frame_timeout_s {self.frame_timeout_s} s outside (0, 10]")
         if not 0 <= self.realtime_priority <= 99:
             raise ValueError(f"realtime_priority {self.realtime_priority} outside 0..99")
 
@@ -167,7 +167,7 @@ def _receiver_main(cfg: ReceiverConfig, shm_name: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((cfg.bind_host or local_address_for(cfg.detector_ip), cfg.bind_port))
     granted = request_buffer(sock, socket.SO_RCVBUF, cfg.rcvbuf)
-    set_recv_timeout(sock, min(cfg.frame_timeout, 0.05))
+    set_recv_timeout(sock, min(cfg.frame_timeout_s, 0.05))
     ppf = P.packets_per_frame(cfg.payload_size)
     batch = RecvBatch(64)
     src_ip = np.frombuffer(socket.inet_aton(socket.gethostbyname(cfg.detector_ip)), np.uint8).copy()
@@ -207,7 +207,7 @@ def _receiver_main(cfg: ReceiverConfig, shm_name: str) -> None:
             now = time.monotonic()
             if got:
                 quiet_since = now
-            if timed_out and ring.state[F.S_OPEN] and now - quiet_since >= cfg.frame_timeout:
+            if timed_out and ring.state[F.S_OPEN] and now - quiet_since >= cfg.frame_timeout_s:
                 # the detector stopped in the middle of a frame: publish what we have
                 F.publish_open_frame(cfg.payload_size, ppf, ring.ring, ring.meta, ring.masks,
                                      c, ring.state)

@@ -16,7 +16,7 @@ from caproto.sync.client import write as sync_write
 from caproto.threading.client import Context
 
 from trainstamp._wait import wait_until
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._capture import read_capture
 from trainstamp.detector._registers import ExposureModes, TriggerModes
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ophyd.status import Status
 
+from trainstamp.plans._protocols import TrainClock
 from trainstamp.trainid import TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY
 
 __all__ = ["STATUS_CHOICES", "Collector", "id_keys", "page"]
@@ -63,7 +64,7 @@ class Collector:
     #: going until they reach the last train of every other stream.
     last_train_id = 0
 
-    def __init__(self, name: str, timeserver: Any) -> None:
+    def __init__(self, name: str, timeserver: TrainClock) -> None:
         self.name = name
         self.timeserver = timeserver
         self._done: Status | None = None

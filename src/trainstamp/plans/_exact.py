@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from trainstamp.plans._protocols import TrainClock
 from trainstamp.trainid import (
     EXACT,
     INVALID,
@@ -29,12 +30,12 @@ __all__ = ["ExactTrainId", "exact_train_id_of", "exact_stamp_for", "has_exact_id
 _EXACT_STAMPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def has_exact_ids(obj: Any) -> bool:
+def has_exact_ids(obj: object) -> bool:
     """Whether ``obj`` names a data key with exact train IDs (``train_id_key``)."""
     return isinstance(getattr(obj, "train_id_key", None), str)
 
 
-def exact_stamp_for(timeserver: Any) -> ExactTrainId:
+def exact_stamp_for(timeserver: TrainClock) -> ExactTrainId:
     """The one :class:`ExactTrainId` of ``timeserver`` (one object, so one descriptor)."""
     try:
         return _EXACT_STAMPS[timeserver]
@@ -46,7 +47,7 @@ def exact_stamp_for(timeserver: Any) -> ExactTrainId:
     return stamp
 
 
-def exact_train_id_of(devices: Iterable[Any], readings: Mapping[str, Any]) -> tuple[str, int] | None:
+def exact_train_id_of(devices: Iterable[object], readings: Mapping[str, Any]) -> tuple[str, int] | None:
     """The first exact train ID found in ``readings`` and the device that gave it.
 
     A device offers exact IDs by naming the data key in a ``train_id_key`` attribute
@@ -88,7 +89,7 @@ class ExactTrainId:
 
     parent = None
 
-    def __init__(self, timeserver: Any, *, name: str | None = None) -> None:
+    def __init__(self, timeserver: TrainClock, *, name: str | None = None) -> None:
         self.timeserver = timeserver
         self.name = name or f"{timeserver.name}_exact"
         self.hints = {"fields": [TRAIN_ID_KEY]}

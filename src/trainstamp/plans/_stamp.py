@@ -25,6 +25,7 @@ from typing import Any
 from bluesky import preprocessors as bpp
 from bluesky.utils import Msg, make_decorator
 
+from trainstamp.plans._protocols import TrainClock
 from trainstamp.timing._core import Stamp, StampStatus
 from trainstamp.trainid import (
     STATUSES,
@@ -58,7 +59,7 @@ class TrainStamp:
 
     def __init__(
         self,
-        timeserver: Any,
+        timeserver: TrainClock,
         *,
         name: str | None = None,
         clock_ns: Callable[[], int] = time.time_ns,

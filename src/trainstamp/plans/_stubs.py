@@ -10,10 +10,11 @@ from typing import Any
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.protocols import Readable, Triggerable
+from bluesky.protocols import Movable, Readable, Triggerable
 from bluesky.utils import MsgGenerator, plan, separate_devices, short_uid
 
 from trainstamp.plans._exact import exact_stamp_for, exact_train_id_of, has_exact_ids
+from trainstamp.plans._protocols import StartsOnTrain, TrainClock
 
 __all__ = ["arm_train", "next_train_to_arm", "one_train", "wait_for_train"]
 
@@ -48,7 +49,7 @@ def wait_for_train(
     return (yield from bps.trigger(timeserver, group=group, wait=wait))
 
 
-def next_train_to_arm(timeserver: Any, lead_s: float = ARM_LEAD_S) -> int | None:
+def next_train_to_arm(timeserver: TrainClock, lead_s: float = ARM_LEAD_S) -> int | None:
     """The train to start the devices on: at least ``lead_s`` after the last tick.
 
     None if the TimeServer has no tick (or is not a trainstamp TimeServer, whose
@@ -62,10 +63,9 @@ def next_train_to_arm(timeserver: Any, lead_s: float = ARM_LEAD_S) -> int | None
     return int(tick.train_id) + max(1, math.ceil(lead_s / period_s - 1e-9))
 
 
-def start_train_signals(obj: Any) -> list[Any]:
+def start_train_signals(obj: object) -> list[Movable]:
     """The setpoints that make ``obj`` start on a named train (``train_start_signals()``)."""
-    signals = getattr(obj, "train_start_signals", None)
-    return list(signals()) if callable(signals) else []
+    return list(obj.train_start_signals()) if isinstance(obj, StartsOnTrain) else []
 
 
 @plan

@@ -54,7 +54,7 @@ def train_fly(
     click_channel: int = 1,
     marker_channel: int | None = None,
     ticks_from: str = "auto",
-    poll_period: float = 0.2,
+    poll_period_s: float = 0.2,
     stamp: TrainStamp | None = None,
     md: CustomPlanMetadata | None = None,
 ) -> MsgGenerator[str]:
@@ -64,7 +64,7 @@ def train_fly(
     per detector, i.e. :class:`~trainstamp.detector.Team1k` in external-trigger mode:
     exact IDs from the packet headers) and ``tagger`` (if ``tagger`` is given: counts per
     train on ``click_channel``). The collectors start together after a train, then the
-    plan collects every ``poll_period`` seconds, in event pages, until all have their
+    plan collects every ``poll_period_s`` seconds, in event pages, until all have their
     trains. Works at any train rate the devices keep up with (the RunEngine sees one page
     per poll, not one message per train).
 
@@ -89,7 +89,7 @@ def train_fly(
         the TimeServer's broadcaster (TCP, lossless) or the CA monitor on ``ID`` (which
         may skip one at high rates); ``"auto"``: the broadcaster when the IOC publishes
         one that can be reached.
-    poll_period : float
+    poll_period_s : float
         Seconds between collections.
     stamp : TrainStamp, optional
         Gives ``train_id_start``; ``TrainStamp(timeserver)`` by default.
@@ -102,8 +102,8 @@ def train_fly(
     """
     if isinstance(num_trains, bool) or not isinstance(num_trains, int) or num_trains < 1:
         raise ValueError(f"num_trains must be an integer >= 1, got {num_trains!r}")
-    if not poll_period > 0:
-        raise ValueError(f"poll_period must be > 0, got {poll_period!r}")
+    if not poll_period_s > 0:
+        raise ValueError(f"poll_period_s must be > 0, got {poll_period_s!r}")
     detectors = list(detectors)
     stamp = stamp if stamp is not None else TrainStamp(timeserver)
     ticks = timeserver.collector(num_trains, ticks_from=ticks_from)
@@ -149,7 +149,7 @@ def train_fly(
         # One failed collector ends the fly at once: the others would wait for trains
         # that can no longer line up with the failed stream.
         while not all(c.complete().done for _, c in collectors) and not failed():
-            yield from bps.sleep(poll_period)
+            yield from bps.sleep(poll_period_s)
             yield from collect_all()
             if ticks.hold and all(c.complete().done for c in others):
                 ticks.finish_at(max(c.last_train_id for c in others))

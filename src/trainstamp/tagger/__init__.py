@@ -59,7 +59,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "TimeTagger":
-        from trainstamp.tagger._device import TimeTagger
+        from trainstamp.tagger.device import TimeTagger
 
         return TimeTagger
     if name == "MarkerCountCollector":

@@ -47,14 +47,14 @@ class MarkerCountCollector(Collector):
 
     def __init__(self, uri: str, click_channel: int, timeserver: Any, num_trains: int, *,
                  marker_channel: int | None = None, name: str = "tagger_counts",
-                 timeout: float = 10.0, ticks: TickCollector | None = None) -> None:
+                 timeout_s: float = 10.0, ticks: TickCollector | None = None) -> None:
         super().__init__(name, timeserver)
         self.ticks = ticks
         self.uri = uri
         self.click_channel = int(click_channel)
         self.marker_channel = marker_channel
         self.num_trains = num_trains
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self._module = self._tagger = self._measurement = None
         self._taken = 0
         self._last_growth = 0.0
@@ -153,8 +153,8 @@ class MarkerCountCollector(Collector):
                 f"{self.name}: the tagger's window of {self.num_trains} trains ended with "
                 f"{self._taken} bins: {self.lost} lost ({self._overflow_text()}; see the "
                 f"tagger IOC's STATUS and OVERFLOWS)"))
-        elif time.monotonic() - self._last_growth > self.timeout:
-            self._finish(TimeoutError(f"{self.name}: no train for {self.timeout} s after "
+        elif time.monotonic() - self._last_growth > self.timeout_s:
+            self._finish(TimeoutError(f"{self.name}: no train for {self.timeout_s} s after "
                                       f"{self._taken} of {self.num_trains}"))
 
     def _disagreement(self, first: int, widths: np.ndarray) -> str:

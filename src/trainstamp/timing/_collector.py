@@ -50,7 +50,7 @@ class TickCollector(Collector):
         Its ``train_id`` signal is monitored; each new whole ID above 0 is one tick.
     num_trains : int
         Ticks to record.
-    timeout : float
+    timeout_s : float
         Seconds without a tick after which ``complete`` fails.
     feed_uri : str, optional
         ``tcp://host:port`` of the TimeServer's broadcaster (as its IOC publishes it in
@@ -61,14 +61,14 @@ class TickCollector(Collector):
     """
 
     def __init__(self, timeserver: Any, num_trains: int, *, name: str | None = None,
-                 timeout: float = 5.0, feed_uri: str | None = None,
+                 timeout_s: float = 5.0, feed_uri: str | None = None,
                  feed_fallback: bool = False) -> None:
         super().__init__(name or f"{timeserver.name}_ticks", timeserver)
         self.feed_uri = feed_uri
         self.feed_fallback = feed_fallback
         self._feed = None
         self.num_trains = num_trains
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._ids: list[int] = []
         self._times: list[float] = []
@@ -132,7 +132,7 @@ class TickCollector(Collector):
         why = getattr(self.timeserver, "health", "")
         if not why:
             # Only late (a busy client, a slow network): the ticks themselves still
-            # come, and the watchdog fails the fly if they stop for ``timeout``.
+            # come, and the watchdog fails the fly if they stop for ``timeout_s``.
             return
         self._stop_monitor()
         where = getattr(self.timeserver, "prefix", "") or self.timeserver.name
@@ -205,9 +205,9 @@ class TickCollector(Collector):
             n = len(self._ids)
             if n != seen:
                 seen, since = n, time.monotonic()
-            elif time.monotonic() - since > self.timeout:
+            elif time.monotonic() - since > self.timeout_s:
                 self._stop_monitor()
-                self._finish(TimeoutError(f"{self.name}: no tick for {self.timeout} s "
+                self._finish(TimeoutError(f"{self.name}: no tick for {self.timeout_s} s "
                                           f"after {n} of {self.num_trains}"))
             time.sleep(0.05)
 

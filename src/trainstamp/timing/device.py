@@ -285,7 +285,7 @@ class TimeServer(Device):
             return Stamp(stamp.train_id, StampStatus.STALE)
         return stamp
 
-    def trigger_timeout(self) -> float:
+    def trigger_timeout_s(self) -> float:
         """How long :meth:`trigger` waits for the next tick before failing (s)."""
         period_s = (self._period_us or 0) / 1e6
         return max(MIN_TRIGGER_TIMEOUT, TRIGGER_TIMEOUT_PERIODS * period_s)
@@ -297,7 +297,7 @@ class TimeServer(Device):
         for now, so a reading taken after this status completes is stamped later than
         any reading taken before it, even when a tick's monitor update arrives late. A
         jump backwards (a restarted source) counts as the next train too. The status
-        fails with a timeout if no tick comes within :meth:`trigger_timeout`.
+        fails with a timeout if no tick comes within :meth:`trigger_timeout_s`.
         """
         with self._lock:
             now = interpolate_train_id(self._tick, self.clock_ns(), stale_after=self.stale_after)
@@ -306,7 +306,7 @@ class TimeServer(Device):
                 after = self._tick.train_id
                 if now.status is StampStatus.OK and now.train_id is not None:
                     after = max(after, now.train_id)
-        status = TickStatus(self, after, timeout=self.trigger_timeout())
+        status = TickStatus(self, after, timeout=self.trigger_timeout_s())
         with self._lock:  # (not held while the status is made: its repr takes no lock)
             tick = self._tick
             if tick is None or tick.train_id <= after:
@@ -318,7 +318,7 @@ class TimeServer(Device):
     # --- fly scans ----------------------------------------------------------------------
 
     def collector(self, num_trains: int, *, ticks_from: str = "auto",
-                  timeout: float = 5.0) -> TickCollector:
+                  timeout_s: float = 5.0) -> TickCollector:
         """The collector of this TimeServer's ticks for a fly scan (stream ``timeserver``
         of :func:`~trainstamp.plans.train_fly`).
 
@@ -332,7 +332,7 @@ class TimeServer(Device):
             reached; ``"monitor"``: from the CA monitor on ``ID`` (may skip an update on a
             busy client); ``"auto"``: the broadcaster if the IOC has one, else (or if it
             cannot be reached) the monitor.
-        timeout : float
+        timeout_s : float
             Seconds without a tick after which the collector fails.
         """
         from trainstamp.timing._collector import TickCollector
@@ -348,7 +348,7 @@ class TimeServer(Device):
                 raise RuntimeError(f"TimeServer {self.prefix or self.name} publishes no tick "
                                    f"broadcaster ({self.prefix}{PV.BROADCAST_URI} is empty: "
                                    "started with --broadcast-port 0?)")
-        return TickCollector(self, num_trains, timeout=timeout, feed_uri=feed_uri,
+        return TickCollector(self, num_trains, timeout_s=timeout_s, feed_uri=feed_uri,
                              feed_fallback=ticks_from == "auto")
 
     def pause(self) -> None:

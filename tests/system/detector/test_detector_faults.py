@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_detector_ioc import TRAIN0, start_emulator, start_ioc, tcp_up
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._capture import read_capture
 from trainstamp.detector._regclient import DetectorCommands, RegisterClient
 from trainstamp.detector.client import Client

@@ -23,7 +23,7 @@ from test_detector_ioc import start_emulator, start_ioc
 
 from trainstamp.detector import _frames as F
 from trainstamp.detector import _protocol as P
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._capture import read_capture
 from trainstamp.detector._ioc import Team1kIOC
 from trainstamp.detector.client import Client

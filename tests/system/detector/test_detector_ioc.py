@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from trainstamp.detector import _frames as F
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._capture import read_capture
 from trainstamp.detector.client import Client
 from trainstamp.testing import Subprocess, SubprocessIOC, free_port, random_prefix, wait_until

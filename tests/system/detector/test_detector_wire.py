@@ -44,7 +44,7 @@ def cmd(emu):
 @pytest.fixture(scope="module")
 def rx(emu):
     r = Receiver(ReceiverConfig(detector_ip="127.0.0.1", data_port=emu.data_port, bind_host="127.0.0.1",
-                                n_slots=16, frame_timeout=0.1)).start()
+                                n_slots=16, frame_timeout_s=0.1)).start()
     r.register()
     wait_until(lambda: emu.destination is not None, timeout=5, message="registration")
     yield r
@@ -61,7 +61,7 @@ def run_frames(emu, cmd, rx, n, faults=None):
     cmd.start_daq()
     wait_until(lambda: emu.stats.frames_sent >= sent0 + n and not cmd.is_running(), timeout=20,
                message="emulator to send its frames")
-    # every frame the emulator sent is published (a partial last one after frame_timeout),
+    # every frame the emulator sent is published (a partial last one after frame_timeout_s),
     # or counted dropped. Dropped frames of an earlier test are counted only now (the gap
     # shows when the next frame comes), so the last frame sent must also be published.
     last_sent = emu.frame_number

@@ -501,7 +501,7 @@ def test_trigger_fails_clearly_when_the_ioc_does_not_answer(stack):
     tt.corr1.n_trains.set(3).wait(5)
     tt.corr1.duration.set(1.0).wait(5)
     tt.corr1.max_train_period, tt.corr1.trigger_margin = 0.1, 1.5
-    assert tt.corr1.trigger_timeout() == pytest.approx(2.1)
+    assert tt.corr1.trigger_timeout_s() == pytest.approx(2.1)
     pid = stack["ioc"].proc.pid
     status = tt.trigger()
     os.kill(pid, signal.SIGSTOP)  # the IOC stops answering before its acquisition ends

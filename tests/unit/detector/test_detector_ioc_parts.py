@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._ioc import Team1kIOC
 from trainstamp.detector._ioc._base import polled
 

@@ -44,7 +44,7 @@ class FakeReceiver:
 
 
 def writer(rx, n_slots):
-    srv = types.SimpleNamespace(rx=rx, rx_cfg=types.SimpleNamespace(n_slots=n_slots), capture_timeout=0.5,
+    srv = types.SimpleNamespace(rx=rx, rx_cfg=types.SimpleNamespace(n_slots=n_slots), capture_timeout_s=0.5,
                                 keep_open=True, close_file=lambda: None)
     return srv
 

@@ -50,7 +50,7 @@ def test_an_unreachable_broadcaster_falls_back_to_the_monitor_only_under_auto(
 
 
 def test_tagger_serves_its_pyro_uri_to_the_collector(fake_timeserver):
-    from trainstamp.tagger._device import TimeTagger
+    from trainstamp.tagger.device import TimeTagger
 
     tagger = make_fake_device(TimeTagger)("TT:", name="tagger")
     tagger.pyro_uri.sim_put("PYRO:TimeTagger@tagger-host:23001")
@@ -66,7 +66,7 @@ def test_tagger_serves_its_pyro_uri_to_the_collector(fake_timeserver):
 
 
 def test_detector_makes_its_frame_collector(fake_timeserver):
-    from trainstamp.detector._device import Team1k
+    from trainstamp.detector.device import Team1k
 
     det = make_fake_device(Team1k)("DET:", name="team1k")
     frames = det.collector(7, timeserver=fake_timeserver)
@@ -77,7 +77,7 @@ def test_detector_makes_its_frame_collector(fake_timeserver):
 def test_every_collector_is_a_stageable_flyer_that_collects_pages(fake_timeserver):
     from bluesky.protocols import EventPageCollectable, Flyable, Stageable
 
-    from trainstamp.detector._device import Team1k
+    from trainstamp.detector.device import Team1k
 
     det = make_fake_device(Team1k)("DET:", name="team1k")
     for c in (fake_timeserver.collector(2), det.collector(2, timeserver=fake_timeserver),

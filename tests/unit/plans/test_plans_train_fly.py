@@ -57,7 +57,7 @@ def test_every_tick_in_event_pages(live_timeserver):
     RE = RunEngine(context_managers=[])
     RE.subscribe(StopStamper(lambda name, doc: docs.append((name, doc)), ts))
     with Ticker(ts, 0.01):
-        (uid,) = RE(train_fly([], 50, timeserver=ts, poll_period=0.05, md={"sample": "s"}))
+        (uid,) = RE(train_fly([], 50, timeserver=ts, poll_period_s=0.05, md={"sample": "s"}))
     names = [n for n, _ in docs]
     assert "event" not in names and "event_page" in names
     (descriptor,) = [d for n, d in docs if n == "descriptor"]
@@ -78,7 +78,7 @@ def test_every_tick_in_event_pages(live_timeserver):
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"num_trains": 0}, "num_trains must be an integer >= 1, got 0"),
-    ({"num_trains": 5, "poll_period": 0}, "poll_period must be > 0, got 0"),
+    ({"num_trains": 5, "poll_period_s": 0}, "poll_period_s must be > 0, got 0"),
 ])
 def test_arguments_are_checked(fake_timeserver, kwargs, message):
     n = kwargs.pop("num_trains")

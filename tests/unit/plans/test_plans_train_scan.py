@@ -176,7 +176,7 @@ def test_g2_delay_scan_composes_settings_and_scan(fake_timeserver):
     from ophyd.sim import make_fake_device
 
     from trainstamp.plans import g2_delay_scan
-    from trainstamp.tagger._device import TimeTagger
+    from trainstamp.tagger.device import TimeTagger
 
     ts = fake_timeserver
     tt = make_fake_device(TimeTagger)("TT:", name="tt")

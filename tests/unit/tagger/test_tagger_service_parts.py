@@ -56,8 +56,8 @@ def _device_pvs(device_cls, prefix: str) -> set[str]:
 
 
 def test_device_pvs_exist_in_the_ioc():
-    from trainstamp.tagger._device import TimeTagger
     from trainstamp.tagger._ioc import make_ioc_class
+    from trainstamp.tagger.device import TimeTagger
 
     ioc = make_ioc_class(8)(prefix="TT:", service=None, instrument=None)
     missing = _device_pvs(TimeTagger, "TT:") - set(ioc.pvdb)
@@ -68,12 +68,12 @@ def test_device_pvs_exist_in_the_ioc():
                                       (-1, 1.0), (0, -1.0)])
 def test_device_deadline_is_always_finite(n, d):
     """DURATION inf once gave trigger() an infinite deadline (a count ran > 75 s)."""
-    from trainstamp.tagger._device import TimeTagger
+    from trainstamp.tagger.device import TimeTagger
 
     tt = TimeTagger("TTNOSUCH:", name="tt")
     with pytest.raises(ValueError, match="bounded deadline"):
-        tt.corr1.trigger_timeout(n, d)
-    assert tt.corr1.trigger_timeout(2, 0.0) < 100
+        tt.corr1.trigger_timeout_s(n, d)
+    assert tt.corr1.trigger_timeout_s(2, 0.0) < 100
 
 
 @pytest.mark.parametrize(("check", "value"), [

@@ -2,7 +2,7 @@
 
 Each part (:class:`DetectorGroup` subclass) is a caproto ``SubGroup`` of
 :class:`~trainstamp.detector._ioc._team1k.Team1kIOC`. Its PVs carry their full suffixes
-from :mod:`trainstamp.detector._pvs` (the parts are mounted with an empty prefix), so a
+from :mod:`trainstamp.detector._pvnames` (the parts are mounted with an empty prefix), so a
 part may hold PVs of several prefixes (the capture part holds CMD:CAPTURE and
 CAPTURE:*). The server, the worker pools and the refusal counter belong to the IOC;
 a part reaches them through :attr:`DetectorGroup.ioc`.

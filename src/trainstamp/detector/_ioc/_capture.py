@@ -14,7 +14,7 @@ import time
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._acquisition import CaptureState
 from trainstamp.detector._capture import confine
 from trainstamp.detector._caputil import check_whole, float_pv, guarded, long_pv, switch, text_pv
@@ -91,7 +91,7 @@ class Capture(DetectorGroup):
     async def command(self, instance, value):
         put_ns = time.time_ns()  # the capture starts with the train in force now
         srv = self.server
-        srv.capture_timeout = float(self.timeout.value)
+        srv.capture_timeout_s = float(self.timeout.value)
         path = None if srv.file is not None else await self._next_path()
         start_train = int(self.start_train.value)
         job = await self._file_io(srv.capture, value, path, put_ns, start_train)

@@ -11,7 +11,7 @@ import time
 
 from caproto.server import pvproperty
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._caputil import counter_pv, text_pv
 from trainstamp.detector._ioc._base import DetectorGroup, polled
 

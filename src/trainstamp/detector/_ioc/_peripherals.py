@@ -12,7 +12,7 @@ import logging
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._caputil import long_pv, switch
 from trainstamp.detector._ioc._base import DetectorGroup, polled
 

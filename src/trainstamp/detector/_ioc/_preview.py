@@ -12,7 +12,7 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._acquisition import bin_image
 from trainstamp.detector._caputil import float_pv, guarded, long_pv
 from trainstamp.detector._ioc._base import DetectorGroup, polled

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from caproto.server import pvproperty
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._caputil import float_pv, guarded, long_pv, switch, text_pv
 from trainstamp.detector._ioc._base import DetectorGroup
 from trainstamp.detector._regclient import check_exposure_mode, check_trigger_mode, integration_us

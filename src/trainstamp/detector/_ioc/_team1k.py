@@ -1,6 +1,6 @@
 """The TEAM1k detector IOC: team1k's PV table over Channel Access, served by caproto.
 
-PVs (prefix ``TEAM1K:`` by default; suffixes in :mod:`trainstamp.detector._pvs`):
+PVs (prefix ``TEAM1K:`` by default; suffixes in :mod:`trainstamp.detector._pvnames`):
 
 - team1k status: STATUS, ACQUIRING, FRAME_RATE, FRAME_COUNT, EXPOSURE_MODE,
   TRIGGER_MODE, INTEGRATION_TIME, CAPTURE:STATUS, CAPTURE:PROGRESS, CAPTURE:TOTAL, IMAGE
@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._acquisition import Team1kServer
 from trainstamp.detector._caputil import COUNTED, counter_pv, text_pv
 from trainstamp.detector._ioc._base import FailureLog, log

@@ -35,7 +35,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, EpicsSignalRO, Signal
 from ophyd.device import Staged
 
-from trainstamp.detector import _pvs as PV
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._capture import DATA
 from trainstamp.detector._protocol import FRAME_COLS, FRAME_ROWS
 from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
@@ -90,10 +90,10 @@ class Team1k(Device):
     rx_lost = Cpt(EpicsSignalRO, PV.RX_LOST, kind="omitted")
     rx_incomplete = Cpt(EpicsSignalRO, PV.RX_INCOMPLETE, kind="omitted")
 
-    def __init__(self, prefix: str = "TEAM1K:", *, name: str = "team1k", trigger_timeout: float = 60.0,
+    def __init__(self, prefix: str = "TEAM1K:", *, name: str = "team1k", trigger_timeout_s: float = 60.0,
                  **kwargs) -> None:
         super().__init__(prefix, name=name, **kwargs)
-        self.trigger_timeout = trigger_timeout
+        self.trigger_timeout_s = trigger_timeout_s
         self._asset_docs: list[tuple[str, dict]] = []
         self._datum_factory = None
         self._started_daq = False
@@ -185,7 +185,7 @@ class Team1k(Device):
         if self._datum_factory is None:
             raise RuntimeError(f"{self.name} must be staged before trigger()")
         n = int(self.frames_per_point.get())
-        status = DeviceStatus(self, timeout=self.trigger_timeout)
+        status = DeviceStatus(self, timeout=self.trigger_timeout_s)
         n0 = self.capture_finished.get()
         finished = threading.Event()
 
@@ -205,7 +205,7 @@ class Team1k(Device):
                 except Exception as exc:
                     raise RuntimeError(f"{self.name}: capture of {n} frames not started: "
                                        f"{_reason(exc)}") from exc
-                if not finished.wait(self.trigger_timeout):
+                if not finished.wait(self.trigger_timeout_s):
                     raise TimeoutError(f"{self.name}: capture of {n} frames did not finish")
                 state = self.capture_status.get()
                 if state != "READY":
@@ -267,13 +267,13 @@ class Team1k(Device):
         return out
 
     # ------------------------------------------------------------ fly scans
-    def collector(self, num_trains: int, *, timeserver, timeout: float = 10.0) -> FrameCollector:
+    def collector(self, num_trains: int, *, timeserver, timeout_s: float = 10.0) -> FrameCollector:
         """The collector of this detector's frames for a fly scan (stream ``detector`` of
         :func:`~trainstamp.plans.train_fly`): ``num_trains`` frames read from the capture
         file that :meth:`stage` opened, as the IOC writes them."""
         from trainstamp.detector._collector import FrameCollector
 
-        return FrameCollector(self, timeserver, num_trains, timeout=timeout)
+        return FrameCollector(self, timeserver, num_trains, timeout_s=timeout_s)
 
     def collect_asset_docs(self):
         docs, self._asset_docs = self._asset_docs, []

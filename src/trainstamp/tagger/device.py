@@ -53,7 +53,7 @@ class SlotBase(Device):
     #: Seconds added to 2 x the expected time before trigger() gives up on the IOC.
     trigger_margin = 30.0
 
-    def trigger_timeout(self, n: int | None = None, d: float | None = None) -> float:
+    def trigger_timeout_s(self, n: int | None = None, d: float | None = None) -> float:
         """Seconds ``trigger()`` waits for the IOC before failing its Status."""
         n = self.n_trains.get() if n is None else n
         d = float(self.duration.get()) if d is None else d
@@ -71,11 +71,11 @@ class SlotBase(Device):
         """Clear, acquire for DURATION or N_TRAINS; done when the IOC says so.
 
         The Status fails with a ``TimeoutError`` naming the slot and its settings if the
-        IOC has not completed the put within :meth:`trigger_timeout` seconds (IOC hung
+        IOC has not completed the put within :meth:`trigger_timeout_s` seconds (IOC hung
         or unreachable), so a plan never waits forever.
         """
         n, d = self.n_trains.get(), float(self.duration.get())
-        timeout = self.trigger_timeout(n, d)  # always finite, or ValueError
+        timeout = self.trigger_timeout_s(n, d)  # always finite, or ValueError
         n = int(n)
         status = Status(obj=self)
         put = self.acquire.set(1)
@@ -228,7 +228,7 @@ class TimeTagger(Device):
 
     def collector(self, num_trains: int, *, timeserver: Any, click_channel: int = 1,
                   marker_channel: int | None = None, ticks: TickCollector | None = None,
-                  timeout: float = 10.0) -> MarkerCountCollector:
+                  timeout_s: float = 10.0) -> MarkerCountCollector:
         """The collector of photon counts per train for a fly scan (stream ``tagger`` of
         :func:`~trainstamp.plans.train_fly`): a ``CountBetweenMarkers`` on the tagger
         server the IOC publishes in ``PYRO_URI``, counting ``click_channel`` between
@@ -242,5 +242,5 @@ class TimeTagger(Device):
             raise RuntimeError(f"{self.name}: the tagger IOC {self.prefix} publishes no Pyro5 "
                                f"server ({self.prefix}PYRO_URI is empty)")
         return MarkerCountCollector(uri, click_channel, timeserver, num_trains,
-                                    marker_channel=marker_channel, timeout=timeout, ticks=ticks)
+                                    marker_channel=marker_channel, timeout_s=timeout_s, ticks=ticks)
 

@@ -1,8 +1,8 @@
 """The IOC serves team1k's PV table exactly, and every PV the device uses."""
 
-from trainstamp.detector import _pvs as PV
-from trainstamp.detector._device import Team1k
+from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._ioc import Team1kIOC
+from trainstamp.detector.device import Team1k
 
 
 def ioc_suffixes(prefix="T1:"):
@@ -43,7 +43,7 @@ def test_commands_are_writable_and_status_read_only():
 
 
 def test_device_errors_say_something_and_name_the_device():
-    from trainstamp.detector._device import _reason
+    from trainstamp.detector.device import _reason
 
     assert "connection lost" in _reason(KeyError("response"))
     assert _reason(TimeoutError()) == "TimeoutError"
