@@ -73,7 +73,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     try:
         rx = ReceiverConfig(detector_ip=args.detector_ip, data_port=args.data_port, bind_host=args.receive_host,
                             bind_port=args.receive_port, payload_size=args.payload_size, n_slots=args.ring_slots,
-                            rcvbuf=args.rcvbuf, frame_timeout_s=args.frame_timeout_s,
+                            rcvbuf=args.rcvbuf, frame_timeout_s=args.frame_timeout,
                             realtime_priority=args.receiver_rt_priority)
         server = Team1kServer(args.detector_ip, args.register_port, args.data_port, args.data_dir, rx,
                               args.register_timeout, args.register_retries, args.bellow_port, args.power_port,
