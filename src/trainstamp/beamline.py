@@ -119,12 +119,14 @@ def services(config: BeamlineConfig, run_dir: str | os.PathLike, *,
         argv=["ioc", "detector", "--prefix", det.prefix, "--interfaces", det.host,
               "--detector-ip", det.detector_ip, "--register-port", str(det.register_port),
               "--data-port", str(det.data_port), "--data-dir", str(captures),
+              "--zmq-port", str(det.zmq_port), "--zmq-bind", det.host, "--bellow-port", "none",
               "--config", str(params), "--ring-slots", "32", "--log-level", "WARNING"],
         env=server_env(det.host, det.ca_port),
         ready=ca_ready({det.prefix + "STATUS": lambda v: v == "OK",
                         det.prefix + "TRIGGER_MODE": lambda v: int(v) == trigger}, env),
         ready_timeout=timeout,
-        where=f"{det.prefix}* on CA {det.host}:{det.ca_port}; captures in {captures}",
+        where=f"{det.prefix}* on CA {det.host}:{det.ca_port}; frames on "
+              f"tcp://{det.host}:{det.zmq_port}; captures in {captures}",
     ))
     if tt.emulate:
         out.append(Service(
