@@ -1,10 +1,11 @@
 """``trainstamp bridge --port P``: a karabo-bridge server attached to a running beamline.
 
 It reads the beamline configuration (``--config``, or the default one) for the
-TimeServer's and the detector's prefixes and names, and the CA client environment
-(``TRAINSTAMP_KEEP_EPICS_ENV=1`` keeps one already set), takes the ticks from the
-broadcaster the TimeServer IOC publishes and the frames from the detector's capture
-file, and serves one message per train on ``tcp://BIND:P`` (REP, protocol 2.2) until
+prefixes and names of the TimeServer, the detector and the tagger, and the CA client
+environment (``TRAINSTAMP_KEEP_EPICS_ENV=1`` keeps one already set), takes the ticks
+from the broadcaster the TimeServer IOC publishes, the frames from the detector's
+capture file and the counts per train from the tagger server the tagger IOC publishes
+(``--no-tagger``: none), and serves one message per train on ``tcp://BIND:P`` (REP, protocol 2.2) until
 interrupted. A status line with the counters goes to the log every ``--stats-period``
 seconds.
 """
@@ -37,6 +38,11 @@ def parser() -> argparse.ArgumentParser:
                     help="TimeServer IOC prefix (default: the configuration's)")
     ap.add_argument("--detector", default=None, metavar="PREFIX",
                     help="detector IOC prefix (default: the configuration's)")
+    ap.add_argument("--tagger", default=None, metavar="PREFIX",
+                    help="tagger IOC prefix (default: the configuration's)")
+    ap.add_argument("--no-tagger", action="store_true", help="no tagger counts")
+    ap.add_argument("--click-channel", type=positive_int, default=1, metavar="N",
+                    help="tagger channel counted per train (default 1)")
     ap.add_argument("--poll-period", type=positive_float, default=0.1, metavar="S",
                     help="seconds between reads of the capture file (default 0.1)")
     ap.add_argument("--stats-period", type=positive_float, default=10.0, metavar="S",
@@ -64,11 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ts_prefix = args.timeserver or config.timeserver.prefix
     det_prefix = args.detector or config.detector.prefix
+    tt_prefix = args.tagger or config.tagger.prefix
     uri_pv = EpicsSignalRO(ts_prefix + PV.BROADCAST_URI, string=True, name="broadcast_uri")
     path_pv = EpicsSignalRO(det_prefix + CAPTURE_FULL_PATH, string=True, auto_monitor=True,
                             name="capture_full_path")
     for sig in (uri_pv, path_pv):
         sig.wait_for_connection(timeout=args.timeout)
+    tagger_uri = None
+    if not args.no_tagger:
+        pyro_pv = EpicsSignalRO(tt_prefix + "PYRO_URI", string=True, name="pyro_uri")
+        pyro_pv.wait_for_connection(timeout=args.timeout)
+        tagger_uri = pyro_pv.get() or None
+        if tagger_uri is None:
+            print(f"trainstamp bridge: the tagger {tt_prefix} publishes no Pyro5 server "
+                  "(PYRO_URI is empty); --no-tagger to go without", file=sys.stderr)
+            return 1
     uri = uri_pv.get()
     if not uri:
         print(f"trainstamp bridge: the TimeServer {ts_prefix} publishes no broadcaster "
@@ -78,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = BridgeServer(args.bind, args.port, queue_depth=args.queue).start()
     bridge = Bridge(server)
     attachment = Attachment(bridge, uri, path_pv.get, timeserver_name=config.timeserver.name,
-                            detector_name=config.detector.name,
+                            detector_name=config.detector.name, tagger_uri=tagger_uri,
+                            tagger_name=config.tagger.name, click_channel=args.click_channel,
                             poll_period_s=args.poll_period).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -138,7 +138,9 @@ def test_attached_bridge_serves_the_trains_of_a_fly_it_did_not_start(line):
     bport = free_port()
     env = dict(os.environ, TRAINSTAMP_KEEP_EPICS_ENV="1")
     child = Subprocess(["bridge", "--port", str(bport), "--timeserver", stack.ts_prefix,
-                        "--detector", stack.det_prefix, "--queue", "64"], env=env, timeout=60)
+                        "--detector", stack.det_prefix, "--tagger", stack.tt_prefix,
+                        "--click-channel", str(CLICK_CHANNEL), "--queue", "64"],
+                       env=env, timeout=60)
     child.ready = lambda: "bridge ready on tcp://127.0.0.1:" in child.output()  # loopback
     RE = RunEngine(context_managers=[])
     n = 20
@@ -151,13 +153,19 @@ def test_attached_bridge_serves_the_trains_of_a_fly_it_did_not_start(line):
                    if "/DET/" in d}
     det_src = detector_source(det_name)
     ts_src = next(s for s in reader.got[0][0] if "/TIMESERVER/" in s)
-    ids = []
+    tt_src = next(s for data, _ in reader.got for s in data if "/TAGGER/" in s)
+    ids, with_counts = [], 0
     for data, meta in reader.got:
-        assert set(data) == {det_src, ts_src}
+        assert {det_src, ts_src} <= set(data) <= {det_src, ts_src, tt_src}
         (tid,) = {m["timestamp.tid"] for m in meta.values()}
         assert data[det_src]["data.trainId"] == tid and data[ts_src]["trainId"] == tid
         assert (data[det_src]["data.image"] == stored[tid]).all()
+        if tt_src in data:
+            assert data[tt_src]["counts.firstTrainId"] == tid
+            with_counts += data[tt_src]["counts.counts"] > 0
         ids.append(tid)
     assert ids == sorted(set(ids)) and ids[-1] == max(stored)
     # every frame of the run after the bridge attached went out (the queue held them all)
     assert ids == [t for t in sorted(stored) if t >= ids[0]]
+    # the bridge's own counting windows: counts for (nearly) every train, never shifted
+    assert with_counts >= len(ids) // 2, (with_counts, len(ids))
