@@ -7,8 +7,9 @@ detector frame and the tagger counts, each source's metadata carrying the train 
 - :func:`subscribe_bridge` (or :class:`BridgeCallback`): a RunEngine subscription that
   reads :func:`~trainstamp.plans.train_fly`'s event pages;
 - ``trainstamp bridge --port P`` (:mod:`trainstamp.bridge.cli`): attached to a running
-  beamline, with the ticks from the TimeServer's broadcaster and the frames from the
-  detector's capture file.
+  beamline, with the ticks from the TimeServer's broadcaster, the frames from the
+  detector's capture file and the counts from the bridge's own counting windows on the
+  tagger server (:mod:`trainstamp.bridge._attach`).
 
 The core (:mod:`trainstamp.bridge._core`) assembles trains and holds the bounded,
 newest-wins queue; the server (:mod:`trainstamp.bridge._server`) is a ZeroMQ REP thread.
