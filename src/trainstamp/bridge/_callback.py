@@ -108,7 +108,7 @@ class BridgeCallback:
             handler(doc)
 
     def _start(self, doc: dict[str, Any]) -> None:
-        self.bridge.flush()
+        self.bridge.reset(set(), restart=True)  # a new run: its descriptors name the sources
         for frames in self._frames.values():
             frames.close()
         self._streams.clear()
@@ -120,7 +120,7 @@ class BridgeCallback:
         if stream is None:
             return
         self._streams[doc["uid"]] = stream
-        self.bridge.reset({s.source for s in self._streams.values()})
+        self.bridge.reset({s.source for s in self._streams.values()}, restart=True)
 
     def _event(self, doc: dict[str, Any]) -> None:
         self._event_page({"descriptor": doc["descriptor"], "time": [doc["time"]],

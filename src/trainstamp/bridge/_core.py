@@ -28,6 +28,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from trainstamp.trainid import SOURCE_JUMP_TRAINS
+
 __all__ = [
     "DOMAIN",
     "Assembler",
@@ -94,7 +96,10 @@ class Assembler:
     ``max_pending`` trains are waiting (the oldest goes), or at :meth:`flush` (end of
     run); otherwise it is dropped and counted in ``incomplete``. A part of a train
     already released or dropped is counted in ``late`` and ignored, so the order of
-    released train IDs only ever increases. Not thread-safe: one lock around it (the
+    released train IDs only ever increases, except when the train source restarts: a
+    train ID more than :data:`~trainstamp.trainid.SOURCE_JUMP_TRAINS` below the last
+    one starts the order over (the trains pending are dropped; ``restarts`` counts
+    it). Not thread-safe: one lock around it (the
     :class:`~trainstamp.bridge.Bridge` holds it).
     """
 
@@ -113,6 +118,7 @@ class Assembler:
         self.released = 0
         self.incomplete = 0
         self.late = 0
+        self.restarts = 0
 
     @property
     def pending(self) -> int:
@@ -122,6 +128,11 @@ class Assembler:
         """Add ``source``'s part of ``train_id``; return the trains now released."""
         if source not in self.sources:
             raise ValueError(f"unknown source {source!r} (sources: {sorted(self.sources)})")
+        if train_id < self.last_train_id - SOURCE_JUMP_TRAINS:
+            self.incomplete += len(self._pending)
+            self._pending.clear()
+            self.last_train_id = 0
+            self.restarts += 1
         if train_id <= self.last_train_id:
             self.late += 1
             return []

@@ -36,10 +36,12 @@ DEFAULT_BIND = "127.0.0.1"
 class BridgeStats:
     """What the bridge has done: trains released, sent, skipped (the client was slower
     than the trains; the queue dropped them), incomplete (a required source was
-    missing), late parts, and frames that could not be read for a sent train."""
+    missing), late parts, restarts of the train source (IDs that jumped back), and
+    frames that could not be read for a sent train."""
 
     released: int = 0
     sent: int = 0
+    restarts: int = 0
     skipped: int = 0
     incomplete: int = 0
     late: int = 0
@@ -150,20 +152,25 @@ class Bridge:
         self._done = BridgeStats()  # counts of the assemblers already replaced
         self._assembler = Assembler(sources, required, max_pending=max_pending)
 
-    def reset(self, sources: Iterable[str], required: Iterable[str] | None = None) -> None:
+    def reset(self, sources: Iterable[str], required: Iterable[str] | None = None, *,
+              restart: bool = False) -> None:
+        """Send what is pending and take new sources. Train IDs must go on increasing
+        from the last train, unless ``restart`` (a new run: the source may have been
+        restarted)."""
         with self._lock:
             self._publish(self._assembler.flush())
             self._fold()
-            last = self._assembler.last_train_id
+            last = 0 if restart else self._assembler.last_train_id
             self._assembler = Assembler(sources, required, max_pending=self.max_pending)
-            self._assembler.last_train_id = last  # train IDs keep increasing across runs
+            self._assembler.last_train_id = last
 
     def _fold(self) -> None:
         a = self._assembler
         self._done.released += a.released
         self._done.incomplete += a.incomplete
         self._done.late += a.late
-        a.released = a.incomplete = a.late = 0
+        self._done.restarts += a.restarts
+        a.released = a.incomplete = a.late = a.restarts = 0
 
     def add(self, source: str, train_id: int, part: Part) -> None:
         with self._lock:
@@ -186,7 +193,8 @@ class Bridge:
             a, d, s = self._assembler, self._done, self.server
             return BridgeStats(released=d.released + a.released, sent=s.sent,
                                skipped=s.queue.skipped, incomplete=d.incomplete + a.incomplete,
-                               late=d.late + a.late, frames_missing=s.frames_missing,
+                               late=d.late + a.late, restarts=d.restarts + a.restarts,
+                               frames_missing=s.frames_missing,
                                bad_requests=s.bad_requests)
 
 

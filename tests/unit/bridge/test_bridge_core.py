@@ -66,6 +66,17 @@ def test_the_pending_trains_are_bounded():
     assert a.flush() == [] and a.incomplete == 5 and a.pending == 0
 
 
+def test_a_source_restart_starts_the_order_over():
+    a = Assembler([T, D])
+    a.add(T, 5000, part())
+    a.add(D, 5000, part())
+    a.add(T, 5001, part())  # pending when the source restarts
+    assert a.add(T, 4500, part()) == [] and a.late == 1  # a small step back is late
+    a.add(T, 10, part())
+    assert ids(a.add(D, 10, part())) == [10]
+    assert (a.restarts, a.incomplete) == (1, 1)
+
+
 def test_flush_releases_what_has_the_required_sources():
     a = Assembler([T, D], required=[D])
     a.add(D, 4, part())
@@ -181,7 +192,7 @@ class _Recorder:
     def add(self, source, train_id, part):
         self.added.append((source, train_id, part))
 
-    def reset(self, sources, required=None):
+    def reset(self, sources, required=None, *, restart=False):
         self.resets.append(set(sources))
 
     def flush(self):
