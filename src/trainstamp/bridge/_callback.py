@@ -112,8 +112,20 @@ class BridgeCallback:
         for frames in self._frames.values():
             frames.close()
         self._streams.clear()
-        self._frames = {name: CaptureFrames(det.capture_full_path.get)
+        self._frames = {name: CaptureFrames(self._capture_path(det))
                         for name, det in self.detectors.items()}
+
+    @staticmethod
+    def _capture_path(det: Any) -> Any:
+        """The run's capture file: the detector is staged before the run opens, so its
+        ``CAPTURE:FULL_PATH`` names the file now (asked once per run, here, so a frame
+        read after the run still finds it); else asked at the first frame read."""
+        try:
+            path = det.capture_full_path.get()
+        except Exception as exc:  # not connected yet: ask again when a frame is read
+            log.warning("%s: capture path not known at the start of the run: %s", det.name, exc)
+            path = None
+        return path or det.capture_full_path.get
 
     def _descriptor(self, doc: dict[str, Any]) -> None:
         stream = classify(doc.get("data_keys", {}))
