@@ -222,3 +222,15 @@ def test_the_callback_turns_event_pages_into_parts_and_skips_untrusted_rows():
     assert tick.data == {"trainId": 10, "tickTime": 4.5} and tick.time_ns == 4_500_000_000
     assert frame.data == {"data.trainId": 10, "data.frameNumber": 3, "data.complete": True}
     assert frame.lazy["data.image"]() is None  # no detector device given: no file
+
+
+def test_the_command_binds_loopback_and_keeps_the_newest_train_by_default():
+    from trainstamp.bridge.cli import parser
+    from trainstamp.cli import resolve as resolve_command
+
+    args = parser().parse_args(["--port", "4545"])
+    assert (args.bind, args.queue, args.port, args.no_tagger) == ("127.0.0.1", 1, 4545, False)
+    with pytest.raises(SystemExit):
+        parser().parse_args([])  # the port is required
+    assert resolve_command(["bridge", "--port", "1"]) == ("trainstamp.bridge.cli:main",
+                                                          ["--port", "1"])
