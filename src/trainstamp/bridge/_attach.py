@@ -17,7 +17,8 @@
 
 Every train sent has the tick and the frame; ticks without a frame (between runs) are
 dropped as incomplete. A train waits for its counts until a later train has all three
-sources (or ``max_pending`` trains wait), so the tagger never holds the stream up.
+sources or for the bridge's ``max_wait_s`` (``trainstamp bridge --max-wait``, 1 s), so
+the tagger never holds the stream up.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ class Attachment:
                 self._close_tail()
             if self.tagger_uri:
                 self._poll_counts()
+            self.bridge.expire()
         if self._counts is not None:
             self._counts.close()
 

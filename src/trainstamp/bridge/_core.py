@@ -93,8 +93,10 @@ class Assembler:
     ``sources`` are the parts a train may have; a train is released as soon as it has
     all of them. A train still missing some is released (with the parts it has) only if
     it has every ``required`` source, when a later train is released, when more than
-    ``max_pending`` trains are waiting (the oldest goes), or at :meth:`flush` (end of
-    run); otherwise it is dropped and counted in ``incomplete``. A part of a train
+    ``max_pending`` trains are waiting (the oldest goes), when it has waited
+    ``max_wait_ns`` since its first part (:meth:`expire`, with the clock the caller
+    passes), or at :meth:`flush` (end of run); otherwise it is dropped and counted in
+    ``incomplete``. A part of a train
     already released or dropped is counted in ``late`` and ignored, so the order of
     released train IDs only ever increases, except when the train source restarts: a
     train ID more than :data:`~trainstamp.trainid.SOURCE_JUMP_TRAINS` below the last
@@ -104,7 +106,7 @@ class Assembler:
     """
 
     def __init__(self, sources: Iterable[str], required: Iterable[str] | None = None,
-                 *, max_pending: int = 200) -> None:
+                 *, max_pending: int = 200, max_wait_ns: int | None = None) -> None:
         self.sources = frozenset(sources)
         self.required = self.sources if required is None else frozenset(required)
         if not self.required <= self.sources:
@@ -113,7 +115,9 @@ class Assembler:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.max_pending = max_pending
+        self.max_wait_ns = max_wait_ns
         self._pending: dict[int, dict[str, Part]] = {}
+        self._since: dict[int, int] = {}  # train -> when its first part came (now_ns)
         self.last_train_id = 0  # the last train released or dropped
         self.released = 0
         self.incomplete = 0
@@ -124,13 +128,18 @@ class Assembler:
     def pending(self) -> int:
         return len(self._pending)
 
-    def add(self, source: str, train_id: int, part: Part) -> list[Train]:
-        """Add ``source``'s part of ``train_id``; return the trains now released."""
+    def add(self, source: str, train_id: int, part: Part,
+            now_ns: int | None = None) -> list[Train]:
+        """Add ``source``'s part of ``train_id``; return the trains now released.
+
+        ``now_ns`` (any monotonic clock) starts the wait of a new train and expires the
+        trains that waited too long (:meth:`expire`)."""
         if source not in self.sources:
             raise ValueError(f"unknown source {source!r} (sources: {sorted(self.sources)})")
         if train_id < self.last_train_id - SOURCE_JUMP_TRAINS:
             self.incomplete += len(self._pending)
             self._pending.clear()
+            self._since.clear()
             self.last_train_id = 0
             self.restarts += 1
         if train_id <= self.last_train_id:
@@ -138,12 +147,26 @@ class Assembler:
             return []
         parts = self._pending.setdefault(train_id, {})
         parts[source] = part
+        if now_ns is not None:
+            self._since.setdefault(train_id, now_ns)
         out: list[Train] = []
         if parts.keys() >= self.sources:
             out = self._release_through(train_id)
         while len(self._pending) > self.max_pending:
             out += self._release_through(min(self._pending))
+        if now_ns is not None:
+            out += self.expire(now_ns)
         return out
+
+    def expire(self, now_ns: int) -> list[Train]:
+        """Release the newest train that has every required source and has waited
+        ``max_wait_ns`` (and, before it, the older ones that can go): a source that is
+        only wanted, not required, never holds a train back longer than that."""
+        if self.max_wait_ns is None:
+            return []
+        due = [t for t, since in self._since.items()
+               if now_ns - since >= self.max_wait_ns and self._pending[t].keys() >= self.required]
+        return self._release_through(max(due)) if due else []
 
     def flush(self) -> list[Train]:
         """Release (or drop) every pending train: the run is over."""
@@ -155,6 +178,7 @@ class Assembler:
         out = []
         for tid in sorted(t for t in self._pending if t <= train_id):
             parts = self._pending.pop(tid)
+            self._since.pop(tid, None)
             self.last_train_id = tid
             if parts.keys() >= self.required:
                 out.append(Train(tid, parts))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -142,15 +143,19 @@ class BridgeServer:
 class Bridge:
     """An :class:`~trainstamp.bridge._core.Assembler` feeding a :class:`BridgeServer`,
     behind one lock, so any thread may :meth:`add` parts (a RunEngine callback, the tick
-    feed, a file tail). :meth:`reset` starts over with new sources (a new run)."""
+    feed, a file tail). :meth:`reset` starts over with new sources (a new run).
+    ``max_wait_s``: how long a train that has its required sources waits for the others
+    (by default until a later train has them all)."""
 
     def __init__(self, server: BridgeServer, sources: Iterable[str] = (),
-                 required: Iterable[str] | None = None, *, max_pending: int = 200) -> None:
+                 required: Iterable[str] | None = None, *, max_pending: int = 200,
+                 max_wait_s: float | None = None) -> None:
         self.server = server
         self.max_pending = max_pending
+        self.max_wait_ns = None if max_wait_s is None else round(max_wait_s * 1e9)
         self._lock = threading.Lock()
         self._done = BridgeStats()  # counts of the assemblers already replaced
-        self._assembler = Assembler(sources, required, max_pending=max_pending)
+        self._assembler = self._new(sources, required)
 
     def reset(self, sources: Iterable[str], required: Iterable[str] | None = None, *,
               restart: bool = False) -> None:
@@ -161,8 +166,12 @@ class Bridge:
             self._publish(self._assembler.flush())
             self._fold()
             last = 0 if restart else self._assembler.last_train_id
-            self._assembler = Assembler(sources, required, max_pending=self.max_pending)
+            self._assembler = self._new(sources, required)
             self._assembler.last_train_id = last
+
+    def _new(self, sources: Iterable[str], required: Iterable[str] | None) -> Assembler:
+        return Assembler(sources, required, max_pending=self.max_pending,
+                         max_wait_ns=self.max_wait_ns)
 
     def _fold(self) -> None:
         a = self._assembler
@@ -174,7 +183,12 @@ class Bridge:
 
     def add(self, source: str, train_id: int, part: Part) -> None:
         with self._lock:
-            self._publish(self._assembler.add(source, train_id, part))
+            self._publish(self._assembler.add(source, train_id, part, time.monotonic_ns()))
+
+    def expire(self) -> None:
+        """Release the trains that waited ``max_wait_s`` for a source not required."""
+        with self._lock:
+            self._publish(self._assembler.expire(time.monotonic_ns()))
 
     def flush(self) -> None:
         with self._lock:

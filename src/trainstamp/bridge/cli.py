@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-tagger", action="store_true", help="no tagger counts")
     ap.add_argument("--click-channel", type=positive_int, default=1, metavar="N",
                     help="tagger channel counted per train (default 1)")
+    ap.add_argument("--max-wait", type=positive_float, default=1.0, metavar="S",
+                    help="seconds a train with its tick and frame waits for its counts "
+                         "(default 1)")
     ap.add_argument("--poll-period", type=positive_float, default=0.1, metavar="S",
                     help="seconds between reads of the capture file (default 0.1)")
     ap.add_argument("--stats-period", type=positive_float, default=10.0, metavar="S",
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     server = BridgeServer(args.bind, args.port, queue_depth=args.queue).start()
-    bridge = Bridge(server)
+    bridge = Bridge(server, max_wait_s=args.max_wait)
     attachment = Attachment(bridge, uri, path_pv.get, timeserver_name=config.timeserver.name,
                             detector_name=config.detector.name, tagger_uri=tagger_uri,
                             tagger_name=config.tagger.name, click_channel=args.click_channel,

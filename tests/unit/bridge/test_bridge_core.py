@@ -77,6 +77,18 @@ def test_a_source_restart_starts_the_order_over():
     assert (a.restarts, a.incomplete) == (1, 1)
 
 
+def test_a_train_waits_for_a_source_not_required_only_so_long():
+    a = Assembler([T, D, G], required=[T, D], max_wait_ns=1000)
+    a.add(T, 1, part(), now_ns=0)  # a tick whose frame never comes
+    a.add(T, 2, part(), now_ns=100)
+    assert a.add(D, 2, part(), now_ns=500) == []  # no counts yet
+    assert a.expire(1099) == []
+    (train,) = a.expire(1100)  # train 2 waited 1000 since its first part
+    assert train.train_id == 2 and set(train.parts) == {T, D}
+    assert a.incomplete == 1 and a.pending == 0
+    assert Assembler([T], max_wait_ns=None).expire(10**18) == []
+
+
 def test_flush_releases_what_has_the_required_sources():
     a = Assembler([T, D], required=[D])
     a.add(D, 4, part())
@@ -96,12 +108,12 @@ def test_bad_arguments_are_refused():
 
 
 @given(st.lists(st.tuples(st.sampled_from([T, D, G]), st.integers(1, 40)), max_size=200),
-       st.integers(1, 10))
-def test_released_ids_only_increase_and_every_train_is_counted_once(adds, max_pending):
-    a = Assembler([T, D, G], required=[T, D], max_pending=max_pending)
+       st.integers(1, 10), st.none() | st.integers(1, 20))
+def test_released_ids_only_increase_and_every_train_is_counted_once(adds, max_pending, wait):
+    a = Assembler([T, D, G], required=[T, D], max_pending=max_pending, max_wait_ns=wait)
     out = []
-    for src, tid in adds:
-        out += a.add(src, tid, part())
+    for now, (src, tid) in enumerate(adds):
+        out += a.add(src, tid, part(), now_ns=now)
     out += a.flush()
     got = ids(out)
     assert got == sorted(set(got))
