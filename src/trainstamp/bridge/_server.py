@@ -48,6 +48,7 @@ class BridgeStats:
     late: int = 0
     frames_missing: int = 0
     bad_requests: int = 0
+    errors: int = 0
 
 
 class BridgeServer:
@@ -64,6 +65,7 @@ class BridgeServer:
         self.sent = 0
         self.frames_missing = 0
         self.bad_requests = 0
+        self.errors = 0
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
@@ -77,10 +79,16 @@ class BridgeServer:
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
-        if self.port:
-            sock.bind(f"tcp://{self.host}:{self.port}")
-        else:
-            self.port = sock.bind_to_random_port(f"tcp://{self.host}")
+        try:
+            if self.port:
+                sock.bind(f"tcp://{self.host}:{self.port}")
+            else:
+                self.port = sock.bind_to_random_port(f"tcp://{self.host}")
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            self._ctx.term()
+            self._ctx = None
+            raise OSError(f"karabo-bridge server cannot bind {self.endpoint}: {exc}") from exc
         self._sock = sock
         self._thread = threading.Thread(target=self._run, name="karabo-bridge", daemon=True)
         self._thread.start()
@@ -97,6 +105,21 @@ class BridgeServer:
                 return train
         return None
 
+    def _next_message(self) -> list | None:
+        """The next train's message; a train that cannot be encoded is logged, counted
+        in ``errors`` and passed over for the one after it."""
+        while (train := self._next_train()) is not None:
+            try:
+                sources, times, missing = resolve(train)
+                message = encode(train.train_id, sources, times)
+            except Exception as exc:
+                self.errors += 1
+                log.error("train %d not sent: %s", train.train_id, exc)
+                continue
+            self.frames_missing += missing
+            return message
+        return None
+
     def _run(self) -> None:
         sock = self._sock
         assert sock is not None
@@ -111,12 +134,10 @@ class BridgeServer:
                     self.bad_requests += 1
                     sock.send(b"Error: bad request %b" % request[:64])
                     continue
-                train = self._next_train()
-                if train is None:
+                message = self._next_message()
+                if message is None:
                     break  # stopping; the socket is closed with the request unanswered
-                sources, times, missing = resolve(train)
-                self.frames_missing += missing
-                sock.send_multipart(encode(train.train_id, sources, times), copy=False)
+                sock.send_multipart(message, copy=False)
                 self.sent += 1
         except zmq.ZMQError as exc:
             if not self._stop.is_set():
@@ -209,7 +230,7 @@ class Bridge:
                                skipped=s.queue.skipped, incomplete=d.incomplete + a.incomplete,
                                late=d.late + a.late, restarts=d.restarts + a.restarts,
                                frames_missing=s.frames_missing,
-                               bad_requests=s.bad_requests)
+                               bad_requests=s.bad_requests, errors=s.errors)
 
 
 class CaptureFrames:
@@ -247,19 +268,26 @@ class CaptureFrames:
                 return None
             if f is None:
                 return None
-            if train_id not in self._rows:
-                ids, data = f[TRAIN_ID], f[DATA]
-                ids.refresh()
-                data.refresh()
-                n = min(ids.shape[0], data.shape[0])
-                if n > self._indexed:
-                    new = ids[self._indexed:n]
-                    for k, tid in enumerate(new.tolist(), start=self._indexed):
-                        if tid:
-                            self._rows.setdefault(int(tid), k)
-                    self._indexed = n
-            row = self._rows.get(train_id)
-            return None if row is None else f[DATA][row]
+            try:
+                return self._read(f, train_id)
+            except Exception as exc:  # a file cut short or replaced: no frame, say why
+                log.warning("frame of train %d not readable: %s", train_id, exc)
+                return None
+
+    def _read(self, f: h5py.File, train_id: int) -> np.ndarray | None:
+        if train_id not in self._rows:
+            ids, data = f[TRAIN_ID], f[DATA]
+            ids.refresh()
+            data.refresh()
+            n = min(ids.shape[0], data.shape[0])
+            if n > self._indexed:
+                new = ids[self._indexed:n]
+                for k, tid in enumerate(new.tolist(), start=self._indexed):
+                    if tid:
+                        self._rows.setdefault(int(tid), k)
+                self._indexed = n
+        row = self._rows.get(train_id)
+        return None if row is None else f[DATA][row]
 
     def close(self) -> None:
         with self._lock:

@@ -94,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(BROADCAST_URI is empty)", file=sys.stderr)
         return 1
 
-    server = BridgeServer(args.bind, args.port, queue_depth=args.queue).start()
+    try:
+        server = BridgeServer(args.bind, args.port, queue_depth=args.queue).start()
+    except OSError as exc:
+        print(f"trainstamp bridge: {exc}", file=sys.stderr)
+        return 1
     bridge = Bridge(server, max_wait_s=args.max_wait)
     attachment = Attachment(bridge, uri, path_pv.get, timeserver_name=config.timeserver.name,
                             detector_name=config.detector.name, tagger_uri=tagger_uri,

@@ -123,3 +123,17 @@ def test_stop_ends_the_thread_with_a_request_pending():
         server.stop()
         ctx.destroy(linger=0)
     assert server._thread is None
+
+
+def test_a_train_that_cannot_be_encoded_is_passed_over():
+    with BridgeServer(queue_depth=2) as server, Client(server.endpoint, timeout=10) as client:
+        bridge = Bridge(server, [T])
+        bridge.add(T, 1, Part({"bad": object()}, 0))  # msgpack cannot pack it
+        bridge.add(T, 2, tick(2))
+        _, meta = client.next()
+    assert meta[T]["timestamp.tid"] == 2 and bridge.stats().errors == 1
+
+
+def test_a_port_in_use_is_refused_with_its_endpoint(server):
+    with pytest.raises(OSError, match=f"cannot bind tcp://127.0.0.1:{server.port}"):
+        BridgeServer(port=server.port).start()
