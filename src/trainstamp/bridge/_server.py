@@ -7,6 +7,8 @@ The server thread answers each request with the next train from the
 reads the train's frame (the lazy part) and encodes it only then, so the producer
 (a RunEngine callback, the tick feed, the file tail) does no more than a dict update and
 a non-blocking put, and a slow or absent client never delays the capture.
+(``karabo_bridge.ServerInThread`` does not fit here: its ``feed`` blocks, or raises,
+when its queue is full, where this one drops the oldest train and counts it.)
 """
 
 from __future__ import annotations
