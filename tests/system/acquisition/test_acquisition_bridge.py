@@ -117,20 +117,26 @@ def test_fly_at_10_hz_as_a_run_engine_subscription(line):
     assert bridge.stats().frames_missing == 0
 
 
-def test_capture_is_not_delayed_when_no_client_reads(line):
+def test_capture_is_not_delayed_when_no_client_reads_and_a_late_client_gets_the_newest(line):
     stack, ts, det, tt = line
     RE = RunEngine(context_managers=[])
     bridge, token = subscribe_bridge(RE, detectors=[det])
     n = 20
     try:
         (uid,) = RE(train_fly([det], n, timeserver=ts))
+        stats = bridge.stats()
+        stored = _stored_frames(det)
+        assert len(stored) == n  # every frame was captured
+        assert stats.sent == 0 and stats.released >= 1
+        assert stats.skipped == stats.released - 1  # the newest one waits in the queue
+        # a client that comes late gets the newest train: the run's last frame
+        with Client(bridge.server.endpoint, timeout=10) as client:
+            data, meta = client.next()
+        assert meta[DET]["timestamp.tid"] == max(stored)
+        assert (data[DET]["data.image"] == stored[max(stored)]).all()
     finally:
         RE.unsubscribe(token)
         bridge.server.stop()
-    stats = bridge.stats()
-    assert len(_stored_frames(det)) == n  # every frame was captured
-    assert stats.sent == 0 and stats.released >= 1
-    assert stats.skipped == stats.released - 1  # the newest one waits in the queue
 
 
 def test_attached_bridge_serves_the_trains_of_a_fly_it_did_not_start(line):
