@@ -76,7 +76,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rcvbuf", type=positive_int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
     parser.add_argument("--receiver-rt-priority", type=int, default=0,
                         help="SCHED_FIFO priority 1..99 for the receive loop (root); 0 = normal")
-    parser.add_argument("--frame-timeout", type=positive_float, default=0.1,
+    parser.add_argument("--frame-timeout", dest="frame_timeout_s", type=positive_float, default=0.1,
                         help="publish a frame incomplete after this many seconds without its packets")
     parser.add_argument("--register-timeout", type=positive_float, default=0.2, help="seconds per register try")
     parser.add_argument("--register-retries", type=non_negative_int, default=3, help="register resends")
