@@ -93,7 +93,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
             transfer = FrameTransferServer(args.data_dir, args.zmq_bind, args.zmq_port)
         rx = ReceiverConfig(detector_ip=args.detector_ip, data_port=args.data_port, bind_host=args.receive_host,
                             bind_port=args.receive_port, payload_size=args.payload_size, n_slots=args.ring_slots,
-                            rcvbuf=args.rcvbuf, frame_timeout_s=args.frame_timeout,
+                            rcvbuf=args.rcvbuf, frame_timeout_s=args.frame_timeout_s,
                             realtime_priority=args.receiver_rt_priority)
         server = Team1kServer(args.detector_ip, args.register_port, args.data_port, args.data_dir, rx,
                               args.register_timeout, args.register_retries, bellow, args.power_port,
