@@ -214,6 +214,30 @@ def test_frames_travel_over_the_data_port_with_their_train_ids(line):
     wait_until(lambda: client.get(PV.DATA_FRAMES_SENT) >= 10, timeout=5, message="DATA counters")
 
 
+def test_a_client_that_never_reads_its_reply_stalls_nothing(line):
+    import json
+
+    import zmq
+
+    client, *_ = line
+    client.start_daq()
+    try:
+        path, first = client.capture(2)
+    finally:
+        client.stop_daq()
+    stalled = zmq.Context.instance().socket(zmq.REQ)
+    stalled.setsockopt(zmq.LINGER, 0)
+    stalled.setsockopt(zmq.RCVBUF, 4096)  # a slow reader: its 16 MiB reply backs up
+    stalled.connect(client.get(PV.DATA_URI))
+    try:
+        stalled.send(json.dumps({"op": "frames", "path": path, "first": first,
+                                 "count": 2}).encode())
+        frames = client.acquire_frames(3)  # capture and transfer go on meanwhile
+        assert frames.shape == (3, 1024, 1024) and client.get_capture_status() == "READY"
+    finally:
+        stalled.close()
+
+
 def test_parameter_files(line):
     client, _, data, _ = line
     tmp_path = data.parent  # the directory of --config: the parameter directory by default
