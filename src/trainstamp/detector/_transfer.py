@@ -111,14 +111,16 @@ def ping_reply() -> list[bytes]:
     return [json.dumps({"ok": True, "version": VERSION, "chunk_frames": CHUNK_FRAMES}).encode()]
 
 
-def frames_reply(first: int, total: int, data: np.ndarray, meta: dict[str, np.ndarray]) -> list[bytes]:
-    """The two parts of a ``frames`` reply: the header and the pixels of ``data``."""
+def frames_reply(first: int, total: int, data: np.ndarray,
+                 meta: dict[str, np.ndarray]) -> list[bytes | memoryview]:
+    """The two parts of a ``frames`` reply: the header and the pixels of ``data`` (a
+    view of the array's bytes, so ZMQ sends them without another copy)."""
     data = np.ascontiguousarray(data, dtype="<u2")
     header = {"ok": True, "count": int(data.shape[0]), "first": int(first), "total": int(total),
               "shape": list(data.shape), "dtype": "<u2"}
     for key, values in meta.items():
         header[key] = [int(v) for v in values]
-    return [json.dumps(header).encode(), data.tobytes()]
+    return [json.dumps(header).encode(), data.reshape(-1).view(np.uint8).data]
 
 
 def decode_reply(parts: list[bytes]) -> tuple[dict, np.ndarray]:
