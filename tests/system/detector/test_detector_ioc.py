@@ -44,12 +44,12 @@ def start_emulator(extra=(), trains=None, links=None):
     return emu.start(), rp, dp
 
 
-def start_ioc(ca_ports, rp, dp, data_dir, extra=()):
+def start_ioc(ca_ports, rp, dp, data_dir, extra=(), env=None):
     prefix = random_prefix("T1K")
     args = ["ioc", "detector", "--prefix", prefix, "--detector-ip", "127.0.0.1", "--register-port", str(rp),
             "--data-port", str(dp), "--data-dir", str(data_dir), "--interfaces", "127.0.0.1",
             "--ring-slots", "16", *extra]
-    return SubprocessIOC(args, ca_ports, ready_pv=prefix + "STATUS", timeout=60).start(), prefix
+    return SubprocessIOC(args, ca_ports, ready_pv=prefix + "STATUS", timeout=60, env=env).start(), prefix
 
 
 @pytest.fixture(scope="module")

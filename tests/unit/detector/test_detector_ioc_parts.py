@@ -23,7 +23,7 @@ def test_every_pv_name_comes_from_the_constants_module():
     names |= set(PV.RX_COUNTERS)
     served = {name[len(PREFIX):] for name in make_ioc().pvdb}
     assert served <= names, served - names
-    assert len(served) == 80
+    assert len(served) == 81
 
 
 def test_each_part_holds_the_pvs_of_its_concern():
@@ -34,7 +34,9 @@ def test_each_part_holds_the_pvs_of_its_concern():
 
     assert suffixes(ioc.capture) == {PV.CMD_CAPTURE} | {
         s for s in suffixes(ioc) if s.startswith("CAPTURE:")}
-    assert suffixes(ioc.preview) == {s for s in suffixes(ioc) if s.split(":")[0] == "IMAGE"}
+    assert suffixes(ioc.pva_image) == {PV.IMAGE_PVA_PERIOD}
+    assert suffixes(ioc.preview) | suffixes(ioc.pva_image) == {
+        s for s in suffixes(ioc) if s.split(":")[0] == "IMAGE"}
     assert suffixes(ioc.register_link) == {s for s in suffixes(ioc) if s.startswith("REG:")}
     assert set(PV.RX_COUNTERS) <= suffixes(ioc.receiver)
     assert {s.split(":")[0] for s in suffixes(ioc.bellow)} == {"BELLOW"}
