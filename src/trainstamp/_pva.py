@@ -26,15 +26,17 @@ The pure functions (:func:`pva_code`, :func:`to_pva`, :func:`from_pva`,
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from caproto import AccessRights, ChannelType
+from caproto import AccessRights, AlarmStatus, ChannelType
+from caproto._constants import EPICS2UNIX_EPOCH
 
 log = logging.getLogger("trainstamp.pva")
 
-__all__ = ["PVAMirror", "from_pva", "ntndarray_value", "pva_code", "to_pva", "unique_id"]
+__all__ = ["PVAMirror", "alarm_of", "from_pva", "ntndarray_value", "pva_code", "stamp_of",
+           "to_pva", "unique_id"]
 
 #: CA type -> NTScalar type code (p4p's: d double, i int32, s string, ? bool, L uint64)
 _CODES = {
@@ -91,6 +93,18 @@ def from_pva(code: str, value: Any) -> Any:
     return value
 
 
+def stamp_of(seconds_since_epics_epoch: int, ns: int) -> tuple[int, int]:
+    """A CA timestamp (EPICS epoch, 1990) as PVA's (seconds since 1970, ns), exactly."""
+    return int(seconds_since_epics_epoch) + int(EPICS2UNIX_EPOCH), int(ns)
+
+
+def alarm_of(severity: int, status: int) -> tuple[int, str]:
+    """A CA alarm as PVA's (severity, message): the message is the CA status's name
+    (``UDF``, ``COMM``, ``TIMEOUT`` ...), empty without an alarm."""
+    return int(severity), ("" if int(severity) == 0 and int(status) == 0
+                           else AlarmStatus(int(status)).name)
+
+
 def unique_id(frame_number: int) -> int:
     """NTNDArray ``uniqueId`` of a frame: its frame number (modulo 2**31, as the field is
     an int32; the attribute ``FrameNumber`` holds it whole)."""
@@ -129,16 +143,24 @@ class PVAMirror:
     """The PVA server of one IOC: every PV of its caproto ``pvdb`` under the same name.
 
     ``codes`` names the PVA type of PVs whose type is not their CA type (by full name);
+    ``values`` gives, for some PVs, a function of the caproto PV that returns the value
+    to post (the TimeServer's exact integer ID, which its CA DOUBLE may not hold);
+    ``alarms`` likewise a function that returns the CA (severity, status) to post (the
+    TimeServer's "inexact as a DOUBLE" alarm does not hold for an exact ``ulong``);
     ``skip`` names PVs the mirror leaves alone (the IOC adds and feeds its own PV of
-    that name with :meth:`add`). Call :meth:`start` in the IOC's running loop (caproto's
+    that name with :meth:`add`). Each post carries the CA timestamp and alarm. Call :meth:`start` in the IOC's running loop (caproto's
     ``startup_hook``); ``conf`` (EPICS_PVA* keys) is used beside the environment.
     """
 
     def __init__(self, pvdb: Mapping[str, Any], codes: Mapping[str, str] | None = None,
                  skip: set[str] | frozenset[str] = frozenset(),
-                 conf: Mapping[str, str] | None = None) -> None:
+                 conf: Mapping[str, str] | None = None,
+                 values: Mapping[str, Callable[[Any], Any]] | None = None,
+                 alarms: Mapping[str, Callable[[Any], tuple[int, int]]] | None = None) -> None:
         self.pvdb = pvdb
+        self.alarms = dict(alarms or {})
         self.codes = dict(codes or {})
+        self.values = dict(values or {})
         self.skip = set(skip)
         self.conf = dict(conf or {})
         self.pvs: dict[str, Any] = {}  # name -> p4p SharedPV
@@ -181,7 +203,7 @@ class PVAMirror:
                           handler=_PutHandler(channel, code) if writable else None)
             self.pvs[name] = pv
             provider.add(name, pv)
-            self._follow(channel, pv, code)
+            self._follow(channel, pv, code, self.values.get(name), self.alarms.get(name))
         for name, initial in self._extra.items():
             pv = SharedPV(initial=initial)
             self.pvs[name] = pv
@@ -198,17 +220,27 @@ class PVAMirror:
             self.server = None
 
     @staticmethod
-    def _follow(channel, pv, code: str) -> None:
-        """Post to ``pv`` after every publish of the caproto ``channel``."""
+    def _follow(channel, pv, code: str, value_of=None, alarm=None) -> None:
+        """Post to ``pv`` now and after every publish of the caproto ``channel`` (each
+        write, and each change of its alarm)."""
         publish = channel.publish
+
+        def post() -> None:
+            ts = channel.epics_timestamp
+            severity, message = alarm_of(*(alarm(channel) if alarm is not None
+                                           else (channel.severity, channel.status)))
+            value = channel.value if value_of is None else value_of(channel)
+            pv.post(to_pva(code, value), timestamp=stamp_of(ts.secondsSinceEpoch, ts.nanoSeconds),
+                    severity=severity, message=message)
 
         async def publish_and_post(*args, **kwargs):
             await publish(*args, **kwargs)
             try:
-                pv.post(to_pva(code, channel.value), timestamp=channel.timestamp)
+                post()
             except Exception:  # a mirror must never fail a CA write
                 log.exception("PVA post of %s failed", channel)
 
+        post()
         channel.publish = publish_and_post
 
 

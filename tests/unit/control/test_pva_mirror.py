@@ -13,7 +13,16 @@ from p4p.client.thread import Context, RemoteError
 from p4p.nt import NTNDArray
 
 from trainstamp._ca_env import pva_client_env, pva_server_env
-from trainstamp._pva import PVAMirror, from_pva, ntndarray_value, pva_code, to_pva, unique_id
+from trainstamp._pva import (
+    PVAMirror,
+    alarm_of,
+    from_pva,
+    ntndarray_value,
+    pva_code,
+    stamp_of,
+    to_pva,
+    unique_id,
+)
 
 
 @pytest.mark.parametrize(("dtype", "length", "text", "code"), [
@@ -38,6 +47,14 @@ def test_values_to_and_from_pva():
     assert to_pva("ad", [1.0, 2.0]).tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match="one string"):
         from_pva("as", ["a", "b"])
+
+
+def test_ca_stamps_and_alarms_as_pva_has_them():
+    assert stamp_of(0, 5) == (631_152_000, 5)  # the EPICS epoch is 1990-01-01 UTC
+    assert stamp_of(1_000_000_000, 999_999_999) == (1_631_152_000, 999_999_999)
+    assert alarm_of(0, 0) == (0, "")
+    assert alarm_of(3, 17) == (3, "UDF")
+    assert alarm_of(3, 9) == (3, "COMM")
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
@@ -110,12 +127,15 @@ def test_a_mirror_follows_caproto_writes_and_forwards_pva_puts():
 
             await group.status.write("OK")
             await group.acquiring.write(1)
-            await group.train_id.write(float(2**53))
+            await group.train_id.write(float(2**53), timestamp=(1_000_000_000, 123),
+                                       severity=2, status=3)
             await group.ids.write([1.0, 2.0, 3.0])
             got = await client(lambda ctx, raw: ctx.get(["MIR:STATUS", "MIR:ACQUIRING",
                                                          "MIR:ID", "MIR:IDS"]))
             assert list(got[0]) == ["OK"] and bool(got[1]) is True
             assert got[2] == 2**53 and list(got[3]) == [1.0, 2.0, 3.0]
+            assert got[2].raw_stamp == (1_631_152_000, 123)  # the CA timestamp, to the ns
+            assert got[2].severity == 2 and got[2].raw["alarm.message"] == "HIHI"
 
             def puts(ctx, raw):
                 ctx.put("MIR:RATE", 4.0)
