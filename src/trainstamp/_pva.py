@@ -10,8 +10,9 @@ same name, from p4p's own server threads beside the caproto asyncio loop:
   counting) in the IOC's loop; a refused put fails the PVA put with the reason;
   read-only PVs refuse puts;
 - the PVA type of a PV follows its CA type (DOUBLE -> ``double``, LONG -> ``int``, text
-  -> ``string``, arrays -> arrays), unless the IOC names another (team1k's STATUS is
-  ``string[]``, ACQUIRING ``bool``; the TimeServer's ID is ``ulong``);
+  -> ``string``, bool -> ``bool``, arrays -> arrays), unless the IOC names another
+  (team1k's STATUS is ``string[]``, ACQUIRING ``bool``; the TimeServer's ID and every
+  train-ID PV, :func:`train_id_codes`, are ``ulong``);
 - PVs the IOC feeds itself (the detector's NTNDArray IMAGE) are added with
   :meth:`PVAMirror.add` and posted by the IOC.
 
@@ -36,23 +37,28 @@ from caproto._constants import EPICS2UNIX_EPOCH
 log = logging.getLogger("trainstamp.pva")
 
 __all__ = ["PVAMirror", "alarm_of", "from_pva", "ntndarray_value", "pva_code", "stamp_of",
-           "to_pva", "unique_id"]
+           "to_pva", "train_id_codes", "unique_id"]
 
 #: CA type -> NTScalar type code (p4p's: d double, i int32, s string, ? bool, L uint64)
 _CODES = {
     ChannelType.DOUBLE: "d", ChannelType.FLOAT: "d", ChannelType.LONG: "i",
     ChannelType.INT: "i", ChannelType.STRING: "s", ChannelType.ENUM: "s",
 }
+#: array type code -> numpy dtype of its elements
+_ARRAY_DTYPES = {"ad": np.float64, "ai": np.int32, "aL": np.uint64, "aB": np.uint8}
 #: NTNDArray's uniqueId is an int32: frame numbers are given modulo this.
 UNIQUE_ID_MODULUS = 2**31
 
 
-def pva_code(data_type: ChannelType, max_length: int, text: bool) -> str:
+def pva_code(data_type: ChannelType, max_length: int, text: bool, boolean: bool = False) -> str:
     """The NTScalar/NTScalarArray type code of a CA PV.
 
     ``text``: a CHAR array holding text (caproto's ``string_encoding``), served as one
-    ``string``. Other arrays (``max_length`` > 1) become arrays of their element type.
+    ``string``. ``boolean``: an ENUM holding a Python bool (caproto's bool PVs), served
+    as a ``bool``. Other arrays (``max_length`` > 1) become arrays of their element type.
     """
+    if boolean:
+        return "?"
     if data_type == ChannelType.CHAR:
         return "s" if text else "aB"
     code = _CODES[data_type]
@@ -72,8 +78,8 @@ def to_pva(code: str, value: Any) -> Any:
         return int(value)
     if code == "d":
         return float(value)
-    if code.startswith("a"):
-        return np.asarray(value).reshape(-1)
+    if code in _ARRAY_DTYPES:
+        return np.asarray(value).reshape(-1).astype(_ARRAY_DTYPES[code])
     raise ValueError(f"no PVA type {code!r}")
 
 
@@ -91,6 +97,18 @@ def from_pva(code: str, value: Any) -> Any:
     if code.startswith("a"):
         return list(np.asarray(value).reshape(-1))
     return value
+
+
+def train_id_codes(names) -> dict[str, str]:
+    """PVA types of the train-ID PVs among ``names``: ``ulong`` (``ulong[]`` for the
+    lists), as the TimeServer's ID. Over CA they are DOUBLEs (exact to 2**53)."""
+    codes = {}
+    for name in names:
+        if name.endswith(("TRAIN_ID", "START_TRAIN")):
+            codes[name] = "L"
+        elif name.endswith("TRAIN_IDS"):
+            codes[name] = "aL"
+    return codes
 
 
 def stamp_of(seconds_since_epics_epoch: int, ns: int) -> tuple[int, int]:
@@ -184,7 +202,8 @@ class PVAMirror:
         if name in self.codes:
             return self.codes[name]
         ch = self.pvdb[name]
-        return pva_code(ch.data_type, ch.max_length, getattr(ch, "string_encoding", None) is not None)
+        return pva_code(ch.data_type, ch.max_length, getattr(ch, "string_encoding", None) is not None,
+                        isinstance(ch.value, bool))
 
     async def start(self, async_lib=None) -> None:
         """Create the PVs and start the server (in the running loop: puts are handled

@@ -37,6 +37,7 @@ from trainstamp._pva import (
 ])
 def test_pva_code_follows_the_ca_type(dtype, length, text, code):
     assert pva_code(dtype, length, text) == code
+    assert pva_code(ChannelType.ENUM, 1, False, boolean=True) == "?"
 
 
 def test_values_to_and_from_pva():
@@ -91,6 +92,7 @@ class Small(PVGroup):
     rate = pvproperty(name="RATE", value=1.5)
     train_id = pvproperty(name="ID", value=0.0, read_only=True)
     ids = pvproperty(name="IDS", value=[0.0], max_length=16, read_only=True)
+    connected = pvproperty(name="CONNECTED", value=False, read_only=True)
 
     @rate.putter
     async def rate(self, instance, value):
@@ -119,11 +121,12 @@ def test_a_mirror_follows_caproto_writes_and_forwards_pva_puts():
                 return loop.run_in_executor(None, run)
 
             def first(ctx, raw):
-                got = raw.get(["MIR:STATUS", "MIR:ACQUIRING", "MIR:RATE", "MIR:ID", "MIR:IDS"])
+                got = raw.get(["MIR:STATUS", "MIR:ACQUIRING", "MIR:RATE", "MIR:ID", "MIR:IDS",
+                               "MIR:CONNECTED"])
                 return [v.type()["value"] for v in got], ctx.get("MIR:STATUS")
 
             codes, status = await client(first)
-            assert codes == ["as", "?", "d", "L", "ad"] and list(status) == ["STARTING"]
+            assert codes == ["as", "?", "d", "L", "ad", "?"] and list(status) == ["STARTING"]
 
             await group.status.write("OK")
             await group.acquiring.write(1)

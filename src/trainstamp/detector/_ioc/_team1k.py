@@ -95,15 +95,16 @@ class Team1kIOC(PVGroup):
     def pva_mirror(self, conf=None):
         """The PV Access mirror of this IOC, with team1k's PVA types: STATUS
         ``string[]``, ACQUIRING ``bool``, IMAGE an NTNDArray of the full frame (fed by
-        :class:`~trainstamp.detector._ioc._pva_image.PvaImage`); the rest as over CA.
+        :class:`~trainstamp.detector._ioc._pva_image.PvaImage`); train IDs ``ulong``; the
+        rest as over CA.
         Start it with its ``start`` in the IOC's loop (caproto's ``startup_hook``)."""
         import numpy as np
 
-        from trainstamp._pva import PVAMirror, ntndarray_value
+        from trainstamp._pva import PVAMirror, ntndarray_value, train_id_codes
 
         p = self.prefix
-        mirror = PVAMirror(self.pvdb, codes={p + PV.STATUS: "as", p + PV.ACQUIRING: "?"},
-                           skip={p + PV.IMAGE}, conf=conf)
+        codes = train_id_codes(self.pvdb) | {p + PV.STATUS: "as", p + PV.ACQUIRING: "?"}
+        mirror = PVAMirror(self.pvdb, codes=codes, skip={p + PV.IMAGE}, conf=conf)
         mirror.add(p + PV.IMAGE, ntndarray_value(np.zeros((0, 0), dtype=np.uint16), 0, 0, 0))
         self.pva = mirror
         return mirror
