@@ -71,7 +71,8 @@ class PvaImage(DetectorGroup):
         if newest is None:
             return
         seq, frame, fn, train_id, timestamp_ns = newest
-        self._next = now + max(PVA_POLL_S, float(self.period.value))
+        # on a fixed schedule, so the polls' 20 ms steps do not stretch the period
+        self._next = max(self._next + max(PVA_POLL_S, float(self.period.value)), now)
         self._shown = seq
         mirror.post(self.ioc.prefix + PV.IMAGE, ntndarray_value(frame, fn, train_id, timestamp_ns))
         self.posted += 1
