@@ -100,13 +100,14 @@ def from_pva(code: str, value: Any) -> Any:
 
 
 def train_id_codes(names) -> dict[str, str]:
-    """PVA types of the train-ID PVs among ``names``: ``ulong`` (``ulong[]`` for the
-    lists), as the TimeServer's ID. Over CA they are DOUBLEs (exact to 2**53)."""
+    """PVA types of the train-ID PVs among ``names``: ``ulong`` for ``...TRAIN_ID`` and
+    ``...START_TRAIN``, ``ulong[]`` for a ``...:TRAIN_IDS`` list (not a count such as
+    ``BAD_TRAIN_IDS``), as the TimeServer's ID. Over CA they are DOUBLEs (exact to 2**53)."""
     codes = {}
     for name in names:
         if name.endswith(("TRAIN_ID", "START_TRAIN")):
             codes[name] = "L"
-        elif name.endswith("TRAIN_IDS"):
+        elif name.endswith(":TRAIN_IDS"):
             codes[name] = "aL"
     return codes
 
@@ -166,8 +167,9 @@ class PVAMirror:
     ``alarms`` likewise a function that returns the CA (severity, status) to post (the
     TimeServer's "inexact as a DOUBLE" alarm does not hold for an exact ``ulong``);
     ``skip`` names PVs the mirror leaves alone (the IOC adds and feeds its own PV of
-    that name with :meth:`add`). Each post carries the CA timestamp and alarm. Call :meth:`start` in the IOC's running loop (caproto's
-    ``startup_hook``); ``conf`` (EPICS_PVA* keys) is used beside the environment.
+    that name with :meth:`add`). Each post carries the CA timestamp and alarm.
+    Call :meth:`start` in the IOC's running loop (caproto's ``startup_hook``);
+    ``conf`` (EPICS_PVA* keys) is used beside the environment.
     """
 
     def __init__(self, pvdb: Mapping[str, Any], codes: Mapping[str, str] | None = None,

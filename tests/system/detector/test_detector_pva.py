@@ -94,7 +94,7 @@ def test_puts_over_pva_run_the_ioc_checks(pva_line):
 
 
 def test_image_during_a_capture_is_the_hdf5_frame(pva_line):
-    client, ctx, _, prefix, _ = pva_line
+    client, ctx, raw, prefix, _ = pva_line
     ctx.put(prefix + PV.IMAGE_PVA_PERIOD, 0.02, timeout=10)
     images, lock, seen = [], threading.Lock(), threading.Event()
 
@@ -135,3 +135,8 @@ def test_image_during_a_capture_is_the_hdf5_frame(pva_line):
         assert attrib["TrainID"] == int(got["train_id"][i]) > TRAIN0
         assert attrib["Timestamp"] == stamp[0] * 10**9 + stamp[1]
     assert matched >= 1, f"no IMAGE among the capture's frames {sorted(by_number)}: {ids}"
+    # the capture's train IDs over PVA: uint64, exactly the file's
+    listed = raw.get(prefix + PV.CAPTURE_TRAIN_IDS)
+    assert listed.type()["value"] == "aL"
+    assert listed["value"].tolist() == got["train_id"][first:first + 8].tolist()
+    assert raw.get(prefix + PV.LAST_TRAIN_ID).type()["value"] == "L"

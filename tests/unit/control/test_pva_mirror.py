@@ -21,6 +21,7 @@ from trainstamp._pva import (
     pva_code,
     stamp_of,
     to_pva,
+    train_id_codes,
     unique_id,
 )
 
@@ -48,6 +49,14 @@ def test_values_to_and_from_pva():
     assert to_pva("ad", [1.0, 2.0]).tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match="one string"):
         from_pva("as", ["a", "b"])
+
+
+def test_train_id_pvs_are_ulong():
+    names = ["T:LAST:TRAIN_ID", "T:CAPTURE:TRAIN_IDS", "T:CAPTURE:BAD_TRAIN_IDS",
+             "T:CAPTURE:START_TRAIN", "T:FEED_TRAIN_ID", "T:FRAME_COUNT"]
+    assert train_id_codes(names) == {"T:LAST:TRAIN_ID": "L", "T:CAPTURE:TRAIN_IDS": "aL",
+                                     "T:CAPTURE:START_TRAIN": "L", "T:FEED_TRAIN_ID": "L"}
+    assert to_pva("aL", [1.0, 2.0**53]).tolist() == [1, 2**53]
 
 
 def test_ca_stamps_and_alarms_as_pva_has_them():
