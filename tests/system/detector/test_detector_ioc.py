@@ -176,6 +176,7 @@ def test_external_trigger_frames_carry_the_train_ids(line):
     (PV.CAPTURE_NAME, "../../evil", "plain file name"),
     (PV.CMD_START_DAQ, 3, "must be 1 (start) or 0 (stop)"),
     (PV.IMAGE_PERIOD, 0.01, "IMAGE:PERIOD 0.01 s outside"),
+    (PV.IMAGE_PVA_PERIOD, 0.001, "IMAGE:PVA_PERIOD 0.001 s outside"),
 ])
 def test_bad_puts_are_refused_counted_and_harmless(line, suffix, value, message):
     client, *_ = line
