@@ -8,7 +8,7 @@ import re
 import pytest
 
 from trainstamp.detector import _pvnames as PV
-from trainstamp.detector._ioc import Team1kIOC
+from trainstamp.detector._ioc import Team1kIOC, preview_due
 from trainstamp.detector._ioc._base import polled
 
 PREFIX = "P1:"
@@ -83,3 +83,12 @@ def test_a_poll_waits_for_the_start_up_and_logs_its_failures(caplog):
         asyncio.run(part.poll("after", None))  # does not raise
     assert calls == ["after"]
     assert "test poll failed" in caplog.text and "link down" in caplog.text
+
+
+def test_an_image_is_due_only_for_a_new_frame():
+    """CA's preview and PVA's IMAGE post only a frame newer than the one shown: never
+    before the first frame, and never again while the DAQ is stopped."""
+    assert not preview_due(0, 0)  # no frame yet
+    assert preview_due(1, 0)
+    assert not preview_due(7, 7)  # the DAQ stopped: the head does not move
+    assert preview_due(8, 7)
