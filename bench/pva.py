@@ -124,7 +124,8 @@ def ioc_run(seconds: float, rate: float, period: float) -> dict:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pva-"))
         ioc = SubprocessIOC(["ioc", "detector", "--prefix", prefix, "--detector-ip", "127.0.0.1",
                              "--register-port", str(rp), "--data-port", str(dp), "--data-dir", tmp,
-                             "--interfaces", "127.0.0.1", "--ring-slots", "32", "--log-level", "WARNING"],
+                             "--interfaces", "127.0.0.1", "--ring-slots", "32", "--log-level", "WARNING",
+                             "--zmq-port", "0"],
                             pool, ready_pv=prefix + PV.STATUS, timeout=60, env=ports.server_env())
         stack.enter_context(ioc)
         wait_until(lambda: list(ctx.get(prefix + PV.STATUS)) == ["OK"], timeout=30, message="IOC OK")

@@ -140,7 +140,11 @@ async def _realtime_vs_loop(duration: float, period_ms: float,
     return out
 
 
-def _ca_latency(duration: float, period_ms: float) -> dict[str, float]:
+def _ca_ticks(duration: float, period_ms: float, realtime: bool) -> dict[str, float]:
+    """A TimeServer IOC subprocess (``--realtime`` or not), its ``ID`` monitored over CA
+    by ophyd: the callback latency (receipt - the EPICS stamp) and each tick's distance
+    from the grid, as the client sees it (stamp - (ID * period + offset), the offset
+    being the earliest tick's, since a tick is never early)."""
     from trainstamp.testing import CAPortPool, SubprocessIOC, free_port, random_prefix
 
     pool = CAPortPool(size=2)
@@ -151,21 +155,28 @@ def _ca_latency(duration: float, period_ms: float) -> dict[str, float]:
     prefix = random_prefix("BENCHTS")
     args = ["ioc", "timeserver", "--prefix", prefix, "--interfaces", "127.0.0.1",
             "--period", str(period_ms), "--broadcast-port", str(free_port()), "-q"]
-    latencies: list[float] = []
+    if realtime:
+        args.append("--realtime")
+    samples: list[tuple[float, float, float]] = []
     with SubprocessIOC(args, pool, ready_pv=prefix + "ID"):
         sig = EpicsSignalRO(prefix + "ID", name="train_id")
         sig.wait_for_connection(timeout=10)
 
         def callback(value, timestamp, **kwargs):
-            latencies.append(time.time() - timestamp)
+            samples.append((time.time(), float(value), float(timestamp)))
 
         sig.subscribe(callback, run=False)
         time.sleep(duration)  # collecting callbacks for a fixed time is the measurement
         sig.unsubscribe_all()
         sig.destroy()
-    lat = np.array(latencies[1:]) * 1e3  # the first may be the initial value
+    got = np.array(samples[1:])  # the first may be the initial value
+    lat = (got[:, 0] - got[:, 2]) * 1e3
+    offset = got[:, 2] - (got[:, 1] - got[0, 1]) * period_ms / 1e3
+    grid = (offset - offset.min()) * 1e3
     return {"samples": int(lat.size), "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "grid_p50_ms": float(np.percentile(grid, 50)),
+            "grid_p99_ms": float(np.percentile(grid, 99)), "grid_max_ms": float(grid.max())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,12 +225,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ratio loop / realtime p99: {rt['ratio_loop_over_realtime_p99']:.1f}x", flush=True)
 
     if args.latency_duration > 0:
-        print(f"tick -> ophyd monitor callback over CA: {args.latency_duration:g} s ...",
-              flush=True)
-        lat = _ca_latency(args.latency_duration, args.period)
-        results["ca_latency"] = lat
-        print(f"  samples {lat['samples']}  p50 {lat['p50_ms']:.3f} ms  p99 "
-              f"{lat['p99_ms']:.3f} ms  max {lat['max_ms']:.3f} ms")
+        for realtime in (False, True):
+            label = "IOC --realtime" if realtime else "IOC default"
+            print(f"{label}: ticks seen by an ophyd monitor over CA, "
+                  f"{args.latency_duration:g} s ...", flush=True)
+            lat = _ca_ticks(args.latency_duration, args.period, realtime)
+            results["ca_latency_realtime" if realtime else "ca_latency"] = lat
+            print(f"  samples {lat['samples']}  callback latency p50 {lat['p50_ms']:.3f} ms  "
+                  f"p99 {lat['p99_ms']:.3f} ms  max {lat['max_ms']:.3f} ms")
+            print(f"  |tick - grid| p50 {lat['grid_p50_ms']:.3f} ms  p99 "
+                  f"{lat['grid_p99_ms']:.3f} ms  max {lat['grid_max_ms']:.3f} ms", flush=True)
+        results["ratio_grid_p99_default_over_realtime"] = (
+            results["ca_latency"]["grid_p99_ms"]
+            / max(results["ca_latency_realtime"]["grid_p99_ms"], 1e-9))
+        print(f"  ratio default / realtime, |tick - grid| p99: "
+              f"{results['ratio_grid_p99_default_over_realtime']:.1f}x")
     results["load_avg_1min"] = os.getloadavg()[0]
     results["python"] = sys.version.split()[0]
     print(f"load average (1 min) at the end: {results['load_avg_1min']:.2f} "

@@ -19,7 +19,7 @@ if [ ! -r "$conf" ]; then
     exit 2
 fi
 
-keys="DET_PREFIX DET_IP DET_REGISTER_PORT DET_DATA_PORT DET_PAYLOAD_SIZE DET_DATA_DIR DET_CONFIG
+keys="DET_PREFIX DET_IP DET_REGISTER_PORT DET_DATA_PORT DET_ZMQ_PORT DET_ZMQ_BIND DET_PAYLOAD_SIZE DET_DATA_DIR DET_CONFIG
       DET_BELLOW_PORT DET_POWER_PORT DET_RING_SLOTS DET_RCVBUF DET_LOG_LEVEL DET_INTERFACES
       DET_PARAM_DIRS DET_RECEIVE_HOST"
 for key in $keys; do
@@ -42,6 +42,8 @@ set -- ioc detector \
     --detector-ip "${DET_IP:-10.0.0.32}" \
     --register-port "${DET_REGISTER_PORT:-42000}" \
     --data-port "${DET_DATA_PORT:-41000}" \
+    --zmq-port "${DET_ZMQ_PORT:-42005}" \
+    --zmq-bind "${DET_ZMQ_BIND:-127.0.0.1}" \
     --payload-size "${DET_PAYLOAD_SIZE:-8192}" \
     --data-dir "${DET_DATA_DIR:-./data/team1k}" \
     --ring-slots "${DET_RING_SLOTS:-128}" \

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from trainstamp._ca_env import ca_server_env, pva_server_env
 from trainstamp._cli_types import non_negative_int, period_ms, port
+from trainstamp._runtime import data_dir_of, publish_running, withdraw_running
 from trainstamp._supervisor import (
     Beamline,
     RestartPolicy,
@@ -119,12 +120,14 @@ def services(config: BeamlineConfig, run_dir: str | os.PathLike, *,
         argv=["ioc", "detector", "--prefix", det.prefix, "--interfaces", det.host,
               "--detector-ip", det.detector_ip, "--register-port", str(det.register_port),
               "--data-port", str(det.data_port), "--data-dir", str(captures),
+              "--zmq-port", str(det.zmq_port), "--zmq-bind", det.host, "--bellow-port", "none",
               "--config", str(params), "--ring-slots", "32", "--log-level", "WARNING"],
         env=server_env(det.host, det.ca_port),
         ready=ca_ready({det.prefix + "STATUS": lambda v: v == "OK",
                         det.prefix + "TRIGGER_MODE": lambda v: int(v) == trigger}, env),
         ready_timeout=timeout,
-        where=f"{det.prefix}* on CA {det.host}:{det.ca_port}; captures in {captures}",
+        where=f"{det.prefix}* on CA {det.host}:{det.ca_port}; frames on "
+              f"tcp://{det.host}:{det.zmq_port}; captures in {captures}",
     ))
     if tt.emulate:
         out.append(Service(
@@ -282,16 +285,20 @@ def main(argv: Sequence[str]) -> int:
                              f"{default.stable_after:g} s of service reset the count")
     args = parser.parse_args(list(argv))
     config = config_from_args(args, parser)
+    data_dir = data_dir_of(args.data_dir)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="trainstamp-up-"))
     say = lambda s: print(s, flush=True)  # noqa: E731
     say(f"trainstamp up: starting the simulated beamline from {config.origin} "
         f"(logs in {log_dir}):")
     try:
         policy = RestartPolicy(max_restarts=args.max_restarts)
-        with sigterm_as_interrupt(), Beamline(services(config, log_dir, data_dir=args.data_dir),
+        with sigterm_as_interrupt(), Beamline(services(config, log_dir, data_dir=data_dir),
                                               log_dir=log_dir, out=say,
                                               restart=policy) as beamline:
             print_endpoints(config, say)
+            running = publish_running(config, data_dir)
+            say(f"\nThese ports are published in {running} for `trainstamp session` and the "
+                "queue server's startup on the same data directory.")
             bound = ("without bound" if policy.max_restarts is None
                      else f"at most {policy.max_restarts} times in a row")
             say(f"\nA service that dies is restarted on its own ({bound}). "
@@ -306,6 +313,8 @@ def main(argv: Sequence[str]) -> int:
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"trainstamp up: {exc}", file=sys.stderr)
         return 1
+    finally:
+        withdraw_running(data_dir)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("session",): ("trainstamp.session:main", "open the IPython Bluesky profile"),
     ("replay",): ("trainstamp.storage._replay:main",
                   "store spooled runs (that the catalog could not take) in a catalog"),
+    ("bridge",): ("trainstamp.bridge.cli:main",
+                  "serve each train as a karabo-bridge message (REQ/REP, protocol 2.2)"),
     ("export", "euxfel"): ("trainstamp.storage._euxfel_write:main",
                            "write a stored run as a EuXFEL run directory (EXtra-data)"),
     ("ioc", "timeserver"): ("trainstamp.timing.cli:ioc", "TimeServer IOC"),

@@ -96,6 +96,7 @@ class DetectorConfig(_Section):
     # the detector; tests/unit/detector/test_detector_protocol.py pins that they agree
     register_port: Port = 42000  #: FPGA register port, UDP
     data_port: Port = 41000  #: FPGA data port, UDP
+    zmq_port: Port = 42005  #: the IOC's data-transfer port (ZMQ over TCP), on ``host``
     data_dir: Text = ""  #: capture directory; "" = <storage data dir>/detector
     emulate: Flag = True  #: ``trainstamp up`` starts the FPGA emulator
     trigger_mode: TriggerMode = "EXTERNAL"  #: one frame per train tick, exact train IDs
@@ -195,6 +196,7 @@ class BeamlineConfig(BaseModel):
             "[detector].ca_port": (det.host, det.ca_port),
             "[detector].register_port": (det.detector_ip, det.register_port),
             "[detector].data_port": (det.detector_ip, det.data_port),
+            "[detector].zmq_port": (det.host, det.zmq_port),
             "[tagger].ca_port": (tt.host, tt.ca_port),
             "[tagger].pyro_port": (tt.host, tt.pyro_port),
             "[tagger].tag_port": (tt.tagger_host, tt.tag_port),
@@ -212,12 +214,13 @@ class BeamlineConfig(BaseModel):
     def with_free_ports(self) -> BeamlineConfig:
         """A copy on loopback with every port replaced by a free one (for the demo and
         tests, so they never collide with a running ``trainstamp up``)."""
-        ports = iter(free_ports(8))
+        ports = iter(free_ports(9))
         loop = "127.0.0.1"
         return self._changed({
             "timeserver": dict(host=loop, ca_port=next(ports), broadcast_port=next(ports)),
             "detector": dict(host=loop, detector_ip=loop, ca_port=next(ports),
-                             register_port=next(ports), data_port=next(ports)),
+                             register_port=next(ports), data_port=next(ports),
+                             zmq_port=next(ports)),
             "tagger": dict(host=loop, tagger_host=loop, ca_port=next(ports),
                            pyro_port=next(ports), tag_port=next(ports)),
         })

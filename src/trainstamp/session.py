@@ -330,7 +330,8 @@ def _check(profile_dir: Path) -> int:
     print(f"profile {profile_dir} loaded in {time.monotonic() - t0:.1f} s")
     print(f"RE: {type(ns.get('RE')).__name__}; devices: {', '.join(ns.get('devices', {}))}")
     print(f"plans: {', '.join(plans)}")
-    problems = []
+    problems = [f"{name} is NOT connected" for name, ok in ns.get("connections", {}).items()
+                if not ok]
     if "db" in ns and ns["db"] is None:
         problems.append("runs would NOT be stored: the catalog did not open (see above)")
     elif ns.get("db") is not None:
@@ -362,9 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="store runs on this Tiled server (sets TRAINSTAMP_TILED_URI)")
     parser.add_argument("--check", action="store_true",
                         help="run the startup files without IPython, print what they "
-                             "define, and exit: 0 if they all loaded and runs will be "
-                             "stored, 1 if the catalog did not open or runs wait in its "
-                             "spool")
+                             "define, and exit: 0 if they all loaded, every device "
+                             "connected and runs will be stored; 1 if a device did not "
+                             "connect, the catalog did not open or runs wait in its spool")
     args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if rest and rest[0] == "--":
         rest = rest[1:]

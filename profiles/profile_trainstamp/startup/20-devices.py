@@ -13,4 +13,4 @@ from trainstamp.session import make_devices, report_connections
 
 devices = make_devices(beamline_config)
 globals().update(devices)
-report_connections(devices, beamline_config)
+connections = report_connections(devices, beamline_config)  # {name: connected}

@@ -38,6 +38,7 @@ from trainstamp.detector._protocol import (
 from trainstamp.detector._receiver import Receiver, ReceiverConfig
 from trainstamp.detector._regclient import DetectorCommands, RegisterClient
 from trainstamp.detector._registers import STATUS_DESTINATION, Reg
+from trainstamp.detector._transfer import FrameTransferServer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class Team1kServer:
                  data_port: int = DEFAULT_DATA_PORT, data_dir: str = ".", receiver: ReceiverConfig | None = None,
                  register_timeout: float = 0.2, register_retries: int = 3,
                  bellow_port: str | None = None, power_port: str | None = None,
-                 param_dirs: list[str] | None = None) -> None:
+                 param_dirs: list[str] | None = None,
+                 transfer: FrameTransferServer | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.param_dirs = [Path(d).resolve() for d in param_dirs or []]
@@ -66,6 +68,8 @@ class Team1kServer:
         self.rx = Receiver(self.rx_cfg)
         self.bellow = BellowStage(bellow_port) if bellow_port else None
         self.power = PowerSupply(power_port) if power_port else None
+        #: the data-transfer port (ZMQ) that serves captured frames; None: none
+        self.transfer = transfer
         self.capture_timeout_s = 10.0
         self.job: CaptureJob | None = None
         self.file: CaptureFile | None = None
@@ -74,6 +78,8 @@ class Team1kServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Team1kServer:
+        if self.transfer is not None:
+            self.transfer.start()
         self.rx.start()
         self.rx.register()
         return self
@@ -87,6 +93,8 @@ class Team1kServer:
         self.close_file()
         self.rx.stop()
         self.regs.close()
+        if self.transfer is not None:
+            self.transfer.close()
         for p in (self.bellow, self.power):
             if p is not None:
                 p.close()

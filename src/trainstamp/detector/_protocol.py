@@ -35,6 +35,10 @@ DEFAULT_REGISTER_PORT = 42000
 DEFAULT_DATA_PORT = 41000
 #: team1k's default address of the detector FPGA.
 DEFAULT_DETECTOR_IP = "10.0.0.32"
+#: team1k's ZMQ data-transfer port (TCP, on the detector host): captured frames to clients.
+DEFAULT_ZMQ_PORT = 42005
+#: team1k's serial port of the camera bellow stage.
+DEFAULT_BELLOW_PORT = "/dev/CameraBellowStage"
 
 # --------------------------------------------------------------------------- frames
 FRAME_ROWS = 1024

@@ -20,9 +20,11 @@ from trainstamp._cli_types import (
     positive_int,
 )
 from trainstamp.detector._protocol import (
+    DEFAULT_BELLOW_PORT,
     DEFAULT_DATA_PORT,
     DEFAULT_DETECTOR_IP,
     DEFAULT_REGISTER_PORT,
+    DEFAULT_ZMQ_PORT,
     JUMBO_PAYLOAD,
     PAYLOAD_SIZES,
 )
@@ -35,6 +37,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     from trainstamp.detector._acquisition import Team1kServer
     from trainstamp.detector._ioc import Team1kIOC
     from trainstamp.detector._receiver import ReceiverConfig
+    from trainstamp.detector._transfer import FrameTransferServer
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, split_args = template_arg_parser(default_prefix="TEAM1K:", desc=dedent(Team1kIOC.__doc__ or ""),
@@ -50,7 +53,17 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                         help="directory CMD:PARAMETER_FILE may read from (repeatable; default: "
                              "the directory of --config, else none)")
     parser.add_argument("--data-dir", default="./data/team1k", help="directory for capture files")
-    parser.add_argument("--bellow-port", help="bellow stage serial port (e.g. /dev/CameraBellowStage)")
+    parser.add_argument("--pv-prefix", dest="prefix", default=argparse.SUPPRESS,
+                        help="team1k's spelling of --prefix")
+    parser.add_argument("--zmq-port", type=port_or_zero, default=DEFAULT_ZMQ_PORT,
+                        help=f"ZMQ data-transfer port: captured frames to clients "
+                             f"(default: {DEFAULT_ZMQ_PORT}; 0: none)")
+    parser.add_argument("--zmq-bind", default="127.0.0.1",
+                        help="address the data-transfer port listens on (default: 127.0.0.1; "
+                             "0.0.0.0 for all interfaces, so clients on other hosts reach it)")
+    parser.add_argument("--bellow-port", default=DEFAULT_BELLOW_PORT,
+                        help=f"bellow stage serial port (default: {DEFAULT_BELLOW_PORT}; if the "
+                             "default does not exist, there is no stage; 'none': no stage)")
     parser.add_argument("--power-port", help="power supply serial port")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--payload-size", type=int, default=JUMBO_PAYLOAD, choices=PAYLOAD_SIZES,
@@ -63,7 +76,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rcvbuf", type=positive_int, default=128 << 20, help="SO_RCVBUF to ask for, bytes")
     parser.add_argument("--receiver-rt-priority", type=int, default=0,
                         help="SCHED_FIFO priority 1..99 for the receive loop (root); 0 = normal")
-    parser.add_argument("--frame-timeout", type=positive_float, default=0.1,
+    parser.add_argument("--frame-timeout", dest="frame_timeout_s", type=positive_float, default=0.1,
                         help="publish a frame incomplete after this many seconds without its packets")
     parser.add_argument("--register-timeout", type=positive_float, default=0.2, help="seconds per register try")
     parser.add_argument("--register-retries", type=non_negative_int, default=3, help="register resends")
@@ -73,16 +86,26 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ioc_options, run_options = split_args(args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    bellow = None if args.bellow_port in ("", "none") else args.bellow_port
+    if bellow == DEFAULT_BELLOW_PORT and not os.path.exists(bellow):
+        logging.getLogger(__name__).info("no bellow stage: %s does not exist", bellow)
+        bellow = None
+    transfer = None
     try:
+        if args.zmq_port:
+            transfer = FrameTransferServer(args.data_dir, args.zmq_bind, args.zmq_port)
         rx = ReceiverConfig(detector_ip=args.detector_ip, data_port=args.data_port, bind_host=args.receive_host,
                             bind_port=args.receive_port, payload_size=args.payload_size, n_slots=args.ring_slots,
-                            rcvbuf=args.rcvbuf, frame_timeout_s=args.frame_timeout,
+                            rcvbuf=args.rcvbuf, frame_timeout_s=args.frame_timeout_s,
                             realtime_priority=args.receiver_rt_priority)
         server = Team1kServer(args.detector_ip, args.register_port, args.data_port, args.data_dir, rx,
-                              args.register_timeout, args.register_retries, args.bellow_port, args.power_port,
+                              args.register_timeout, args.register_retries, bellow, args.power_port,
                               param_dirs=args.param_dir or ([os.path.dirname(os.path.abspath(args.config))]
-                                                            if args.config else []))
+                                                            if args.config else []),
+                              transfer=transfer)
     except (ValueError, OSError) as exc:
+        if transfer is not None:
+            transfer.close()
         print(f"trainstamp ioc detector: {exc}", file=sys.stderr)
         return 2
     ioc_obj = Team1kIOC(server=server, config=args.config, **ioc_options)

@@ -1,8 +1,14 @@
-"""team1k's ``Client`` over Channel Access: the detector IOC from plain Python.
+"""team1k's ``Client``: the detector IOC from plain Python, on this host or another.
 
-Frames do not travel over CA: :meth:`Client.acquire_frames` and :meth:`Client.get_frames`
-capture into an HDF5 file on the IOC (``CMD:CAPTURE``) and read it back, so the client
-must see the IOC's data directory (same host or a shared filesystem).
+Commands and status go over Channel Access. Frames do not: :meth:`Client.acquire_frames`
+and :meth:`Client.get_frames` capture into an HDF5 file on the IOC (``CMD:CAPTURE``)
+and fetch the frames over the IOC's ZMQ data-transfer port (team1k's ``--zmq-port``,
+42005 by default; see :mod:`trainstamp.detector._transfer`), so the client needs no
+shared filesystem. The port is the one the IOC publishes in ``DATA:URI`` unless
+``data_port`` is given; the host is ``data_host`` (default: the address in ``DATA:URI``).
+An IOC without a data port (``--zmq-port 0``) is read through the file instead, which
+then must be visible here. The train IDs and frame numbers of the frames last fetched
+are in :attr:`Client.last_train_ids` and :attr:`Client.last_frame_numbers`.
 """
 
 from __future__ import annotations
@@ -18,17 +24,28 @@ from caproto.threading.client import Context
 from trainstamp._wait import wait_until
 from trainstamp.detector import _pvnames as PV
 from trainstamp.detector._capture import read_capture
+from trainstamp.detector._peripherals import INSERTED_MM, RETRACTED_MM
 from trainstamp.detector._registers import ExposureModes, TriggerModes
+from trainstamp.detector._transfer import CHUNK_FRAMES, decode_reply
 
 __all__ = ["Client", "ExposureModes", "TriggerModes"]
 
 
 class Client:
-    """Control and read the TEAM1k IOC at ``prefix``."""
+    """Control and read the TEAM1k IOC at ``prefix``; frames from ``data_host``."""
 
-    def __init__(self, prefix: str = "TEAM1K:", timeout: float = 5.0) -> None:
+    #: seconds a bellow move may take before insert/retract_detector give up
+    MOVE_TIMEOUT_S = 60.0
+
+    def __init__(self, prefix: str = "TEAM1K:", timeout: float = 5.0, *,
+                 data_host: str | None = None, data_port: int | None = None) -> None:
         self.prefix = prefix
         self.timeout = timeout
+        self.data_host = data_host
+        self.data_port = data_port
+        self.last_train_ids = np.zeros(0, np.uint64)
+        self.last_frame_numbers = np.zeros(0, np.uint64)
+        self._zmq = None  # (context, socket, endpoint) of the data-transfer link
         self._ctx = Context()
         self._pvs: dict = {}
         self._subs: dict[str, list] = {}
@@ -59,6 +76,7 @@ class Client:
         once (the threading client only notices it at its timeout).
         """
         data_type = None
+        given = value
         if isinstance(value, str):
             value = np.frombuffer(value.encode() + b"\0", np.uint8)
         elif not isinstance(value, np.ndarray | list | tuple):
@@ -68,11 +86,13 @@ class Client:
         try:
             sync_write(self.prefix + suffix, value, notify=True, timeout=self.timeout, data_type=data_type)
         except ErrorResponseReceived as exc:
-            raise ValueError(f"{self.prefix}{suffix} refused {value!r}: {self.get(PV.ERR_MESSAGE)}") from exc
+            raise ValueError(f"{self.prefix}{suffix} refused {given!r}: "
+                             f"{self.get(PV.ERR_MESSAGE)}") from exc
 
     def close(self) -> None:
         for suffix in list(self._subs):
             self.stop_monitor(suffix)
+        self._drop_data_link()
         self._ctx.disconnect()
 
     def __enter__(self) -> Client:
@@ -158,9 +178,80 @@ class Client:
         return self.get(PV.CAPTURE_FULL_PATH), int(self.get(PV.CAPTURE_FIRST_INDEX))
 
     def get_frames(self, n: int) -> np.ndarray:
-        """The next ``n`` frames of the running stream, shape (n, 1024, 1024) uint16."""
+        """The next ``n`` frames of the running stream, shape (n, 1024, 1024) uint16;
+        their train IDs and frame numbers go to :attr:`last_train_ids` and
+        :attr:`last_frame_numbers`."""
         path, first = self.capture(n)
-        return read_capture(path)["data"][first:first + n]
+        endpoint = self._data_endpoint()
+        if endpoint is None:  # no data port: the file must be visible from here
+            got = read_capture(path)
+            frames, ids, numbers = (got[k][first:first + n] for k in
+                                    ("data", "train_id", "frame_number"))
+        else:
+            frames, ids, numbers = self._fetch(endpoint, path, first, n)
+        self.last_train_ids, self.last_frame_numbers = ids, numbers
+        return frames
+
+    # ------------------------------------------------------------ data transfer (ZMQ)
+    def _data_endpoint(self) -> str | None:
+        """tcp://host:port of the IOC's data-transfer port; None if it has none."""
+        uri = self.get(PV.DATA_URI) if self.data_port is None or self.data_host is None else ""
+        host, port = self.data_host, self.data_port
+        if uri:
+            ioc_host, _, ioc_port = uri.removeprefix("tcp://").rpartition(":")
+            host = host or ioc_host
+            port = port or int(ioc_port)
+        if not port:
+            return None
+        if host in (None, "", "0.0.0.0"):
+            host = "localhost"
+        return f"tcp://{host}:{port}"
+
+    def _request(self, endpoint: str, body: dict) -> list[bytes]:
+        """One request and its reply; a timeout closes the socket (a REQ socket that
+        lost its reply is unusable) and raises ``TimeoutError``."""
+        import json
+
+        import zmq
+
+        if self._zmq is None or self._zmq[2] != endpoint:
+            self._drop_data_link()
+            ctx = zmq.Context.instance()
+            sock = ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            self._zmq = (ctx, sock, endpoint)
+        sock = self._zmq[1]
+        sock.send(json.dumps(body).encode())
+        if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+            self._drop_data_link()
+            raise TimeoutError(f"no reply from the data-transfer port {endpoint} within "
+                               f"{self.timeout:g} s")
+        return sock.recv_multipart()
+
+    def _fetch(self, endpoint: str, path: str, first: int, n: int):
+        frames = np.empty((n, 1024, 1024), np.uint16)
+        ids = np.zeros(n, np.uint64)
+        numbers = np.zeros(n, np.uint64)
+        done = 0
+        while done < n:
+            header, chunk = decode_reply(self._request(endpoint, {
+                "op": "frames", "path": path, "first": first + done,
+                "count": min(CHUNK_FRAMES, n - done)}))
+            k = len(chunk)
+            if k == 0:
+                raise RuntimeError(f"{path} holds {header.get('total')} frames, not "
+                                   f"{first + n}")
+            frames[done:done + k] = chunk
+            ids[done:done + k] = header["train_id"]
+            numbers[done:done + k] = header["frame_number"]
+            done += k
+        return frames, ids, numbers
+
+    def _drop_data_link(self) -> None:
+        if self._zmq is not None:
+            self._zmq[1].close()
+            self._zmq = None
 
     def acquire_frames(self, n: int) -> np.ndarray:
         """Start the DAQ (if needed), capture ``n`` frames, stop it again; return them."""
@@ -193,10 +284,22 @@ class Client:
 
     # ------------------------------------------------------------ peripherals
     def insert_detector(self) -> None:
+        """Move the detector in; returns when the stage is there and stopped."""
         self.put(PV.BELLOW_INSERT, 1)
+        self._wait_for_stage(INSERTED_MM)
 
     def retract_detector(self) -> None:
+        """Move the detector out; returns when the stage is there and stopped."""
         self.put(PV.BELLOW_INSERT, 0)
+        self._wait_for_stage(RETRACTED_MM)
+
+    def _wait_for_stage(self, target_mm: float) -> None:
+        wait_until(lambda: (abs(float(self.get(PV.BELLOW_POSITION)) - target_mm) < 1e-3
+                            and not int(self.get(PV.BELLOW_MOVING))),
+                   timeout=self.MOVE_TIMEOUT_S, interval=0.05,
+                   message=lambda: f"the bellow stage to reach {target_mm:g} mm (at "
+                                   f"{self.get(PV.BELLOW_POSITION)} mm, "
+                                   f"{self.get(PV.BELLOW_STATUS)})")
 
     def power_on(self) -> None:
         self.put(PV.POWER_ON, 1)

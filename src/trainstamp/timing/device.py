@@ -34,13 +34,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, EpicsSignalRO, Signal
 from ophyd.status import Status
 
 from trainstamp.signals import EpicsSignal  # a refused put raises PutRefused at once
 from trainstamp.timing._core import Stamp, StampStatus, Tick, interpolate_train_id
-from trainstamp.timing._pvnames import PV
+from trainstamp.timing._pvnames import PV, STATE_STRINGS
 
 if TYPE_CHECKING:
     from trainstamp.timing._collector import TickCollector
@@ -70,6 +71,20 @@ class TickStatus(DeviceStatus):
         why = getattr(device, "health", "") or "none came"
         return (f"TickStatus({device.name}: waiting for a train after {self.after} within "
                 f"{self.timeout:g} s; {why}, done={self.done}, success={self.success})")
+
+
+def state_name(value: object) -> str | None:
+    """``STATE`` as its name. A monitor gives the name under caproto, but the index
+    under pyepics (as a number, or as its digits: a "time" monitor has no enum strings
+    to convert with); each must read "ON" when the IOC is ON."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        index = int(value)
+        return STATE_STRINGS[index] if 0 <= index < len(STATE_STRINGS) else f"state {index}"
+    return str(value)
 
 
 class TimeServer(Device):
@@ -159,7 +174,7 @@ class TimeServer(Device):
 
     def _on_state(self, value=None, **kwargs) -> None:
         with self._lock:
-            self._server_state = None if value is None else str(value)
+            self._server_state = state_name(value)
         self._health_changed()
 
     def _on_id_meta(self, connected=None, **kwargs) -> None:

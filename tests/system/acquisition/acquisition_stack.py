@@ -78,7 +78,7 @@ def acquisition_stack(ca_ports: Any, data_dir: Path, period_ms: float = 100.0) -
         start(SubprocessIOC(["ioc", "detector", "--prefix", det_prefix, "--detector-ip", "127.0.0.1",
                              "--register-port", str(rp), "--data-port", str(dp),
                              "--data-dir", str(det_dir), "--interfaces", "127.0.0.1",
-                             "--ring-slots", "32"],
+                             "--ring-slots", "32", "--zmq-port", str(free_port())],
                             ca_ports, ready_pv=det_prefix + "STATUS", timeout=60))
         start(Subprocess(["emulate", "tagger", "--bind", "127.0.0.1", "--port", str(tport),
                           "--trains", feed, "--seed", "5",

@@ -153,7 +153,7 @@ def team1k(ca_ports, tmp_path_factory):
     ioc = SubprocessIOC(["ioc", "detector", "--prefix", prefix, "--detector-ip", "127.0.0.1",
                          "--register-port", str(rp), "--data-port", str(dp), "--data-dir",
                          str(tmp_path_factory.mktemp("refusal") / "data"), "--interfaces",
-                         "127.0.0.1", "--ring-slots", "8"],
+                         "127.0.0.1", "--ring-slots", "8", "--zmq-port", str(free_port())],
                         ca_ports, ready_pv=prefix + "STATUS", timeout=60)
     with emu, ioc:
         det = Team1k(prefix, name="det")

@@ -208,8 +208,24 @@ def test_up_starts_the_whole_beamline_and_stops_it_on_ctrl_c(tmp_path):
         for prefix in prefixes:  # its IOC, besides the supervisor (whose options name it)
             assert len(set(processes_mentioning(prefix)) - {proc.pid}) == 1, prefix
         assert (tmp_path / "logs" / "detector-startup.cfg").read_text().count("EXTERNAL") == 1
+        # a session on the same data directory finds these free ports, not the configured ones
+        running = tmp_path / "data" / "beamline.running.json"
+        assert f"published in {running}" in out
+        env = {**os.environ, "TRAINSTAMP_CONNECT_TIMEOUT": "20", "PYTHONUNBUFFERED": "1"}
+        for key in ("DISPLAY", "MPLBACKEND", "TRAINSTAMP_CONFIG", "EPICS_CA_ADDR_LIST"):
+            env.pop(key, None)
+        check = subprocess.run(trainstamp("session", "--data-dir", str(tmp_path / "data"),
+                                          "--check"), env=env, capture_output=True, text=True,
+                               timeout=180, stdin=subprocess.DEVNULL)
+        text = check.stdout + check.stderr
+        assert check.returncode == 0, text[-3000:]
+        assert f"the one trainstamp up runs on {tmp_path / 'data'} (pid {proc.pid}" in text
+        for name, address in zip(("timeserver", "det", "tagger"), ca_list, strict=True):
+            assert re.search(rf"^\s+{name}\s+connected \(\S+\* at {address}\)", text, re.M), \
+                (name, address, text)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(60) == 0
+        assert not running.exists()  # withdrawn with the beamline
         wait_until(lambda: leftovers(out, prefixes) == [], timeout=20,
                    message=lambda: f"children of trainstamp up to exit: {leftovers(out, prefixes)}")
     finally:

@@ -48,7 +48,7 @@ def start_ioc(ca_ports, rp, dp, data_dir, extra=(), env=None):
     prefix = random_prefix("T1K")
     args = ["ioc", "detector", "--prefix", prefix, "--detector-ip", "127.0.0.1", "--register-port", str(rp),
             "--data-port", str(dp), "--data-dir", str(data_dir), "--interfaces", "127.0.0.1",
-            "--ring-slots", "16", *extra]
+            "--ring-slots", "16", "--zmq-port", str(free_port()), *extra]
     return SubprocessIOC(args, ca_ports, ready_pv=prefix + "STATUS", timeout=60, env=env).start(), prefix
 
 
@@ -190,6 +190,31 @@ def test_bad_puts_are_refused_counted_and_harmless(line, suffix, value, message)
     assert client.get_status() == "OK"
 
 
+def test_a_refused_text_put_quotes_the_text(line):
+    client, *_ = line
+    with pytest.raises(ValueError, match=r"CAPTURE:NAME refused '\.\./\.\./evil': .*plain file"):
+        client.put(PV.CAPTURE_NAME, "../../evil")
+
+
+def test_frames_travel_over_the_data_port_with_their_train_ids(line):
+    client, *_ = line
+    client.set_trigger_mode(1)
+    client.start_daq()
+    try:
+        frames = client.get_frames(10)  # more than one chunk (8 frames) of the transfer
+        path, first = client.get(PV.CAPTURE_FULL_PATH), int(client.get(PV.CAPTURE_FIRST_INDEX))
+    finally:
+        client.stop_daq()
+        client.set_trigger_mode(0)
+    stored = read_capture(path)
+    assert np.array_equal(frames, stored["data"][first:first + 10])
+    assert client.last_train_ids.tolist() == stored["train_id"][first:first + 10].tolist()
+    assert client.last_frame_numbers.tolist() == stored["frame_number"][first:first + 10].tolist()
+    assert (np.diff(client.last_train_ids.astype(np.int64)) >= 1).all()  # one frame per train
+    assert client.get(PV.DATA_URI).startswith("tcp://127.0.0.1:")
+    wait_until(lambda: client.get(PV.DATA_FRAMES_SENT) >= 10, timeout=5, message="DATA counters")
+
+
 def test_parameter_files(line):
     client, _, data, _ = line
     tmp_path = data.parent  # the directory of --config: the parameter directory by default
@@ -211,11 +236,11 @@ def test_parameter_files(line):
 
 def test_peripherals_over_serial(line):
     client, *_ = line
-    client.insert_detector()
-    wait_until(lambda: client.get(PV.BELLOW_POSITION) == pytest.approx(100.0), timeout=10,
-               message="bellow inserted")
+    client.insert_detector()  # returns when the move has ended, as team1k's does
+    assert client.get(PV.BELLOW_POSITION) == pytest.approx(100.0)
+    assert client.get(PV.BELLOW_MOVING) == 0
     client.retract_detector()
-    wait_until(lambda: client.get(PV.BELLOW_POSITION) == pytest.approx(0.0), timeout=10)
+    assert client.get(PV.BELLOW_POSITION) == pytest.approx(0.0)
     client.power_on()
     wait_until(lambda: client.get(PV.POWER_STATUS) == "ON", timeout=10)
     assert client.get(PV.POWER_VOLTAGE) == pytest.approx(12.0)

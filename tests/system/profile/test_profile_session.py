@@ -95,12 +95,15 @@ def test_session_runs_stamped_plans_and_reads_them_back(timeserver_ioc, tmp_path
 
 
 @pytest.mark.timeout(120)
-def test_check_without_iocs_reports_and_succeeds(tmp_path):
+def test_check_without_iocs_reports_and_fails(tmp_path):
+    """The profile loads without the IOCs, but ``--check`` says so in its exit code."""
     config = write_config(tmp_path / "beamline.toml", random_prefix("TSN"), free_port())
     out = session(["--config", str(config), "--check"], tmp_path, connect_timeout=0.5)
     text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-3000:]
+    assert out.returncode == 1, text[-3000:]
     assert "timeserver   NOT connected" in text
+    for name in ("timeserver", "det", "tagger"):
+        assert f"trainstamp session --check: {name} is NOT connected" in out.stderr
     assert "plans:" in text and "train_count" in text
     assert "runs go to the embedded Tiled catalog" in text
 

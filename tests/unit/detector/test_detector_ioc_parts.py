@@ -23,7 +23,7 @@ def test_every_pv_name_comes_from_the_constants_module():
     names |= set(PV.RX_COUNTERS)
     served = {name[len(PREFIX):] for name in make_ioc().pvdb}
     assert served <= names, served - names
-    assert len(served) == 81
+    assert len(served) == 85  # 80, DATA:URI, REQUESTS, BAD_REQUESTS, FRAMES_SENT, IMAGE:PVA_PERIOD
 
 
 def test_each_part_holds_the_pvs_of_its_concern():
@@ -41,6 +41,7 @@ def test_each_part_holds_the_pvs_of_its_concern():
     assert set(PV.RX_COUNTERS) <= suffixes(ioc.receiver)
     assert {s.split(":")[0] for s in suffixes(ioc.bellow)} == {"BELLOW"}
     assert {s.split(":")[0] for s in suffixes(ioc.power)} == {"POWER"}
+    assert suffixes(ioc.transfer) == {s for s in suffixes(ioc) if s.startswith("DATA:")}
     assert all(s.startswith("CMD:") or ":" not in s for s in suffixes(ioc.settings))
 
 

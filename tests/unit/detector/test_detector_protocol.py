@@ -107,6 +107,9 @@ def test_default_ports_are_defined_once_and_the_shipped_files_agree():
     assert shipped["detector"]["data_port"] == P.DEFAULT_DATA_PORT
     assert DetectorConfig().register_port == P.DEFAULT_REGISTER_PORT
     assert DetectorConfig().data_port == P.DEFAULT_DATA_PORT
+    assert DetectorConfig().zmq_port == P.DEFAULT_ZMQ_PORT == shipped["detector"]["zmq_port"]
+    assert f"DET_ZMQ_PORT={P.DEFAULT_ZMQ_PORT}\n" in (
+        Path(__file__).resolve().parents[3] / "iocs/detector/detector.conf").read_text()
     assert ReceiverConfig().data_port == P.DEFAULT_DATA_PORT
     for cls in (Team1kServer, FpgaEmulator):
         params = inspect.signature(cls).parameters

@@ -112,3 +112,17 @@ def test_a_backwards_jump_completes_a_trigger(ts, clock):
     update(ts, 1, T0_NS + P_NS)  # the facility server restarted from the beginning
     status.wait(1)
     assert status.success and ts.last_tick.train_id == 1
+
+
+def test_state_reads_on_under_both_control_layers():
+    """caproto's monitors give the enum name; pyepics' give the index, or its digits.
+    Read as the raw "1", every stamp of a healthy IOC was STALE under pyepics."""
+    import numpy as np
+
+    from trainstamp.timing.device import state_name
+
+    for value in ("ON", 1, "1", np.int16(1)):
+        assert state_name(value) == "ON", value
+    assert state_name(2) == "UNKNOWN" and state_name("0") == "INIT"
+    assert state_name(None) is None and state_name(7) == "state 7"
+    assert state_name(True) == "True"  # not an index

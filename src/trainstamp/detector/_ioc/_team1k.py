@@ -50,6 +50,7 @@ from trainstamp.detector._ioc._peripherals import Bellow, Power
 from trainstamp.detector._ioc._preview import Preview
 from trainstamp.detector._ioc._pva_image import PvaImage
 from trainstamp.detector._ioc._settings import DetectorSettings
+from trainstamp.detector._ioc._transfer import DataTransfer
 from trainstamp.detector._recovery import recover_abandoned
 
 #: Seconds between checks of the detector's health (DAQ running, configuration held,
@@ -76,6 +77,7 @@ class Team1kIOC(PVGroup):
     register_link = SubGroup(RegisterLink, prefix="")
     bellow = SubGroup(Bellow, prefix="")
     power = SubGroup(Power, prefix="")
+    transfer = SubGroup(DataTransfer, prefix="")
 
     def __init__(self, *args, server: Team1kServer, config: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -1,0 +1,39 @@
+"""The data-transfer port as PVs: where it listens (DATA:URI) and what it served.
+
+Clients take the port from DATA:URI (as they take the tagger's Pyro5 server from
+PYRO_URI), so a beamline on free ports needs no configuration on the client side.
+"""
+
+from __future__ import annotations
+
+from trainstamp.detector import _pvnames as PV
+from trainstamp.detector._caputil import counter_pv, text_pv
+from trainstamp.detector._ioc._base import DetectorGroup, polled
+
+#: Seconds between polls of the transfer counters.
+TRANSFER_POLL_S = 0.5
+
+
+class DataTransfer(DetectorGroup):
+    """DATA:URI, REQUESTS, BAD_REQUESTS, FRAMES_SENT."""
+
+    uri = text_pv(name=PV.DATA_URI, length=128, read_only=True,
+                  doc="tcp://host:port of the ZMQ data-transfer port; empty if there is none")
+    requests = counter_pv(PV.DATA_REQUESTS, "Requests to the data-transfer port")
+    bad_requests = counter_pv(PV.DATA_BAD_REQUESTS, "Requests it refused (see the IOC log)")
+    frames_sent = counter_pv(PV.DATA_FRAMES_SENT, "Frames it sent")
+
+    @requests.scan(period=TRANSFER_POLL_S)
+    @polled("transfer counters")
+    async def requests(self, instance, async_lib):
+        """The port's endpoint (once) and its counters."""
+        transfer = self.server.transfer
+        if transfer is None:
+            return
+        if not self.uri.value:
+            await self.uri.write(transfer.uri)
+        s = transfer.stats
+        for pv, v in ((self.requests, s.requests), (self.bad_requests, s.bad_requests),
+                      (self.frames_sent, s.frames_sent)):
+            if pv.value != v:
+                await pv.write(float(v))
