@@ -1,4 +1,5 @@
-"""The EPICS Channel Access environment of a client and of a server, built in one place.
+"""The EPICS Channel Access and PV Access environments of a client and of a server,
+built in one place.
 
 A client confined to a beamline searches exactly its IOCs (``EPICS_CA_ADDR_LIST``, no
 automatic address list); a server serves on one port of one interface and sends its
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["ca_client_env", "ca_server_env"]
+__all__ = ["ca_client_env", "ca_server_env", "pva_client_env", "pva_server_env"]
 
 
 def ca_client_env(endpoints: Iterable[str]) -> dict[str, str]:
@@ -31,3 +32,32 @@ def ca_server_env(host: str, port: int | None = None) -> dict[str, str]:
     if port is not None:
         env["EPICS_CA_SERVER_PORT"] = str(port)
     return env
+
+
+def pva_server_env(host: str, server_port: int | None = None,
+                   broadcast_port: int | None = None) -> dict[str, str]:
+    """A PV Access server (p4p, pvxs) on ``host`` only, beaconing to ``host`` only.
+
+    ``server_port`` (TCP) and ``broadcast_port`` (UDP searches), if given; port 0
+    lets the server pick a free one (pvxs also falls back to a free TCP port when
+    the one asked for is taken).
+    """
+    env = {
+        "EPICS_PVAS_INTF_ADDR_LIST": host,
+        "EPICS_PVA_ADDR_LIST": host,
+        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+    }
+    if server_port is not None:
+        env["EPICS_PVA_SERVER_PORT"] = str(server_port)
+    if broadcast_port is not None:
+        env["EPICS_PVA_BROADCAST_PORT"] = str(broadcast_port)
+    return env
+
+
+def pva_client_env(host: str, broadcast_port: int) -> dict[str, str]:
+    """A PV Access client that searches ``host`` on UDP ``broadcast_port`` and nothing else."""
+    return {
+        "EPICS_PVA_ADDR_LIST": host,
+        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+        "EPICS_PVA_BROADCAST_PORT": str(broadcast_port),
+    }

@@ -40,7 +40,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from trainstamp._ca_env import ca_server_env
+from trainstamp._ca_env import ca_server_env, pva_server_env
 from trainstamp._cli_types import non_negative_int, period_ms, port
 from trainstamp._runtime import data_dir_of, publish_running, withdraw_running
 from trainstamp._supervisor import (
@@ -60,8 +60,9 @@ __all__ = ["Beamline", "BeamlineConfig", "RestartPolicy", "Service", "main", "se
 
 
 def server_env(host: str, port: int) -> dict[str, str]:
-    """Environment of one IOC: serve CA on ``port``, on ``host`` only."""
-    return ca_server_env(host, port)
+    """Environment of one IOC: serve CA on ``port``, on ``host`` only; PV Access on
+    ``host`` only too (its usual ports, beacons to ``host``)."""
+    return ca_server_env(host, port) | pva_server_env(host)
 
 
 def detector_data_dir(config: BeamlineConfig, data_dir: str | os.PathLike | None = None) -> Path:

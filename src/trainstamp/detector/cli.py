@@ -80,6 +80,9 @@ def ioc(argv: Sequence[str] | None = None) -> int:
                         help="publish a frame incomplete after this many seconds without its packets")
     parser.add_argument("--register-timeout", type=positive_float, default=0.2, help="seconds per register try")
     parser.add_argument("--register-retries", type=non_negative_int, default=3, help="register resends")
+    parser.add_argument("--pva", action=argparse.BooleanOptionalAction, default=True,
+                        help="also serve every PV over PV Access (p4p; EPICS_PVA* variables "
+                             "apply), IMAGE as a full-frame NTNDArray (default: on)")
     args = parser.parse_args(argv)
     ioc_options, run_options = split_args(args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -113,8 +116,12 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if args.pva:
+            run_options["startup_hook"] = ioc_obj.pva_mirror().start
         run(ioc_obj.pvdb, **run_options)
     finally:
+        if ioc_obj.pva is not None:
+            ioc_obj.pva.stop()
         server.close()
     return 0
 

@@ -22,6 +22,9 @@ Measurement slots ``CORR1:`` (Correlation), ``HIST1:`` (Histogram), ``RATE1:``
 done), ``RUNNING``, ``CAPTURE_DURATION`` (s), ``FIRST_TRAIN_ID``, ``LAST_TRAIN_ID``
 (DOUBLE, exact to 2**53; 0 with INVALID severity when unknown), ``STATUS``; and their
 own settings and data (see docs/tagger.md).
+
+PV Access (``--pva``, the default; :func:`pva_mirror`): every PV under the same name,
+train IDs as ``ulong``.
 """
 
 from __future__ import annotations
@@ -319,6 +322,14 @@ class TaggerIOCBase(PVGroup):
                 group = getattr(self, f"ch{key}", None)
                 if group is not None:
                     await group.refresh(settings)
+
+
+def pva_mirror(ioc: PVGroup, conf=None):
+    """The PV Access mirror of a tagger IOC: its PVs as over CA, train IDs ``ulong``.
+    Start it with its ``start`` in the IOC's loop (caproto's ``startup_hook``)."""
+    from trainstamp._pva import PVAMirror, train_id_codes
+
+    return PVAMirror(ioc.pvdb, codes=train_id_codes(ioc.pvdb), conf=conf)
 
 
 def ioc_doc() -> str:

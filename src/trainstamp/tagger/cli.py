@@ -102,7 +102,7 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     from caproto.server import run, template_arg_parser
 
     from trainstamp.tagger._instrument import Instrument
-    from trainstamp.tagger._ioc import ioc_doc, make_ioc_class
+    from trainstamp.tagger._ioc import ioc_doc, make_ioc_class, pva_mirror
     from trainstamp.tagger._pyro import TaggerRPC, start_daemon
     from trainstamp.tagger._stream import TagService
 
@@ -123,6 +123,9 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pyro-total-mib", type=types.positive_float, default=1024.0,
                         help="measurement memory all Pyro5 clients may hold (1024 MiB)")
     parser.add_argument("--channels", type=types.positive_int, default=8, help="channel PV groups (8)")
+    parser.add_argument("--pva", action=argparse.BooleanOptionalAction, default=True,
+                        help="also serve every PV over PV Access (p4p; EPICS_PVA* variables "
+                             "apply), train IDs as uint64 (default: on)")
     args = parser.parse_args(argv)
     ioc_options, run_options = split_args(args)
     try:
@@ -149,11 +152,16 @@ def ioc(argv: Sequence[str] | None = None) -> int:
     ioc_cls = make_ioc_class(args.channels)
     server = ioc_cls(service=service, instrument=instrument, rpc=rpc, pyro_uri=uri,
                      **ioc_options)
+    mirror = pva_mirror(server) if args.pva else None
+    if mirror is not None:
+        run_options["startup_hook"] = mirror.start
     try:
         run(server.pvdb, **run_options)
     except KeyboardInterrupt:
         pass
     finally:
+        if mirror is not None:
+            mirror.stop()
         if daemon is not None:
             daemon.shutdown()
         service.stop()

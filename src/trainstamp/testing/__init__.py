@@ -2,7 +2,8 @@
 
 - :func:`free_port`, :func:`random_prefix`: pick loopback ports and PV prefixes.
 - :class:`CAPortPool`, :func:`ca_env`: keep every IOC and client on loopback ports the
-  test chose, so nothing reaches another IOC on the machine.
+  test chose, so nothing reaches another IOC on the machine; :class:`PVAPorts` does the
+  same for one IOC's PV Access server.
 - :class:`Subprocess`, :class:`SubprocessIOC`: run emulators and IOCs as real
   subprocesses, wait for them to come up with a deadline, and always clean them up.
 - :func:`wait_until`: poll a condition with a deadline instead of sleeping.
@@ -12,7 +13,7 @@
 """
 
 from trainstamp._wait import wait_until
-from trainstamp.testing._ca import CAPortPool, ca_env, random_prefix
+from trainstamp.testing._ca import CAPortPool, PVAPorts, ca_env, random_prefix
 from trainstamp.testing._fuzz import fuzz_cases, report_cases
 from trainstamp.testing._ports import free_port, wait_for_tcp
 from trainstamp.testing._process import Subprocess, SubprocessIOC
@@ -20,6 +21,7 @@ from trainstamp.testing._refusing_ioc import RefusingIOCProcess
 
 __all__ = [
     "CAPortPool",
+    "PVAPorts",
     "RefusingIOCProcess",
     "Subprocess",
     "SubprocessIOC",

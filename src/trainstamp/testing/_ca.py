@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 
-from trainstamp._ca_env import ca_client_env, ca_server_env
+from trainstamp._ca_env import ca_client_env, ca_server_env, pva_client_env, pva_server_env
 
 
 def random_prefix(stem: str = "TST") -> str:
@@ -50,11 +50,16 @@ def ca_env(
     ``server_port``, if given, is the port a server started with this environment binds.
     ``OPHYD_CONTROL_LAYER`` stays as it is in ``base`` (a test session run under
     pyepics hands pyepics on), and is ``caproto`` if unset.
+
+    An IOC's PV Access server (on by default) is confined too: loopback only, on free
+    ports it picks itself (TCP and UDP port 0), beaconing to loopback; a test that
+    talks PVA to an IOC gives it ports of its own (``pva_server_env``).
     """
     env = dict(os.environ if base is None else base)
     ports = list(server_ports)
     env.update(ca_client_env(f"127.0.0.1:{p}" for p in ports))
     env.update(ca_server_env("127.0.0.1", server_port))
+    env.update(pva_server_env("127.0.0.1", 0, 0))
     env["OPHYD_CONTROL_LAYER"] = env.get("OPHYD_CONTROL_LAYER") or "caproto"
     if repeater_port is not None:
         env["EPICS_CA_REPEATER_PORT"] = str(repeater_port)
@@ -109,6 +114,27 @@ class CAPortPool:
 
         return Subprocess([sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
                           env=self.env(), ready=running, python_module=False)
+
+
+class PVAPorts:
+    """A TCP and a UDP port for one PV Access server of a test, and the environment of
+    that server and of a client that finds it (and nothing else).
+
+    The ports lie outside the ephemeral range and are locked like a :class:`CAPortPool`'s,
+    so no CA IOC and no other test session gets them.
+    """
+
+    def __init__(self) -> None:
+        self._locks: list[int] = []
+        self.server_port, self.broadcast_port = itertools.islice(_reserve_ports(self._locks), 2)
+
+    def server_env(self) -> dict[str, str]:
+        """``EPICS_PVA*`` of the server: loopback, on these two ports."""
+        return pva_server_env("127.0.0.1", self.server_port, self.broadcast_port)
+
+    def client_conf(self) -> dict[str, str]:
+        """``EPICS_PVA*`` of a client (p4p ``Context(conf=..., useenv=False)``)."""
+        return pva_client_env("127.0.0.1", self.broadcast_port)
 
 
 def ephemeral_range() -> tuple[int, int]:

@@ -121,6 +121,9 @@ class TimeServerIOC(PVGroup):
     (periods without an ID before the source counts as dead).
     Health: STATE (INIT/ON/UNKNOWN), STATUS (text), BAD_MESSAGES, DISCONTINUITIES.
     Endpoint: BROADCAST_URI (tcp://host:port of the tick broadcaster; "" if none).
+
+    PV Access (``--pva``, the default; :meth:`pva_mirror`): every PV under the same
+    name; ID, SEC, FRAC and PERIOD are exact 64-bit unsigned integers there (``ulong``).
     """
 
     train_id = pvproperty(name=PV.ID, value=0.0, read_only=True, precision=0,
@@ -176,6 +179,9 @@ class TimeServerIOC(PVGroup):
                             else None)
         self.timer.listeners += [self._on_tick, self._broadcast]
         self._pending: Tick | None = None
+        self._shown: Tick | None = None  # the tick the tick PVs hold (exact, for PVA)
+        #: the PV Access server beside CA (:meth:`pva_mirror`), None with ``--no-pva``
+        self.pva = None
         self._dirty = asyncio.Event()
         self._published: dict[str, object] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -246,6 +252,7 @@ class TimeServerIOC(PVGroup):
                 log.exception("publishing failed")
 
     async def _publish_tick(self, tick: Tick) -> None:
+        self._shown = tick
         stamp = (tick.sec - EPICS_EPOCH_UNIX_S, tick.frac_as // AS_PER_NS)
         # verify_value=False: caproto's numeric check would reset the shared tick alarm
         # to NO_ALARM on the first of these writes, while ID still holds 0.
@@ -260,6 +267,31 @@ class TimeServerIOC(PVGroup):
         self._published["alarm"] = (status, severity)
         await self.train_id.write(float(tick.train_id), timestamp=stamp, verify_value=False,
                                   status=status, severity=severity)
+
+    def pva_mirror(self, conf=None):
+        """The PV Access mirror of this IOC: the tick fields as exact ``ulong`` (the
+        DOUBLEs of CA hold integers only up to 2**53), each post with the tick's
+        timestamp and the tick alarm, less CA's "inexact above 2**53" (HIHI/MAJOR),
+        which does not hold there; the rest as over CA. Start it with its ``start``
+        in the IOC's loop (caproto's ``startup_hook``)."""
+        from trainstamp._pva import PVAMirror
+
+        def exact(field):
+            def value(channel):
+                return int(channel.value) if self._shown is None else getattr(self._shown, field)
+            return value
+
+        def exact_alarm(channel):
+            if (channel.status, channel.severity) == tick_alarm(Fault.NONE, MAX_EXACT_ID + 1):
+                return AlarmSeverity.NO_ALARM, AlarmStatus.NO_ALARM
+            return channel.severity, channel.status
+
+        fields = {PV.ID: "train_id", PV.SEC: "sec", PV.FRAC: "frac_as", PV.PERIOD: "period_us"}
+        p = self.prefix
+        self.pva = PVAMirror(self.pvdb, codes={p + s: "L" for s in fields}, conf=conf,
+                             values={p + s: exact(f) for s, f in fields.items()},
+                             alarms={p + s: exact_alarm for s in fields})
+        return self.pva
 
     async def _publish_health(self) -> None:
         model = self.model
@@ -385,6 +417,9 @@ def main(argv: Sequence[str]) -> int:
                              "0.0.0.0 for all interfaces)")
     parser.add_argument("--no-auto-reset", action="store_true",
                         help="stay UNKNOWN after a source failure until RESET is written")
+    parser.add_argument("--pva", action=argparse.BooleanOptionalAction, default=True,
+                        help="also serve every PV over PV Access (p4p; EPICS_PVA* variables "
+                             "apply), ID as an exact uint64 (default: on)")
     parser.add_argument("--realtime", type=rt_priority_arg, nargs="?", const=DEFAULT_RT_PRIORITY,
                         default=None, metavar="PRIORITY",
                         help="local:internal ticks from a thread of its own, SCHED_FIFO at "
@@ -408,5 +443,11 @@ def main(argv: Sequence[str]) -> int:
                         auto_reset=not args.no_auto_reset, missed_periods=args.missed_periods,
                         realtime_priority=args.realtime, **ioc_options)
     run_options.pop("module_name", None)
-    run(ioc.pvdb, **run_options)
+    if args.pva:
+        run_options["startup_hook"] = ioc.pva_mirror().start
+    try:
+        run(ioc.pvdb, **run_options)
+    finally:
+        if ioc.pva is not None:
+            ioc.pva.stop()
     return 0

@@ -44,12 +44,12 @@ def start_emulator(extra=(), trains=None, links=None):
     return emu.start(), rp, dp
 
 
-def start_ioc(ca_ports, rp, dp, data_dir, extra=()):
+def start_ioc(ca_ports, rp, dp, data_dir, extra=(), env=None):
     prefix = random_prefix("T1K")
     args = ["ioc", "detector", "--prefix", prefix, "--detector-ip", "127.0.0.1", "--register-port", str(rp),
             "--data-port", str(dp), "--data-dir", str(data_dir), "--interfaces", "127.0.0.1",
             "--ring-slots", "16", "--zmq-port", str(free_port()), *extra]
-    return SubprocessIOC(args, ca_ports, ready_pv=prefix + "STATUS", timeout=60).start(), prefix
+    return SubprocessIOC(args, ca_ports, ready_pv=prefix + "STATUS", timeout=60, env=env).start(), prefix
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,7 @@ def test_external_trigger_frames_carry_the_train_ids(line):
     (PV.CAPTURE_NAME, "../../evil", "plain file name"),
     (PV.CMD_START_DAQ, 3, "must be 1 (start) or 0 (stop)"),
     (PV.IMAGE_PERIOD, 0.01, "IMAGE:PERIOD 0.01 s outside"),
+    (PV.IMAGE_PVA_PERIOD, 0.001, "IMAGE:PVA_PERIOD 0.001 s outside"),
 ])
 def test_bad_puts_are_refused_counted_and_harmless(line, suffix, value, message):
     client, *_ = line

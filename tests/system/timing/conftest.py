@@ -68,12 +68,12 @@ def timeserver(ca_ports, request):
     procs: list[SubprocessIOC] = []
     with contextlib.ExitStack() as stack:
 
-        def start(*args: str, ready: str = "STATE") -> TimeServerProc:
+        def start(*args: str, ready: str = "STATE", env: dict[str, str] | None = None) -> TimeServerProc:
             prefix = random_prefix("TS")
             port = free_port()
             argv = ["ioc", "timeserver", "--prefix", prefix, "--interfaces", "127.0.0.1",
                     "--broadcast-port", str(port), "--list-pvs", *args]
-            proc = SubprocessIOC(argv, ca_ports, ready_pv=prefix + ready)
+            proc = SubprocessIOC(argv, ca_ports, ready_pv=prefix + ready, env=env)
             stack.enter_context(proc)
             procs.append(proc)
             return TimeServerProc(proc, prefix, port)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from trainstamp.detector import _pvnames as PV
-from trainstamp.detector._ioc import Team1kIOC
+from trainstamp.detector._ioc import Team1kIOC, preview_due
 from trainstamp.detector._ioc._base import polled
 
 PREFIX = "P1:"
@@ -23,7 +23,7 @@ def test_every_pv_name_comes_from_the_constants_module():
     names |= set(PV.RX_COUNTERS)
     served = {name[len(PREFIX):] for name in make_ioc().pvdb}
     assert served <= names, served - names
-    assert len(served) == 84  # 80, and DATA:URI, REQUESTS, BAD_REQUESTS, FRAMES_SENT
+    assert len(served) == 85  # 80, DATA:URI, REQUESTS, BAD_REQUESTS, FRAMES_SENT, IMAGE:PVA_PERIOD
 
 
 def test_each_part_holds_the_pvs_of_its_concern():
@@ -34,7 +34,9 @@ def test_each_part_holds_the_pvs_of_its_concern():
 
     assert suffixes(ioc.capture) == {PV.CMD_CAPTURE} | {
         s for s in suffixes(ioc) if s.startswith("CAPTURE:")}
-    assert suffixes(ioc.preview) == {s for s in suffixes(ioc) if s.split(":")[0] == "IMAGE"}
+    assert suffixes(ioc.pva_image) == {PV.IMAGE_PVA_PERIOD}
+    assert suffixes(ioc.preview) | suffixes(ioc.pva_image) == {
+        s for s in suffixes(ioc) if s.split(":")[0] == "IMAGE"}
     assert suffixes(ioc.register_link) == {s for s in suffixes(ioc) if s.startswith("REG:")}
     assert set(PV.RX_COUNTERS) <= suffixes(ioc.receiver)
     assert {s.split(":")[0] for s in suffixes(ioc.bellow)} == {"BELLOW"}
@@ -82,3 +84,12 @@ def test_a_poll_waits_for_the_start_up_and_logs_its_failures(caplog):
         asyncio.run(part.poll("after", None))  # does not raise
     assert calls == ["after"]
     assert "test poll failed" in caplog.text and "link down" in caplog.text
+
+
+def test_an_image_is_due_only_for_a_new_frame():
+    """CA's preview and PVA's IMAGE post only a frame newer than the one shown: never
+    before the first frame, and never again while the DAQ is stopped."""
+    assert not preview_due(0, 0)  # no frame yet
+    assert preview_due(1, 0)
+    assert not preview_due(7, 7)  # the DAQ stopped: the head does not move
+    assert preview_due(8, 7)

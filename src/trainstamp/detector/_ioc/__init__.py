@@ -5,7 +5,8 @@
 | ``_team1k.py`` | :class:`Team1kIOC`: start-up, health (STATUS), refusals | STATUS, ERR:* |
 | ``_settings.py`` | :class:`DetectorSettings` | CMD:* (but CMD:CAPTURE), their readbacks, ACQUIRING |
 | ``_capture.py`` | :class:`Capture` | CMD:CAPTURE, CAPTURE:* |
-| ``_preview.py`` | :class:`Preview` | IMAGE, IMAGE:* |
+| ``_preview.py`` | :class:`Preview` | IMAGE (CA), IMAGE:* |
+| ``_pva_image.py`` | :class:`PvaImage` | IMAGE (PVA, an NTNDArray), IMAGE:PVA_PERIOD |
 | ``_links.py`` | :class:`ReceiverCounters`, :class:`RegisterLink` | FRAME_RATE, FRAME_COUNT, LAST:*, RX:*; REG:* |
 | ``_peripherals.py`` | :class:`Bellow`, :class:`Power` | BELLOW:*, POWER:* |
 | ``_base.py`` | :class:`DetectorGroup`, :func:`polled`: what the parts share | |

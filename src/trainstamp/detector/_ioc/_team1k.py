@@ -13,10 +13,12 @@ PVs (prefix ``TEAM1K:`` by default; suffixes in :mod:`trainstamp.detector._pvnam
 - loss counters: RX:COMPLETE, INCOMPLETE, DROPPED, LOST, DUPLICATE, MALFORMED, FOREIGN,
   LATE, BACKWARDS, IMPLAUSIBLE, INCONSISTENT, PACKETS, RCVBUF, ALIVE; REG:TIMEOUTS,
   RETRIES, ERRORS, STRAY, RESTORES; ERR:BAD_PUTS, ERR:MESSAGE
-- preview: IMAGE:WIDTH, HEIGHT, BINNING, PERIOD, TRAIN_ID
+- preview: IMAGE:WIDTH, HEIGHT, BINNING, PERIOD, TRAIN_ID; IMAGE:PVA_PERIOD
 - peripherals: BELLOW:INSERT, POSITION, MOVING, STATUS; POWER:ON, STATUS, VOLTAGE, CURRENT
 
-Full frames never travel over CA: they go to HDF5. IMAGE is a binned preview posted at
+Every PV is also served over PV Access under the same name (``--pva``, the default;
+:meth:`Team1kIOC.pva_mirror`), with team1k's types: there IMAGE is the full frame as an
+NTNDArray, every IMAGE:PVA_PERIOD. Full frames never travel over CA: they go to HDF5. IMAGE is a binned preview posted at
 most every IMAGE:PERIOD (>= 0.5 s), and only when a new frame exists. Blocking work runs
 on worker threads, one pool per kind so that one cannot starve another: register and
 serial I/O, capture files, and parameter-file reads. A refused put raises (the client
@@ -46,6 +48,7 @@ from trainstamp.detector._ioc._capture import Capture
 from trainstamp.detector._ioc._links import ReceiverCounters, RegisterLink
 from trainstamp.detector._ioc._peripherals import Bellow, Power
 from trainstamp.detector._ioc._preview import Preview
+from trainstamp.detector._ioc._pva_image import PvaImage
 from trainstamp.detector._ioc._settings import DetectorSettings
 from trainstamp.detector._ioc._transfer import DataTransfer
 from trainstamp.detector._recovery import recover_abandoned
@@ -69,6 +72,7 @@ class Team1kIOC(PVGroup):
     settings = SubGroup(DetectorSettings, prefix="")
     capture = SubGroup(Capture, prefix="")
     preview = SubGroup(Preview, prefix="")
+    pva_image = SubGroup(PvaImage, prefix="")
     receiver = SubGroup(ReceiverCounters, prefix="")
     register_link = SubGroup(RegisterLink, prefix="")
     bellow = SubGroup(Bellow, prefix="")
@@ -87,6 +91,25 @@ class Team1kIOC(PVGroup):
         self._file_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="team1k-file")
         self._param_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="team1k-param")
         self._restored_until = 0.0  # STATUS says RESTORED until then
+        #: the PV Access server beside CA (:meth:`pva_mirror`), None with ``--no-pva``
+        self.pva = None
+
+    def pva_mirror(self, conf=None):
+        """The PV Access mirror of this IOC, with team1k's PVA types: STATUS
+        ``string[]``, ACQUIRING ``bool``, IMAGE an NTNDArray of the full frame (fed by
+        :class:`~trainstamp.detector._ioc._pva_image.PvaImage`); train IDs ``ulong``; the
+        rest as over CA.
+        Start it with its ``start`` in the IOC's loop (caproto's ``startup_hook``)."""
+        import numpy as np
+
+        from trainstamp._pva import PVAMirror, ntndarray_value, train_id_codes
+
+        p = self.prefix
+        codes = train_id_codes(self.pvdb) | {p + PV.STATUS: "as", p + PV.ACQUIRING: "?"}
+        mirror = PVAMirror(self.pvdb, codes=codes, skip={p + PV.IMAGE}, conf=conf)
+        mirror.add(p + PV.IMAGE, ntndarray_value(np.zeros((0, 0), dtype=np.uint16), 0, 0, 0))
+        self.pva = mirror
+        return mirror
 
     # ------------------------------------------------------------ worker pools
     async def _run(self, pool, fn, *args):
