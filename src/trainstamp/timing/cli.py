@@ -87,6 +87,6 @@ def emulate(argv: Sequence[str]) -> int:
 
 def ioc(argv: Sequence[str]) -> int:
     """``trainstamp ioc timeserver``: the TimeServer IOC (see :mod:`._ioc`)."""
-    from trainstamp.timing._ioc import main
+    from trainstamp.timing._ioc_main import main
 
     return main(argv)
