@@ -17,8 +17,10 @@ allows no extra top-level fields, so the ID is a reading in the event, next to a
 
 The start document carries ``train_id_start`` / ``train_id_start_status`` (put there by
 the plans, :func:`trainstamp.plans.stamp_wrapper`) and the stop document
-``train_id_end`` / ``train_id_end_status`` (put there by :class:`StopStamper` around the
-storage writer). In these documents an INVALID ID is ``None`` (JSON null), never 0.
+``train_id_end`` / ``train_id_end_status`` (put there before the RunEngine dispatches it,
+by :func:`stamp_stop_documents`, so every subscriber, local or behind a 0MQ or Kafka
+publisher, gets it; :class:`StopStamper` does it for one wrapped writer). In these
+documents an INVALID ID is ``None`` (JSON null), never 0.
 
 This module is what both sides of a run agree on: the plans that write the keys and
 the storage that stores, reads and checks them. It imports nothing else of trainstamp,
@@ -49,6 +51,8 @@ __all__ = [
     "StopStamper",
     "document_stamp",
     "event_train_id",
+    "stamp_stop_documents",
+    "stamped_stop",
 ]
 
 #: The data key every trainstamp Event carries.
@@ -92,14 +96,56 @@ def document_stamp(stamp: Any, key: str) -> dict[str, Any]:
     return {key: stamp.train_id, f"{key}_status": stamp.status.name}
 
 
+def stamped_stop(doc: dict, timeserver: Any) -> dict:
+    """A copy of stop document ``doc`` with ``train_id_end``/``train_id_end_status``,
+    interpolated by ``timeserver.train_id_at`` at the document's ``time``; ``doc``
+    itself if it has its stamp already."""
+    if TRAIN_ID_END_KEY in doc:
+        return doc
+    stamp = timeserver.train_id_at(t_ns=round(doc["time"] * 1e9))
+    return {**doc, **document_stamp(stamp, TRAIN_ID_END_KEY)}
+
+
+class _StampingProcess:
+    """A RunEngine dispatcher's ``process``, stamping each stop document first."""
+
+    def __init__(self, process: Callable[[Any, dict], Any], timeserver: Any) -> None:
+        self.process = process
+        self.timeserver = timeserver
+
+    def __call__(self, name: Any, doc: dict) -> Any:
+        if getattr(name, "name", name) == "stop":
+            doc = stamped_stop(doc, self.timeserver)
+        return self.process(name, doc)
+
+
+def stamp_stop_documents(RE: Any, timeserver: Any) -> None:
+    """Make every stop document of ``RE`` carry ``train_id_end``, for every subscriber.
+
+    The RunEngine composes the stop document and hands it to its dispatcher, which
+    calls each subscriber with that one dict: the storage writer, live callbacks, and a
+    ``bluesky.callbacks.zmq.Publisher`` or a Kafka publisher that sends it to writers in
+    other processes (which have no TimeServer). Stamping it there, once, before the
+    dispatcher, gives all of them the same stamped document, whatever order they
+    subscribed in. Calling it again replaces the TimeServer (nothing is stamped twice).
+    """
+    dispatcher = RE.dispatcher
+    current = vars(dispatcher).get("process")
+    if isinstance(current, _StampingProcess):
+        current.timeserver = timeserver
+        return
+    dispatcher.process = _StampingProcess(dispatcher.process, timeserver)
+
+
 class StopStamper:
     """A document callback that adds the run-end train ID to stop documents.
 
-    Wrap the storage writer with it: ``RE.subscribe(StopStamper(writer, timeserver))``.
-    Each stop document is copied and gets ``train_id_end`` and ``train_id_end_status``,
-    interpolated by ``timeserver.train_id_at`` at the document's ``time``; every other
-    document passes through untouched. The RunEngine composes the stop document itself,
-    so this is the only place an extra key can go in.
+    Wrap a writer with it: ``RE.subscribe(StopStamper(writer, timeserver))``. Each stop
+    document is copied and gets ``train_id_end`` and ``train_id_end_status`` (see
+    :func:`stamped_stop`); every other document passes through untouched. Only the
+    wrapped writer sees the stamp: to stamp the RunEngine's stop documents for every
+    subscriber (a 0MQ or Kafka publisher included), use :func:`stamp_stop_documents`.
+    A document stamped already is passed on as it is.
     """
 
     def __init__(self, callback: Callable[[str, dict], Any], timeserver: Any) -> None:
@@ -107,9 +153,8 @@ class StopStamper:
         self.timeserver = timeserver
 
     def __call__(self, name: str, doc: dict) -> Any:
-        if name == "stop" and TRAIN_ID_END_KEY not in doc:
-            stamp = self.timeserver.train_id_at(t_ns=round(doc["time"] * 1e9))
-            doc = {**doc, **document_stamp(stamp, TRAIN_ID_END_KEY)}
+        if name == "stop":
+            doc = stamped_stop(doc, self.timeserver)
         return self.callback(name, doc)
 
     def __getattr__(self, attr: str) -> Any:

@@ -9,12 +9,12 @@
   :mod:`trainstamp.storage`, re-exported here).
 - :func:`wait_for_train`, :func:`arm_train`, :func:`one_train`: plan stubs.
 - :class:`TrainStamp`, :func:`stamp_wrapper`, :func:`stamp_decorator`,
-  :class:`StopStamper`: the stamping contract (``train_id`` in every event,
+  :func:`stamp_stop_documents`, :class:`StopStamper`: the stamping contract (``train_id`` in every event,
   ``train_id_start`` in the start document, ``train_id_end`` in the stop document), for
   these plans and any other bluesky plan. The contract itself (keys, statuses,
-  :data:`NO_TRAIN_ID`, :class:`StopStamper`) is :mod:`trainstamp.trainid`; its
-  :data:`TRAIN_ID_KEY`, :data:`TRAIN_ID_STATUS_KEY`, :data:`NO_TRAIN_ID` and
-  :class:`StopStamper` are re-exported here.
+  :data:`NO_TRAIN_ID`, the stop stamp) is :mod:`trainstamp.trainid`; its
+  :data:`TRAIN_ID_KEY`, :data:`TRAIN_ID_STATUS_KEY`, :data:`NO_TRAIN_ID`,
+  :func:`stamp_stop_documents` and :class:`StopStamper` are re-exported here.
 
 The plans run in bluesky-queueserver as they do in a session. Their annotations are real
 objects (the plan modules do not use ``from __future__ import annotations``) and name
@@ -36,7 +36,13 @@ from trainstamp.storage._check import (
     check_train_consistency,
     train_consistency,
 )
-from trainstamp.trainid import NO_TRAIN_ID, TRAIN_ID_KEY, TRAIN_ID_STATUS_KEY, StopStamper
+from trainstamp.trainid import (
+    NO_TRAIN_ID,
+    TRAIN_ID_KEY,
+    TRAIN_ID_STATUS_KEY,
+    StopStamper,
+    stamp_stop_documents,
+)
 
 __all__ = [
     "NO_TRAIN_ID",
@@ -52,6 +58,7 @@ __all__ = [
     "arm_train",
     "one_train",
     "stamp_decorator",
+    "stamp_stop_documents",
     "stamp_wrapper",
     "train_consistency",
     "train_count",

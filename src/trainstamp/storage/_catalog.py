@@ -5,11 +5,12 @@ By default the catalog is embedded: a Tiled catalog on SQLite (metadata) and Duc
 no port is opened and nothing keeps running after the client is closed. With a Tiled
 URI (argument or ``TRAINSTAMP_TILED_URI``) the same API talks to a Tiled server.
 
-Documents are written by ``bluesky_tiled_plugins.TiledWriter``, behind a
+Documents are written by ``bluesky_tiled_plugins.TiledWriter`` (flushed by time too,
+:mod:`trainstamp.storage._flush`), behind a
 :class:`~trainstamp.storage._spool.SpoolingWriter` (every run also goes to a spool file
 until the catalog has it) and, when a TimeServer is given, a
 :class:`~trainstamp.trainid.StopStamper`, so the stored stop document carries the run-end
-train ID.
+train ID; :func:`subscribe` stamps the RunEngine's stop documents for every subscriber.
 
 One process at a time may write an embedded catalog: DuckDB locks its file for one
 writing process. Tiled takes that lock at the first write, so a second process used to
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trainstamp.storage._config import StorageConfig
-from trainstamp.trainid import StopStamper
+from trainstamp.trainid import StopStamper, stamp_stop_documents
 
 __all__ = ["CatalogInUse", "catalog", "close_catalog", "make_writer", "open_catalog",
            "subscribe"]
@@ -238,6 +239,11 @@ def subscribe(
 ) -> int:
     """Subscribe ``RE`` to a writer into ``client``'s catalog; return the token.
 
-    See :func:`make_writer` for the arguments.
+    See :func:`make_writer` for the arguments. With a ``timeserver``, every stop
+    document of ``RE`` is stamped before it is dispatched
+    (:func:`~trainstamp.trainid.stamp_stop_documents`), so subscribers other than this
+    writer, a 0MQ or Kafka publisher among them, see ``train_id_end`` too.
     """
+    if timeserver is not None:
+        stamp_stop_documents(RE, timeserver)
     return RE.subscribe(make_writer(client, timeserver=timeserver, batch_size=batch_size))
