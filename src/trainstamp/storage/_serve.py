@@ -135,7 +135,9 @@ def _serve(path: Path, database: str, print_key: bool) -> int:
     from tiled.server.logging_config import LOGGING_CONFIG
 
     parsed = parse_configs(path)
-    app = build_app_from_config(parsed)
+    # scalable: Tiled checks that nothing in the config ties it to one process (the
+    # API key is set, no in-memory cache), so more processes may serve the same catalog.
+    app = build_app_from_config(parsed, scalable=True)
     host, port = parsed.uvicorn["host"], parsed.uvicorn["port"]
     shown = database.split("@", 1)[-1]  # no user or password in the log
     print(f"trainstamp serve: Tiled on {shown}, config {path}\n"
