@@ -63,7 +63,7 @@ def server(postgres, tmp_path_factory):
     base = f"http://127.0.0.1:{port}/api/v1"
     srv = Subprocess(["serve", "--database", postgres.uri, "--data-dir", str(root / "server"),
                       "--read", str(det_dir), "--port", str(port), "--api-key", API_KEY],
-                     ready=_http_up(base + "/"), timeout=90)
+                     ready=_http_up(base + "/"), timeout=120)
     with srv:
         yield base, det_dir, srv
 
@@ -87,7 +87,7 @@ def devices(server, ca_ports):
 
         start(SubprocessIOC(["ioc", "timeserver", "--prefix", ts_prefix, "--period", "100",
                              "--broadcast-port", str(bport), "--interfaces", "127.0.0.1"],
-                            ca_ports, ready_pv=ts_prefix + "ID"))
+                            ca_ports, ready_pv=ts_prefix + "ID", timeout=60))
         wait_until(_tcp_up(bport), timeout=20, message="TimeServer broadcaster")
         emu = Subprocess(["emulate", "detector", "--bind", "127.0.0.1", "--register-port", str(rp),
                           "--data-port", str(dp), "--test-mode",
