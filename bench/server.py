@@ -74,8 +74,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from trainstamp.storage import close_catalog, open_catalog
-    from trainstamp.testing import free_port
-    from trainstamp.testing._postgres import find_postgres_bin, postgres_cluster
+    from trainstamp.testing import find_postgres_bin, free_port, postgres_cluster
 
     if find_postgres_bin() is None:
         print("bench/server.py: PostgreSQL binaries not found (make debs)", file=sys.stderr)

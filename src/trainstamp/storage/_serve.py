@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                     "TRAINSTAMP_TILED_URI=http://HOST:PORT/api/v1 and the API key.")
     p.add_argument("--database", default=os.environ.get(ENV_DATABASE),
                    help=f"catalog database, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
-                        f"(default ${ENV_DATABASE}); created on first start")
+                        f"(default ${ENV_DATABASE}); the database must exist, its tables are "
+                        "created on first start")
     p.add_argument("--data-dir", type=Path, default=Path("tiled-server"),
                    help="where array data and the written config go (default ./tiled-server)")
     p.add_argument("--read", action="append", default=[], metavar="DIR",

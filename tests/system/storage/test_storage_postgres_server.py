@@ -22,8 +22,15 @@ from trainstamp.storage import (
     subscribe,
     write_tiled_profile,
 )
-from trainstamp.testing import Subprocess, SubprocessIOC, free_port, random_prefix, wait_until
-from trainstamp.testing._postgres import find_postgres_bin, postgres_cluster
+from trainstamp.testing import (
+    Subprocess,
+    SubprocessIOC,
+    find_postgres_bin,
+    free_port,
+    postgres_cluster,
+    random_prefix,
+    wait_until,
+)
 
 pytestmark = pytest.mark.system
 
