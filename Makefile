@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages: gcc builds the C reference kernels in bench/, redis-server serves
-# bluesky-queueserver.
-DEBS   := gcc redis-server
+# bluesky-queueserver, postgresql is the catalog database of `trainstamp serve` (the tests
+# start a private cluster with its initdb/pg_ctl, in /usr/lib/postgresql/<N>/bin).
+DEBS   := gcc redis-server postgresql
 
 .PHONY: all venv debs demo test lint bench fuzz clean
 

@@ -16,6 +16,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("up",): ("trainstamp.beamline:main", "start the simulated beamline: emulators + 3 IOCs"),
     ("demo",): ("trainstamp.demo:main", "the main job: run, store and check a stamped scan"),
     ("session",): ("trainstamp.session:main", "open the IPython Bluesky profile"),
+    ("serve",): ("trainstamp.storage._serve:main",
+                 "serve the run catalog with Tiled on PostgreSQL (many writers)"),
     ("replay",): ("trainstamp.storage._replay:main",
                   "store spooled runs (that the catalog could not take) in a catalog"),
     ("bridge",): ("trainstamp.bridge.cli:main",

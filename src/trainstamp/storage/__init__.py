@@ -14,8 +14,10 @@
   :func:`tagger_data`, :func:`side_by_side`, :func:`merge_streams`, :func:`train_table`: analysis by train ID (xarray).
 - :func:`export_euxfel`: write a run as a European XFEL run directory (EXtra-data);
   ``trainstamp export euxfel``.
-- :func:`tiled_profile`, :func:`write_tiled_profile`: open the embedded catalog with
-  ``databroker.from_profile``.
+- :func:`tiled_profile`, :func:`write_tiled_profile`: open the embedded catalog, or a
+  server, with ``databroker.from_profile``.
+- ``trainstamp serve`` (:mod:`trainstamp.storage._serve`): a Tiled server on PostgreSQL
+  for many writing processes (docs/storage.md, "Scale out").
 - :class:`StorageConfig`: how the settings (arguments, ``TRAINSTAMP_*`` environment)
   resolve.
 - :class:`CatalogInUse`: the embedded catalog is written by another process.

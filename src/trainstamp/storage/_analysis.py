@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 
@@ -390,14 +391,17 @@ def tiled_profile(config: StorageConfig | None = None) -> dict[str, Any]:
 
     Written to a profile directory (:func:`write_tiled_profile`), it lets
     ``databroker.from_profile(name)`` (the same as ``tiled.client.from_profile``) open
-    the runs without a server. For a server config the profile is just its URI.
+    the runs without a server. For a server config the profile is its URI, with the API
+    key (if any) as its ``?api_key=`` query: Tiled's profile schema has no ``api_key``
+    entry (it refuses one), and its client moves that query into the request header.
+    Without a key, Tiled's client takes ``TILED_API_KEY`` from the environment.
     """
     cfg = config or StorageConfig.resolve()
     if not cfg.embedded:
-        profile: dict[str, Any] = {"uri": cfg.tiled_uri}
+        uri = str(cfg.tiled_uri)
         if cfg.api_key:
-            profile["api_key"] = cfg.api_key
-        return profile
+            uri += ("&" if "?" in uri else "?") + urlencode({"api_key": cfg.api_key})
+        return {"uri": uri}
     return {"direct": {"trees": [{"path": "/", "tree": "catalog", "args": {
         "uri": f"sqlite:///{cfg.catalog_db}",
         "writable_storage": [str(cfg.array_dir), f"duckdb:///{cfg.duckdb}"],
@@ -418,5 +422,8 @@ def write_tiled_profile(
 
     path = Path(directory) / f"{name}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({name: tiled_profile(config)}, sort_keys=False))
+    profile = tiled_profile(config)
+    path.write_text(yaml.safe_dump({name: profile}, sort_keys=False))
+    if "api_key=" in profile.get("uri", ""):  # the file holds the API key
+        path.chmod(0o600)
     return path
