@@ -48,9 +48,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def acquisition_stack(ca_ports: Any, data_dir: Path, period_ms: float = 100.0) -> Iterator[Stack]:
+def acquisition_stack(ca_ports: Any, data_dir: Path, period_ms: float = 100.0,
+                      timeserver_args: tuple[str, ...] = ()) -> Iterator[Stack]:
     """Start the beamline; ``data_dir`` is the catalog's data directory (the detector
-    writes under ``data_dir/detector``, so the catalog may read its files)."""
+    writes under ``data_dir/detector``, so the catalog may read its files);
+    ``timeserver_args`` go to the TimeServer IOC."""
     det_dir = Path(data_dir) / "detector"
     det_dir.mkdir(parents=True, exist_ok=True)
     bport = free_port()
@@ -68,7 +70,8 @@ def acquisition_stack(ca_ports: Any, data_dir: Path, period_ms: float = 100.0) -
             return child
 
         start(SubprocessIOC(["ioc", "timeserver", "--prefix", ts_prefix, "--period", str(period_ms),
-                             "--broadcast-port", str(bport), "--interfaces", "127.0.0.1"],
+                             "--broadcast-port", str(bport), "--interfaces", "127.0.0.1",
+                             *timeserver_args],
                             ca_ports, ready_pv=ts_prefix + "ID"))
         wait_until(_tcp_up(bport), timeout=20, message="TimeServer broadcaster")
         emu = Subprocess(["emulate", "detector", "--bind", "127.0.0.1", "--register-port", str(rp),

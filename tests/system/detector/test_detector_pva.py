@@ -93,6 +93,9 @@ def test_puts_over_pva_run_the_ioc_checks(pva_line):
     ctx.put(prefix + PV.CMD_INTEGRATION_TIME, 6.0, timeout=10)
 
 
+N_CAPTURED = 24
+
+
 def test_image_during_a_capture_is_the_hdf5_frame(pva_line):
     client, ctx, raw, prefix, _ = pva_line
     ctx.put(prefix + PV.IMAGE_PVA_PERIOD, 0.02, timeout=10)
@@ -110,15 +113,19 @@ def test_image_during_a_capture_is_the_hdf5_frame(pva_line):
     client.start_daq()
     try:
         assert ctx.get(prefix + PV.ACQUIRING)
-        path, first = client.capture(8)
+        # The stream is flowing over PVA before the capture starts (its first post can
+        # lag a DAQ start by several frames: a capture of the first 8 frames once saw no
+        # IMAGE); then a capture of 24 frames (about 0.5 s) spans many posts.
         assert seen.wait(10)
+        path, first = client.capture(N_CAPTURED)
     finally:
         client.stop_daq()
         client.set_trigger_mode(0)
     wait_until(lambda: not ctx.get(prefix + PV.ACQUIRING), timeout=10, message="ACQUIRING false")
     sub.close()
     got = read_capture(path)
-    by_number = {int(n): i for i, n in enumerate(got["frame_number"][first:first + 8], first)}
+    by_number = {int(n): i for i, n in
+                 enumerate(got["frame_number"][first:first + N_CAPTURED], first)}
     with lock:
         shown = list(images)
     ids = [u for u, *_ in shown]
@@ -138,5 +145,5 @@ def test_image_during_a_capture_is_the_hdf5_frame(pva_line):
     # the capture's train IDs over PVA: uint64, exactly the file's
     listed = raw.get(prefix + PV.CAPTURE_TRAIN_IDS)
     assert listed.type()["value"] == "aL"
-    assert listed["value"].tolist() == got["train_id"][first:first + 8].tolist()
+    assert listed["value"].tolist() == got["train_id"][first:first + N_CAPTURED].tolist()
     assert raw.get(prefix + PV.LAST_TRAIN_ID).type()["value"] == "L"
