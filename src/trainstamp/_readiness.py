@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["START_MARK", "ca_ready", "free_ports", "log_ready", "tcp_ready"]
+__all__ = ["START_MARK", "ca_ready", "ephemeral_range", "free_ports", "log_ready", "port_candidates",
+           "port_is_free", "tcp_ready"]
 
 #: The line the supervisor writes into a child's log before each start; readiness
 #: checks on the log (:func:`log_ready`) look only at what follows the last one.
@@ -79,23 +81,55 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
     return check
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports bound to 0 (Linux default 32768..60999)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+def port_candidates() -> list[int]:
+    """Every port from 10000 up that lies outside the ephemeral range, shuffled.
+
+    A port bound to 0 lands inside the ephemeral range, and so does the local end of
+    every outgoing TCP connection (a CA circuit, a Pyro5 proxy, an HTTP request). A port
+    chosen that way and handed to a child to bind later can be taken in between by any
+    such connection ("Address already in use"); a port outside the range cannot.
+    """
+    low, high = ephemeral_range()
+    ports = [p for p in (*range(10_000, low), *range(high + 1, 65_536)) if p > 1023]
+    random.SystemRandom().shuffle(ports)
+    return ports
+
+
+def port_is_free(port: int, host: str = "127.0.0.1", kind: str = "both") -> bool:
+    """Whether ``port`` can be bound on ``host`` now, for "tcp", "udp" or "both"."""
+    kinds = {"tcp": (socket.SOCK_STREAM,), "udp": (socket.SOCK_DGRAM,),
+             "both": (socket.SOCK_STREAM, socket.SOCK_DGRAM)}[kind]
+    for sock_kind in kinds:
+        with socket.socket(socket.AF_INET, sock_kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_ports(n: int, host: str = "127.0.0.1", kind: str = "both") -> list[int]:
     """``n`` distinct ports free on ``host`` right now, for ``kind``: "tcp", "udp" or
-    "both" (free for TCP and UDP alike, as a detector's register and data ports are)."""
+    "both" (free for TCP and UDP alike, as a detector's register and data ports are).
+
+    They lie outside the ephemeral range (:func:`port_candidates`), so no outgoing
+    connection takes one before the service it is meant for binds it.
+    """
     if kind not in ("tcp", "udp", "both"):
         raise ValueError(f"kind must be 'tcp', 'udp' or 'both', got {kind!r}")
     ports: list[int] = []
-    while len(ports) < n:
-        first = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, first) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-            if kind == "both":
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    try:
-                        udp.bind((host, port))
-                    except OSError:
-                        continue
-        if port not in ports:
+    for port in port_candidates():
+        if port_is_free(port, host, kind):
             ports.append(port)
-    return ports
+            if len(ports) == n:
+                return ports
+    raise OSError(f"fewer than {n} free {kind} ports on {host} outside the ephemeral range")

@@ -22,8 +22,6 @@ import contextlib
 import fcntl
 import itertools
 import os
-import random
-import socket
 import sys
 import tempfile
 import uuid
@@ -31,6 +29,9 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 
 from trainstamp._ca_env import ca_client_env, ca_server_env, pva_client_env, pva_server_env
+from trainstamp._readiness import ephemeral_range, port_candidates, port_is_free
+
+__all__ = ["CAPortPool", "PVAPorts", "ca_env", "ephemeral_range", "random_prefix", "reserve_port"]
 
 
 def random_prefix(stem: str = "TST") -> str:
@@ -137,47 +138,35 @@ class PVAPorts:
         return pva_client_env("127.0.0.1", self.broadcast_port)
 
 
-def ephemeral_range() -> tuple[int, int]:
-    """The kernel's range for ports bound to 0 (Linux default 32768..60999)."""
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return low, high
-
-
-def _candidates() -> list[int]:
-    low, high = ephemeral_range()
-    ports = [p for p in (*range(10_000, low), *range(high + 1, 65_536)) if p > 1023]
-    random.SystemRandom().shuffle(ports)
-    return ports
-
-
-def _free_on_loopback(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def _reserve_ports(locks: list[int]) -> Iterator[int]:
     """Ports outside the ephemeral range, free now, each locked for this process."""
     lock_dir = Path(tempfile.gettempdir()) / "trainstamp-ca-ports"
     lock_dir.mkdir(exist_ok=True)
-    for port in _candidates():
+    for port in port_candidates():
         fd = os.open(lock_dir / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # another test session holds it
             os.close(fd)
             continue
-        if not _free_on_loopback(port):
+        if not port_is_free(port):
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             continue
         locks.append(fd)  # held until the process exits
         yield port
+
+
+_SESSION_LOCKS: list[int] = []
+_SESSION_PORTS: Iterator[int] | None = None
+
+
+def reserve_port() -> int:
+    """A port for one service of a test: outside the ephemeral range, free for TCP and
+    UDP now, never handed out twice in this process, and locked against other test
+    sessions on the machine (like a :class:`CAPortPool`'s)."""
+    global _SESSION_PORTS
+    if _SESSION_PORTS is None:
+        _SESSION_PORTS = _reserve_ports(_SESSION_LOCKS)
+    return next(_SESSION_PORTS)
