@@ -206,6 +206,11 @@ class FrameTransferServer:
     def uri(self) -> str:
         return f"tcp://{self.bind}:{self.port}"
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still answers (False once it died, or was closed)."""
+        return self._thread.is_alive()
+
     def start(self) -> FrameTransferServer:
         self._thread.start()
         return self
@@ -238,6 +243,14 @@ class FrameTransferServer:
         return frames_reply(request.first, total, data, meta)
 
     def _serve(self) -> None:
+        try:
+            self._serve_forever()
+        except Exception as exc:  # the port is gone: say so, DATA:URI empties
+            log.exception("data-transfer port %s died", self.uri)
+            with self.stats.lock:
+                self.stats.last_error = f"the data-transfer port died: {exc}"
+
+    def _serve_forever(self) -> None:
         import zmq
 
         poller = zmq.Poller()

@@ -7,14 +7,19 @@ and fetch the frames over the IOC's ZMQ data-transfer port (team1k's ``--zmq-por
 shared filesystem. The port is the one the IOC publishes in ``DATA:URI`` unless
 ``data_port`` is given; the host is ``data_host`` (default: the address in ``DATA:URI``).
 An IOC without a data port (``--zmq-port 0``) is read through the file instead, which
-then must be visible here. The train IDs and frame numbers of the frames last fetched
-are in :attr:`Client.last_train_ids` and :attr:`Client.last_frame_numbers`.
+then must be visible here, unless ``data_host`` is given: a client told to fetch from
+another host is never quietly switched to a local file read, and gets an error instead.
+The train IDs, frame numbers and completeness of the frames last fetched are in
+:attr:`Client.last_train_ids`, :attr:`Client.last_frame_numbers` and
+:attr:`Client.last_complete` (False: some of the frame's packets never arrived, and its
+missing rows are zero).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from caproto import ChannelType, ErrorResponseReceived
@@ -23,12 +28,29 @@ from caproto.threading.client import Context
 
 from trainstamp._wait import wait_until
 from trainstamp.detector import _pvnames as PV
-from trainstamp.detector._capture import read_capture
 from trainstamp.detector._peripherals import INSERTED_MM, RETRACTED_MM
 from trainstamp.detector._registers import ExposureModes, TriggerModes
-from trainstamp.detector._transfer import CHUNK_FRAMES, decode_reply
+from trainstamp.detector._transfer import CHUNK_FRAMES, decode_reply, read_frames
 
 __all__ = ["Client", "ExposureModes", "TriggerModes"]
+
+
+def data_endpoint(uri: str, data_host: str | None, data_port: int | None) -> str | None:
+    """Where a client fetches frames: ``tcp://host:port`` from the IOC's ``DATA:URI``
+    (``uri``, empty if the IOC has no data port) and the client's own ``data_host`` and
+    ``data_port``, which win over the URI's. None: no port is known. An IOC bound to
+    every interface (0.0.0.0) is reached on localhost unless ``data_host`` says where.
+    """
+    host, port = data_host, data_port
+    if uri:
+        ioc_host, _, ioc_port = uri.removeprefix("tcp://").rpartition(":")
+        host = host or ioc_host
+        port = port or int(ioc_port)
+    if not port:
+        return None
+    if host in (None, "", "0.0.0.0"):
+        host = "localhost"
+    return f"tcp://{host}:{port}"
 
 
 class Client:
@@ -45,6 +67,7 @@ class Client:
         self.data_port = data_port
         self.last_train_ids = np.zeros(0, np.uint64)
         self.last_frame_numbers = np.zeros(0, np.uint64)
+        self.last_complete = np.zeros(0, bool)
         self._zmq = None  # (context, socket, endpoint) of the data-transfer link
         self._ctx = Context()
         self._pvs: dict = {}
@@ -179,33 +202,33 @@ class Client:
 
     def get_frames(self, n: int) -> np.ndarray:
         """The next ``n`` frames of the running stream, shape (n, 1024, 1024) uint16;
-        their train IDs and frame numbers go to :attr:`last_train_ids` and
-        :attr:`last_frame_numbers`."""
-        path, first = self.capture(n)
+        their train IDs, frame numbers and completeness go to :attr:`last_train_ids`,
+        :attr:`last_frame_numbers` and :attr:`last_complete`."""
         endpoint = self._data_endpoint()
+        if endpoint is None and self.data_host is not None:
+            raise RuntimeError(
+                f"data_host={self.data_host!r} was given, but the IOC {self.prefix} has no "
+                f"data-transfer port ({self.prefix}{PV.DATA_URI} is empty: started with "
+                "--zmq-port 0, or the port died, see the IOC log) and no data_port was "
+                "given; frames cannot reach this client")
+        path, first = self.capture(n)
         if endpoint is None:  # no data port: the file must be visible from here
-            got = read_capture(path)
-            frames, ids, numbers = (got[k][first:first + n] for k in
-                                    ("data", "train_id", "frame_number"))
+            total, frames, meta = read_frames(Path(path), first, n)
+            if len(frames) < n:
+                raise RuntimeError(f"{path} holds {total} frames, not {first + n}")
+            meta["complete"] = np.asarray(meta["complete"], bool)
         else:
-            frames, ids, numbers = self._fetch(endpoint, path, first, n)
-        self.last_train_ids, self.last_frame_numbers = ids, numbers
+            frames, meta = self._fetch(endpoint, path, first, n)
+        self.last_train_ids = np.asarray(meta["train_id"], np.uint64)
+        self.last_frame_numbers = np.asarray(meta["frame_number"], np.uint64)
+        self.last_complete = np.asarray(meta["complete"], bool)
         return frames
 
     # ------------------------------------------------------------ data transfer (ZMQ)
     def _data_endpoint(self) -> str | None:
         """tcp://host:port of the IOC's data-transfer port; None if it has none."""
         uri = self.get(PV.DATA_URI) if self.data_port is None or self.data_host is None else ""
-        host, port = self.data_host, self.data_port
-        if uri:
-            ioc_host, _, ioc_port = uri.removeprefix("tcp://").rpartition(":")
-            host = host or ioc_host
-            port = port or int(ioc_port)
-        if not port:
-            return None
-        if host in (None, "", "0.0.0.0"):
-            host = "localhost"
-        return f"tcp://{host}:{port}"
+        return data_endpoint(uri, self.data_host, self.data_port)
 
     def _request(self, endpoint: str, body: dict) -> list[bytes]:
         """One request and its reply; a timeout closes the socket (a REQ socket that
@@ -231,8 +254,8 @@ class Client:
 
     def _fetch(self, endpoint: str, path: str, first: int, n: int):
         frames = np.empty((n, 1024, 1024), np.uint16)
-        ids = np.zeros(n, np.uint64)
-        numbers = np.zeros(n, np.uint64)
+        meta = {"train_id": np.zeros(n, np.uint64), "frame_number": np.zeros(n, np.uint64),
+                "complete": np.zeros(n, bool)}
         done = 0
         while done < n:
             header, chunk = decode_reply(self._request(endpoint, {
@@ -243,10 +266,10 @@ class Client:
                 raise RuntimeError(f"{path} holds {header.get('total')} frames, not "
                                    f"{first + n}")
             frames[done:done + k] = chunk
-            ids[done:done + k] = header["train_id"]
-            numbers[done:done + k] = header["frame_number"]
+            for key, values in meta.items():
+                values[done:done + k] = header[key]
             done += k
-        return frames, ids, numbers
+        return frames, meta
 
     def _drop_data_link(self) -> None:
         if self._zmq is not None:

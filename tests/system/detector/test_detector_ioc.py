@@ -210,6 +210,7 @@ def test_frames_travel_over_the_data_port_with_their_train_ids(line):
     assert np.array_equal(frames, stored["data"][first:first + 10])
     assert client.last_train_ids.tolist() == stored["train_id"][first:first + 10].tolist()
     assert client.last_frame_numbers.tolist() == stored["frame_number"][first:first + 10].tolist()
+    assert client.last_complete.tolist() == stored["complete"][first:first + 10].tolist()
     assert (np.diff(client.last_train_ids.astype(np.int64)) >= 1).all()  # one frame per train
     assert client.get(PV.DATA_URI).startswith("tcp://127.0.0.1:")
     wait_until(lambda: client.get(PV.DATA_FRAMES_SENT) >= 10, timeout=5, message="DATA counters")

@@ -91,3 +91,18 @@ def test_replies_round_trip():
         decode_reply(frames_reply(0, 1, data[:1], meta)[:1] + [b"short"])
     with pytest.raises(RuntimeError, match="malformed"):
         decode_reply([b"\xff"])
+
+
+@pytest.mark.parametrize(("uri", "host", "port", "expected"), [
+    ("tcp://10.0.0.5:42005", None, None, "tcp://10.0.0.5:42005"),
+    ("tcp://0.0.0.0:42005", None, None, "tcp://localhost:42005"),
+    ("tcp://0.0.0.0:42005", "detector-machine", None, "tcp://detector-machine:42005"),
+    ("tcp://10.0.0.5:42005", "gateway", 43000, "tcp://gateway:43000"),
+    ("", "detector-machine", 42005, "tcp://detector-machine:42005"),
+    ("", "detector-machine", None, None),  # no port anywhere: get_frames refuses
+    ("", None, None, None),                # no port: the local file is read
+])
+def test_the_client_finds_the_data_port_from_data_uri_and_its_own_arguments(uri, host, port, expected):
+    from trainstamp.detector.client import data_endpoint
+
+    assert data_endpoint(uri, host, port) == expected

@@ -18,7 +18,8 @@ class DataTransfer(DetectorGroup):
     """DATA:URI, REQUESTS, BAD_REQUESTS, FRAMES_SENT."""
 
     uri = text_pv(name=PV.DATA_URI, length=128, read_only=True,
-                  doc="tcp://host:port of the ZMQ data-transfer port; empty if there is none")
+                  doc="tcp://host:port of the ZMQ data-transfer port; empty if there is "
+                      "none, or if it died (the IOC log says why)")
     requests = counter_pv(PV.DATA_REQUESTS, "Requests to the data-transfer port")
     bad_requests = counter_pv(PV.DATA_BAD_REQUESTS, "Requests it refused (see the IOC log)")
     frames_sent = counter_pv(PV.DATA_FRAMES_SENT, "Frames it sent")
@@ -30,8 +31,11 @@ class DataTransfer(DetectorGroup):
         transfer = self.server.transfer
         if transfer is None:
             return
-        if not self.uri.value:
-            await self.uri.write(transfer.uri)
+        # A dead port is not advertised: clients then fail at once with "no data port"
+        # instead of timing out on a port nobody answers.
+        uri = transfer.uri if transfer.alive else ""
+        if self.uri.value != uri:
+            await self.uri.write(uri)
         s = transfer.stats
         for pv, v in ((self.requests, s.requests), (self.bad_requests, s.bad_requests),
                       (self.frames_sent, s.frames_sent)):
