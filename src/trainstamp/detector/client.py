@@ -18,6 +18,7 @@ missing rows are zero).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,7 +228,13 @@ class Client:
     # ------------------------------------------------------------ data transfer (ZMQ)
     def _data_endpoint(self) -> str | None:
         """tcp://host:port of the IOC's data-transfer port; None if it has none."""
-        uri = self.get(PV.DATA_URI) if self.data_port is None or self.data_host is None else ""
+        uri = ""
+        if self.data_port is None or self.data_host is None:
+            # an IOC still starting up publishes its port within moments: wait for it
+            deadline = time.monotonic() + self.timeout
+            while (not (uri := self.get(PV.DATA_URI)) and self.get(PV.STATUS) == "STARTING"
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
         return data_endpoint(uri, self.data_host, self.data_port)
 
     def _request(self, endpoint: str, body: dict) -> list[bytes]:

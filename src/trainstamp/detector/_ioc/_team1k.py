@@ -173,6 +173,7 @@ class Team1kIOC(PVGroup):
             log.exception("receiver start failed")
             await self.err_message.write(f"receiver start: {exc}"[:250])
             await self.status.write("RECEIVER FAILED")
+        await self.transfer.show_uri()
         await self.capture.root.write(str(srv.data_dir))
         for path, outcome in await self._io(recover_abandoned, srv.data_dir):
             if isinstance(outcome, str):

@@ -27,17 +27,23 @@ class DataTransfer(DetectorGroup):
     @requests.scan(period=TRANSFER_POLL_S)
     @polled("transfer counters")
     async def requests(self, instance, async_lib):
-        """The port's endpoint (once) and its counters."""
+        """The port's endpoint and its counters."""
         transfer = self.server.transfer
         if transfer is None:
             return
-        # A dead port is not advertised: clients then fail at once with "no data port"
-        # instead of timing out on a port nobody answers.
-        uri = transfer.uri if transfer.alive else ""
-        if self.uri.value != uri:
-            await self.uri.write(uri)
+        await self.show_uri()
         s = transfer.stats
         for pv, v in ((self.requests, s.requests), (self.bad_requests, s.bad_requests),
                       (self.frames_sent, s.frames_sent)):
             if pv.value != v:
                 await pv.write(float(v))
+
+    async def show_uri(self) -> None:
+        """DATA:URI says where the port listens, or empty if there is none. The start-up
+        calls it as soon as the port is served (clients wait for it while STATUS is STARTING).
+        A dead port is not advertised: clients then fail at once with "no data port"
+        instead of timing out on a port nobody answers."""
+        transfer = self.server.transfer
+        uri = transfer.uri if transfer is not None and transfer.alive else ""
+        if self.uri.value != uri:
+            await self.uri.write(uri)
