@@ -1,4 +1,4 @@
-"""Packet I/O loops compiled with numba over libc ``recvfrom``/``sendto``.
+"""Packet I/O loops compiled (and cached) with numba over libc ``recvfrom``/``sendto``.
 
 Python's socket module has no ``recvmmsg``, and a Python-level loop spends most of its
 time creating objects per packet. These kernels call libc directly from nopython code,
@@ -23,21 +23,66 @@ from trainstamp.detector._frames import C_FOREIGN, assemble_packet
 
 if ctypes.sizeof(ctypes.c_void_p) != 8 or not hasattr(socket, "SO_RCVBUF"):
     raise ImportError("the detector's packet loops need 64-bit Linux (struct mmsghdr layout)")
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+# The kernels call libc by symbol name, not through a ctypes pointer: the compiled code
+# then holds no process address, so numba can cache it (``cache=True``) and a process
+# starts without recompiling them. The symbols are registered with the JIT here, before
+# any kernel is compiled or loaded from the cache.
 _libc = ctypes.CDLL(None, use_errno=True)
-_recvfrom = _libc.recvfrom
-_recvfrom.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
-                      ctypes.c_void_p, ctypes.c_void_p]
-_recvfrom.restype = ctypes.c_ssize_t
-_sendto = _libc.sendto
-_sendto.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
-                    ctypes.c_void_p, ctypes.c_uint32]
-_sendto.restype = ctypes.c_ssize_t
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-_recvmmsg.restype = ctypes.c_int
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-_sendmmsg.restype = ctypes.c_int
+for _name in ("recvfrom", "sendto", "recvmmsg", "sendmmsg"):
+    llvm.add_symbol(_name, ctypes.cast(getattr(_libc, _name), ctypes.c_void_p).value)
+
+_INT, _SIZE, _PTR = types.int32, types.int64, "ptr"
+
+
+def _libc_codegen(name: str, ret, params):
+    """Code that calls libc's ``name``: integer arguments are cast to ``params`` (a
+    ``_PTR`` entry takes an address, as ``array.ctypes.data`` gives it)."""
+
+    def codegen(context, builder, sig, args):
+        voidptr = ir.IntType(8).as_pointer()
+        lltypes = [voidptr if p is _PTR else context.get_value_type(p) for p in params]
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(context.get_value_type(ret), lltypes), name)
+        values = []
+        for value, fromty, p, llty in zip(args, sig.args, params, lltypes, strict=True):
+            if p is _PTR:
+                value = builder.inttoptr(context.cast(builder, value, fromty, types.uintp), llty)
+            else:
+                value = context.cast(builder, value, fromty, p)
+            values.append(value)
+        return builder.call(fn, values)
+
+    return codegen
+
+
+@intrinsic
+def _recvfrom(typingctx, fd, buf, size, flags, addr, addrlen):
+    return (_SIZE(fd, buf, size, flags, addr, addrlen),
+            _libc_codegen("recvfrom", _SIZE, (_INT, _PTR, _SIZE, _INT, _PTR, _PTR)))
+
+
+@intrinsic
+def _sendto(typingctx, fd, buf, size, flags, addr, addrlen):
+    return (_SIZE(fd, buf, size, flags, addr, addrlen),
+            _libc_codegen("sendto", _SIZE, (_INT, _PTR, _SIZE, _INT, _PTR, types.uint32)))
+
+
+@intrinsic
+def _recvmmsg(typingctx, fd, msgvec, vlen, flags, timeout):
+    return (_INT(fd, msgvec, vlen, flags, timeout),
+            _libc_codegen("recvmmsg", _INT, (_INT, _PTR, types.uint32, _INT, _PTR)))
+
+
+@intrinsic
+def _sendmmsg(typingctx, fd, msgvec, vlen, flags):
+    return (_INT(fd, msgvec, vlen, flags),
+            _libc_codegen("sendmmsg", _INT, (_INT, _PTR, types.uint32, _INT)))
+
 
 MSG_WAITFORONE = 0x10000
 MSG_TRUNC = 0x20
@@ -77,7 +122,7 @@ def set_recv_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", sec, int((seconds - sec) * 1e6)))
 
 
-@numba.njit(nogil=True)  # not cacheable: calls through ctypes pointers
+@numba.njit(nogil=True, cache=True)
 def receive_batch(fd, max_packets, pkt, addr, addrlen, src_ip, src_port,
                   payload, ppf, ring, meta, masks, counters, state):
     """Receive up to ``max_packets`` datagrams into the frame ring.
@@ -121,7 +166,7 @@ class RecvBatch:
             self.mm[i, MM_IOVLEN] = 1
 
 
-@numba.njit(nogil=True)  # not cacheable: calls through ctypes pointers
+@numba.njit(nogil=True, cache=True)
 def receive_mmsg(fd, max_calls, mm, packets, names, src_ip, src_port,
                  payload, ppf, ring, meta, masks, counters, state):
     """Like :func:`receive_batch`, but up to ``mm.shape[0]`` datagrams per ``recvmmsg``.
@@ -154,7 +199,7 @@ def receive_mmsg(fd, max_calls, mm, packets, names, src_ip, src_port,
     return got, published, 0
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def send_frame_mmsg(fd, dest, header, frame_bytes, payload, ppf, headers, iov, mm):
     """Send one frame with ``sendmmsg``: each datagram gathers its own header copy and a
     slice of ``frame_bytes`` (no payload copy in user space).
@@ -194,7 +239,7 @@ def send_frame_mmsg(fd, dest, header, frame_bytes, payload, ppf, headers, iov, m
     return sent
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def send_frame(fd, dest, header, frame_bytes, payload, ppf, staging):
     """Send one frame: ``header`` (48 bytes) with the packet index patched per packet.
 
