@@ -22,6 +22,8 @@ from trainstamp.storage import (
 )
 from trainstamp.timing.device import TimeServer
 
+pytestmark = pytest.mark.system
+
 FIRST_ID = 5_000_000
 P_NS = 100_000_000
 #: The only tick, at import time, so the stop document (real time, a few s later) still

@@ -13,6 +13,8 @@ from event_model import compose_run
 
 from trainstamp.storage import StorageConfig, catalog, make_writer
 
+pytestmark = pytest.mark.system
+
 FRAMES = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
 
 

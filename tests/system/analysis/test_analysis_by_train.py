@@ -35,6 +35,8 @@ from trainstamp.storage import (
     write_tiled_profile,
 )
 
+pytestmark = pytest.mark.system
+
 STEP = list(range(1000, 1010))  # every train
 SPARSE = list(range(1020, 1031, 2))  # every other train
 FLY = list(range(2000, 2012))  # detector every train, tagger per 3 trains

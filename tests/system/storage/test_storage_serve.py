@@ -8,6 +8,8 @@ import pytest
 from trainstamp.storage import StorageConfig, tiled_profile, write_tiled_profile
 from trainstamp.storage._serve import JSON_SEQ_EXPORTER, main, server_config
 
+pytestmark = pytest.mark.system
+
 
 def test_written_config_is_valid_for_tiled_and_holds_no_secrets(tmp_path, monkeypatch, capsys):
     from tiled.config import parse_configs

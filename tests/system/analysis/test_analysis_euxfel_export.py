@@ -19,6 +19,8 @@ from ophyd.sim import SynAxis
 from trainstamp.storage import StorageConfig, close_catalog, detector_frames, open_catalog
 from trainstamp.storage._euxfel_write import export_euxfel, find_run, main
 
+pytestmark = pytest.mark.system
+
 extra_data = pytest.importorskip("extra_data")
 
 STEP = list(range(3000, 3006))
