@@ -7,6 +7,7 @@ Each test starts its own emulator and IOC subprocesses (the faults change their 
 import contextlib
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -43,6 +44,21 @@ def line(ca_ports, tmp_path, emu_args=("--rate", "20"), trains=False, ioc_args=(
         yield client, box, (rp, dp, tp), stack
 
 
+def settled(read, quiet_s: float, timeout: float = 20.0):
+    """``read()``'s value once it has not changed for ``quiet_s`` seconds."""
+    last = {"value": read(), "since": time.monotonic()}
+
+    def still() -> bool:
+        value = read()
+        if value != last["value"]:
+            last.update(value=value, since=time.monotonic())
+            return False
+        return time.monotonic() - last["since"] >= quiet_s
+
+    wait_until(still, timeout=timeout, interval=0.1, message=f"no change for {quiet_s} s")
+    return last["value"]
+
+
 def test_image_is_posted_only_when_a_new_frame_exists(ca_ports, tmp_path):
     with line(ca_ports, tmp_path) as (client, *_):
         images = []
@@ -51,8 +67,9 @@ def test_image_is_posted_only_when_a_new_frame_exists(ca_ports, tmp_path):
         wait_until(lambda: len(images) >= 2, timeout=10, message="previews while running")
         client.stop_daq()
         wait_until(lambda: not client.is_acquiring(), timeout=5)
-        wait_until(lambda: client.get(PV.FRAME_RATE) == 0, timeout=5, message="the stream to stop")
-        count = client.get(PV.FRAME_COUNT)
+        # Stopped: FRAME_COUNT still for a second. FRAME_RATE read 0 once under load while
+        # two frames of the stream still waited in the receive buffer.
+        count = settled(lambda: client.get(PV.FRAME_COUNT), quiet_s=1.0)
         seen = len(images)
         threading.Event().wait(2.0)  # four preview periods with no new frame
         assert client.get(PV.FRAME_COUNT) == count
