@@ -274,13 +274,25 @@ def _refusal_signal(signal: Any) -> Any:
     return None
 
 
+def _read_message(refusal: Any) -> str:
+    """The IOC's refusal message. A pyepics read right after the signal connected has
+    once given only the message's first character ("V" for "ValueError: ..."); no IOC
+    message is one character long, so such a read is taken again, within the bound."""
+    deadline = time.monotonic() + REFUSAL_READ_TIMEOUT
+    while True:
+        text = str(refusal.get(use_monitor=False, timeout=REFUSAL_READ_TIMEOUT)).strip()
+        if len(text) != 1 or time.monotonic() >= deadline:
+            return text
+        time.sleep(0.02)  # a re-read, not a wait for an event: there is none to wait on
+
+
 def _with_device_text(signal: Any, reason: str) -> str:
     refusal = _refusal_signal(signal)
     if refusal is None:
         return reason
     try:
         refusal.wait_for_connection(timeout=REFUSAL_READ_TIMEOUT)
-        text = str(refusal.get(use_monitor=False, timeout=REFUSAL_READ_TIMEOUT)).strip()
+        text = _read_message(refusal)
     except Exception as exc:  # the refusal stands; only its explanation is missing
         return f"{reason} [no message: reading {refusal.pvname} failed: {exc}]"
     return f"{text} [{reason}; the message is the IOC's {refusal.pvname}]" if text else reason
